@@ -1,0 +1,61 @@
+# PointsBridge: `make run` starts the whole system, `make test` runs every test.
+# Each target builds what it needs: the venv, the generated code, the tools.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PY     := $(BIN)/python
+DEPS   := $(VENV)/.deps-stamp
+GEN    := generated/.stamp
+BUF    := node_modules/.bin/buf
+PROTOS := $(shell find protos -name '*.proto' | sort)
+
+.PHONY: help venv proto lint test run demo migrate clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(DEPS): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+# protoc output goes to generated/; the editable install is refreshed so that
+# the `pointsbridge` package root it creates is importable.
+$(GEN): $(DEPS) $(PROTOS)
+	rm -rf generated/pointsbridge
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(PY) -m grpc_tools.protoc -Iprotos \
+		--python_out=generated --pyi_out=generated \
+		--grpc_python_out=generated --mypy_grpc_out=generated $(PROTOS)
+	find generated/pointsbridge -type d -exec touch {}/__init__.py \;
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
+	touch $@
+
+venv: $(GEN) ## Create .venv with every dependency and the generated code
+
+proto: $(DEPS) ## Regenerate generated/ from protos/
+	rm -f $(GEN)
+	$(MAKE) $(GEN)
+
+$(BUF): package.json package-lock.json
+	npm ci --silent --no-audit --no-fund
+	touch $@
+
+lint: $(GEN) $(BUF) ## ruff + mypy on hand-written code, buf lint on the contracts
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy servicekit cardpoints ecommerce tests
+	$(BUF) lint
+
+test: $(GEN) $(BUF) ## Every test, on SQLite and PostgreSQL
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+run: $(GEN) ## The whole system on SQLite under var/, with demo data
+	$(PY) -m cardpoints.entrypoints.server
+
+migrate: $(GEN) ## Apply the database migrations (see README)
+	$(BIN)/cardpoints-server migrate
+
+clean: ## Remove the venv, generated code and local databases
+	rm -rf $(VENV) generated/pointsbridge $(GEN) var node_modules

@@ -1,0 +1,1 @@
+"""Cross-cutting plumbing both services share: errors, validation, storage, server bootstrap."""

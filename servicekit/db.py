@@ -1,0 +1,167 @@
+"""Database engines, the worker thread pool that runs units of work, and migrations.
+
+Units of work are synchronous SQLAlchemy sessions run on a small thread pool
+beside the grpc.aio event loop: measured on this machine, sync SQLAlchemy on
+sqlite3 commits many times more transactions per second than the async drivers
+(see docs/ARCHITECTURE.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Self, TypeVar
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+READ_ONLY = "pointsbridge_read_only"
+
+
+def normalize_url(url: str) -> str:
+    """`postgresql://` means psycopg 3 here; relative SQLite paths get their folder created."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    return parsed.render_as_string(hide_password=False)
+
+
+def create_db_engine(url: str, *, durable: bool = True, pool_size: int = 8) -> Engine:
+    """An engine tuned per backend.
+
+    SQLite runs in WAL mode. `durable` selects synchronous=FULL, so that a
+    committed transaction survives power loss; NORMAL only survives a crash of
+    the process. Write transactions start with BEGIN IMMEDIATE so that two
+    writers queue on the busy timeout instead of failing a lock upgrade.
+    """
+    url = normalize_url(url)
+    if make_url(url).get_backend_name() != "sqlite":
+        return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+
+    engine = create_engine(
+        url,
+        connect_args={"check_same_thread": False, "timeout": 30},
+        pool_size=pool_size,
+        max_overflow=0,
+    )
+    synchronous = "FULL" if durable else "NORMAL"
+
+    @event.listens_for(engine, "connect")
+    def _configure(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA synchronous={synchronous}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        read_only = conn.get_execution_options().get(READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+    return engine
+
+
+def _is_transient(error: DBAPIError) -> bool:
+    """Lock timeouts, deadlocks and serialization failures: the whole unit is safe to rerun."""
+    if isinstance(error, IntegrityError):
+        return True  # a concurrent duplicate; the rerun sees the winner's row
+    if not isinstance(error, OperationalError):
+        return False
+    sqlstate = getattr(error.orig, "sqlstate", None)
+    if sqlstate in ("40001", "40P01", "55P03"):
+        return True
+    return "database is locked" in str(error.orig)
+
+
+class Database:
+    """Runs units of work on worker threads, rerunning them on transient conflicts."""
+
+    def __init__(self, engine: Engine, *, workers: int = 8, attempts: int = 4) -> None:
+        self.engine = engine
+        self.sessions = sessionmaker(engine, expire_on_commit=False)
+        self.read_sessions = sessionmaker(
+            engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
+        )
+        self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="uow")
+        self._attempts = attempts
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """Run `fn` (which opens its own unit of work) with bounded reruns."""
+        for attempt in range(1, self._attempts + 1):
+            try:
+                return fn()
+            except DBAPIError as error:
+                if attempt == self._attempts or not _is_transient(error):
+                    raise
+                log.debug("rerunning unit of work after %s", type(error.orig).__name__)
+                time.sleep(0.002 * attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def run(self, fn: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.call, fn)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        self.engine.dispose()
+
+
+class SqlUnitOfWork:
+    """One transaction: rolled back on leaving unless `commit()` was called.
+
+    Services subclass it and attach their repositories in `_start`.
+    """
+
+    session: Session
+
+    def __init__(self, sessions: sessionmaker[Session]) -> None:
+        self._sessions = sessions
+
+    def _start(self, session: Session) -> None:
+        """Attach repositories to the new session."""
+
+    def __enter__(self) -> Self:
+        self.session = self._sessions()
+        self.session.begin()
+        self._start(self.session)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if self.session.in_transaction():
+                self.session.rollback()
+        finally:
+            self.session.close()
+
+    def commit(self) -> None:
+        self.session.commit()
+
+    def rollback(self) -> None:
+        self.session.rollback()
+
+
+def upgrade_schema(engine: Engine, script_location: str, version_table: str) -> None:
+    """Apply every Alembic migration of one service to `engine`'s database."""
+    config = Config()
+    config.set_main_option("script_location", script_location)
+    config.attributes["version_table"] = version_table
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")

@@ -1,0 +1,39 @@
+"""Opaque page tokens for keyset pagination over a monotonic row sequence."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+
+from servicekit.validation import INT64_MAX, Validator
+
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+_PREFIX = "pb1:"
+
+
+def page_size(v: Validator, field: str, value: int) -> int:
+    if value == 0:
+        return DEFAULT_PAGE_SIZE
+    v.in_range(field, value, 1, MAX_PAGE_SIZE)
+    return value
+
+
+def encode_token(after: int) -> str:
+    return base64.urlsafe_b64encode(f"{_PREFIX}{after}".encode()).decode().rstrip("=")
+
+
+def decode_token(v: Validator, field: str, token: str) -> int | None:
+    """The cursor a token carries; None for the first page."""
+    if not token:
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode("ascii")
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        raw = ""
+    if raw.startswith(_PREFIX) and raw[len(_PREFIX) :].isdigit():
+        cursor = int(raw[len(_PREFIX) :])
+        if cursor <= INT64_MAX:
+            return cursor
+    v.add(field, "is not a page token this service issued")
+    return None
