@@ -163,5 +163,10 @@ def upgrade_schema(engine: Engine, script_location: str, version_table: str) -> 
     config.set_main_option("script_location", script_location)
     config.attributes["version_table"] = version_table
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # Replicas starting together must not race each other's DDL.
+            connection.exec_driver_sql(
+                "SELECT pg_advisory_xact_lock(hashtext(%s))", (version_table,)
+            )
         config.attributes["connection"] = connection
         command.upgrade(config, "head")

@@ -57,4 +57,3 @@ class Unavailable(DomainError):
     """A dependency could not be reached, or its answer is unknown: retry later."""
 
     reason = "UNAVAILABLE"
-

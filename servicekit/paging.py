@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from servicekit.validation import INT64_MAX, Validator
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 _PREFIX = "pb1:"
+
+ItemT = TypeVar("ItemT")
 
 
 def page_size(v: Validator, field: str, value: int) -> int:
@@ -37,3 +42,16 @@ def decode_token(v: Validator, field: str, token: str) -> int | None:
             return cursor
     v.add(field, "is not a page token this service issued")
     return None
+
+
+@dataclass(frozen=True)
+class Page(Generic[ItemT]):
+    items: list[ItemT]
+    next_page_token: str
+
+    @classmethod
+    def of(cls, rows: Sequence[tuple[int, ItemT]], limit: int) -> Page[ItemT]:
+        """A page from up to limit+1 (cursor, item) rows; the extra row means there is more."""
+        shown = rows[:limit]
+        token = encode_token(shown[-1][0]) if len(rows) > limit else ""
+        return cls([item for _, item in shown], token)

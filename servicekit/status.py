@@ -82,7 +82,8 @@ def status_for(
     if field_violations:
         details.append(_pack(error_details_pb2.BadRequest(field_violations=field_violations)))
     proto = status_pb2.Status(code=code.value[0], message=message, details=details)
-    return rpc_status.to_status(proto)
+    status: grpc.Status = rpc_status.to_status(proto)
+    return status
 
 
 def status_of(error: DomainError) -> grpc.Status:
@@ -142,10 +143,11 @@ _CODES_BY_NUMBER = {c.value[0]: c for c in grpc.StatusCode}
 
 def remote_error(error: grpc.RpcError) -> RemoteError:
     """Read code, ErrorInfo and BadRequest from a failed call (sync or aio)."""
-    code: grpc.StatusCode = error.code()  # type: ignore[attr-defined]
-    message: str = error.details() or ""  # type: ignore[attr-defined]
-    trailers = error.trailing_metadata() or ()  # type: ignore[attr-defined]
-    for key, value in trailers:
+    call: Any = error  # sync calls and aio errors share this surface
+    code: grpc.StatusCode = call.code()
+    message: str = call.details() or ""
+    trailers: Iterable[Any] = call.trailing_metadata() or ()
+    for key, value in ((item[0], item[1]) for item in trailers):
         if key != "grpc-status-details-bin":
             continue
         status = status_pb2.Status.FromString(value)
@@ -161,8 +163,6 @@ def remote_error(error: grpc.RpcError) -> RemoteError:
             elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
                 bad = error_details_pb2.BadRequest()
                 detail.Unpack(bad)
-                violations += [
-                    FieldViolation(v.field, v.description) for v in bad.field_violations
-                ]
+                violations += [FieldViolation(v.field, v.description) for v in bad.field_violations]
         return RemoteError(code, status.message, reason, domain, metadata, tuple(violations))
     return RemoteError(code, message)

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
+import grpc
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+
+from cardpoints.entrypoints.server import App as CardpointsApp
+from cardpoints.entrypoints.server import Settings as CardpointsSettings
+from cardpoints.entrypoints.server import start as start_cardpoints
 
 PG_ADMIN_URL = os.environ.get(
     "POINTSBRIDGE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -59,3 +64,19 @@ def make_db_url(backend: str, tmp_path: Path) -> Iterator[Callable[[str], str]]:
     yield make
     for url in created:
         _drop_pg_database(url)
+
+
+@pytest.fixture
+async def cardpoints_app(make_db_url: Callable[[str], str]) -> AsyncIterator[CardpointsApp]:
+    """A real card-points server on 127.0.0.1:0 over a fresh database of the test's backend."""
+    app = await start_cardpoints(
+        CardpointsSettings(address="127.0.0.1:0", database_url=make_db_url("cardpoints"), workers=4)
+    )
+    yield app
+    await app.stop(grace=1)
+
+
+@pytest.fixture
+async def cardpoints_channel(cardpoints_app: CardpointsApp) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{cardpoints_app.port}") as channel:
+        yield channel

@@ -1,0 +1,1 @@
+"""The bank's card-points service: accounts, a points ledger, deductions, reversals."""

@@ -1,0 +1,1 @@
+"""Card-points adapters: SQLAlchemy tables, repositories and migrations."""

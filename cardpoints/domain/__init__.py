@@ -1,0 +1,1 @@
+"""Card-points domain: accounts, ledger entries, deductions and the rules between them."""

@@ -1,0 +1,1 @@
+"""Card-points entrypoints: the gRPC servicers and the server process."""

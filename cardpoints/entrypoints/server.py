@@ -1,0 +1,187 @@
+"""The card-points server process: settings, bootstrap, and a graceful drain on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from pointsbridge.cardpoints.v1 import cardpoints_pb2 as pb
+from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as pb_grpc
+
+from cardpoints.adapters.repository import CardpointsUnitOfWork
+from cardpoints.entrypoints.servicer import CardPointsAdminServicer, CardPointsServicer
+from servicekit.clock import Clock, utc_now
+from servicekit.config import EnvParser, boolean
+from servicekit.db import Database, create_db_engine, upgrade_schema
+from servicekit.server import (
+    Registration,
+    RunningServer,
+    configure_logging,
+    start_server,
+    wait_for_stop_signal,
+)
+
+log = logging.getLogger("cardpoints")
+
+MIGRATIONS = str(Path(__file__).resolve().parent.parent / "adapters" / "migrations")
+VERSION_TABLE = "cardpoints_alembic_version"
+
+
+@dataclass(frozen=True)
+class Settings:
+    address: str = "[::]:50051"
+    database_url: str = "sqlite:///var/cardpoints.db"
+    migrate: bool = True
+    workers: int = 8
+    grace: float = 10.0
+    log_level: str = "INFO"
+
+
+@dataclass
+class App:
+    """A running card-points server and what it owns."""
+
+    running: RunningServer
+    db: Database
+
+    @property
+    def port(self) -> int:
+        return self.running.port
+
+    async def stop(self, grace: float = 5.0) -> None:
+        await self.running.drain(grace)
+        self.db.close()
+
+
+def migrate(database_url: str) -> None:
+    engine = create_db_engine(database_url)
+    try:
+        upgrade_schema(engine, MIGRATIONS, VERSION_TABLE)
+    finally:
+        engine.dispose()
+
+
+async def start(settings: Settings, *, clock: Clock = utc_now) -> App:
+    """Open the database (migrating it if asked), then serve both card-points services."""
+    engine = create_db_engine(settings.database_url, durable=True, pool_size=settings.workers)
+    if settings.migrate:
+        upgrade_schema(engine, MIGRATIONS, VERSION_TABLE)
+    db = Database(engine, workers=settings.workers)
+    servicer = CardPointsServicer(
+        db,
+        lambda: CardpointsUnitOfWork(db.sessions),
+        lambda: CardpointsUnitOfWork(db.read_sessions),
+        clock,
+    )
+    admin = CardPointsAdminServicer(
+        db,
+        lambda: CardpointsUnitOfWork(db.sessions),
+        lambda: CardpointsUnitOfWork(db.read_sessions),
+        clock,
+    )
+    try:
+        running = await start_server(
+            settings.address,
+            [
+                Registration(
+                    pb.DESCRIPTOR.services_by_name["CardPointsService"].full_name,
+                    lambda server: pb_grpc.add_CardPointsServiceServicer_to_server(
+                        servicer, server
+                    ),
+                ),
+                Registration(
+                    pb.DESCRIPTOR.services_by_name["CardPointsAdminService"].full_name,
+                    lambda server: pb_grpc.add_CardPointsAdminServiceServicer_to_server(
+                        admin, server
+                    ),
+                ),
+            ],
+        )
+    except BaseException:
+        db.close()
+        raise
+    return App(running, db)
+
+
+def parse_settings(argv: list[str] | None = None) -> tuple[Settings, bool]:
+    defaults = Settings()
+    parser = EnvParser(
+        "POINTSBRIDGE_CARDPOINTS",
+        prog="cardpoints-server",
+        description=(
+            "Serve the PointsBridge card-points service (CardPointsService and "
+            "CardPointsAdminService) over gRPC, with health checking and server reflection."
+        ),
+    )
+    parser.option("--address", default=defaults.address, help="host:port to listen on")
+    parser.option(
+        "--database-url",
+        default=defaults.database_url,
+        help="SQLAlchemy URL: sqlite:///path.db (embedded) or postgresql://user@host/db",
+    )
+    parser.option(
+        "--migrate",
+        default=defaults.migrate,
+        type=boolean,
+        help="apply pending schema migrations before serving",
+    )
+    parser.option(
+        "--workers",
+        default=defaults.workers,
+        type=int,
+        help="database worker threads (and connections) running units of work",
+    )
+    parser.option(
+        "--grace",
+        default=defaults.grace,
+        type=float,
+        help="seconds in-flight calls may take to finish after SIGTERM",
+    )
+    parser.option(
+        "--log-level",
+        default=defaults.log_level,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log verbosity",
+    )
+    parser.add_argument(
+        "--migrate-only",
+        action="store_true",
+        help="apply schema migrations to --database-url, then exit",
+    )
+    args = parser.parse_args(argv)
+    settings = Settings(
+        address=args.address,
+        database_url=args.database_url,
+        migrate=args.migrate,
+        workers=args.workers,
+        grace=args.grace,
+        log_level=args.log_level,
+    )
+    return settings, bool(args.migrate_only)
+
+
+async def serve(settings: Settings) -> None:
+    app = await start(settings)
+    log.info("cardpoints serving on port %d", app.port)
+    await wait_for_stop_signal()
+    log.info("draining for up to %.1fs", settings.grace)
+    await app.stop(settings.grace)
+    log.info("stopped")
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings, migrate_only = parse_settings(argv)
+    configure_logging(settings.log_level)
+    if migrate_only:
+        migrate(settings.database_url)
+        log.info("schema is up to date")
+        return 0
+    asyncio.run(serve(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,228 @@
+"""gRPC servicers: protobuf in, a use case on a worker thread, protobuf out."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeAlias
+
+import grpc
+from pointsbridge.cardpoints.v1 import cardpoints_pb2 as pb
+from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as pb_grpc
+
+from cardpoints.domain import model
+from cardpoints.service_layer import services
+from cardpoints.service_layer.unit_of_work import UnitOfWork
+from servicekit.clock import Clock, from_timestamp, to_timestamp
+from servicekit.db import Database
+from servicekit.status import rpc
+
+Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+
+_ACCOUNT_STATES = {
+    model.AccountState.ACTIVE: pb.ACCOUNT_STATE_ACTIVE,
+    model.AccountState.FROZEN: pb.ACCOUNT_STATE_FROZEN,
+    model.AccountState.CLOSED: pb.ACCOUNT_STATE_CLOSED,
+}
+_ACCOUNT_STATES_IN = {number: state for state, number in _ACCOUNT_STATES.items()}
+_DEDUCTION_STATES = {
+    model.DeductionState.COMPLETED: pb.DEDUCTION_STATE_COMPLETED,
+    model.DeductionState.PARTIALLY_REVERSED: pb.DEDUCTION_STATE_PARTIALLY_REVERSED,
+    model.DeductionState.REVERSED: pb.DEDUCTION_STATE_REVERSED,
+}
+_ENTRY_TYPES = {
+    model.EntryType.CREDIT: pb.ENTRY_TYPE_CREDIT,
+    model.EntryType.DEDUCTION: pb.ENTRY_TYPE_DEDUCTION,
+    model.EntryType.REVERSAL: pb.ENTRY_TYPE_REVERSAL,
+}
+
+
+def account_pb(account: model.Account) -> pb.Account:
+    return pb.Account(
+        account_id=account.account_id,
+        holder_name=account.holder_name,
+        state=_ACCOUNT_STATES[account.state],
+        balance=account.balance,
+        create_time=to_timestamp(account.create_time),
+        update_time=to_timestamp(account.update_time),
+    )
+
+
+def reversal_pb(reversal: model.Reversal) -> pb.Reversal:
+    return pb.Reversal(
+        reversal_id=reversal.reversal_id,
+        request_id=reversal.request_id,
+        deduction_id=reversal.deduction_id,
+        deduction_request_id=reversal.deduction_request_id,
+        points=reversal.points,
+        balance_after=reversal.balance_after,
+        create_time=to_timestamp(reversal.create_time),
+    )
+
+
+def deduction_pb(deduction: model.Deduction) -> pb.Deduction:
+    return pb.Deduction(
+        deduction_id=deduction.deduction_id,
+        request_id=deduction.request_id,
+        account_id=deduction.account_id,
+        points=deduction.points,
+        balance_after=deduction.balance_after,
+        state=_DEDUCTION_STATES[deduction.state],
+        reversed_points=deduction.reversed_points,
+        coupon_quantity=deduction.coupon_quantity,
+        points_per_coupon=deduction.points_per_coupon,
+        merchant_id=deduction.merchant_id,
+        create_time=to_timestamp(deduction.create_time),
+        update_time=to_timestamp(deduction.update_time),
+        reversals=[reversal_pb(r) for r in deduction.reversals],
+    )
+
+
+def entry_pb(entry: model.LedgerEntry) -> pb.LedgerEntry:
+    return pb.LedgerEntry(
+        entry_id=entry.entry_id,
+        account_id=entry.account_id,
+        type=_ENTRY_TYPES[entry.type],
+        amount=entry.amount,
+        balance_after=entry.balance_after,
+        request_id=entry.request_id,
+        reference_id=entry.reference_id,
+        reason=entry.reason,
+        create_time=to_timestamp(entry.create_time),
+    )
+
+
+class _Base:
+    def __init__(
+        self,
+        db: Database,
+        uow: Callable[[], UnitOfWork],
+        read_uow: Callable[[], UnitOfWork],
+        clock: Clock,
+    ) -> None:
+        self._db = db
+        self._uow = uow
+        self._read_uow = read_uow
+        self._clock = clock
+
+
+class CardPointsServicer(_Base, pb_grpc.CardPointsServiceServicer):
+    @rpc
+    async def GetAccount(
+        self, request: pb.GetAccountRequest, context: Context
+    ) -> pb.GetAccountResponse:
+        account = await self._db.run(
+            lambda: services.get_account(self._read_uow(), request.account_id)
+        )
+        return pb.GetAccountResponse(account=account_pb(account))
+
+    @rpc
+    async def DeductPoints(
+        self, request: pb.DeductPointsRequest, context: Context
+    ) -> pb.DeductPointsResponse:
+        cmd = model.DeductPoints(
+            request_id=request.request_id,
+            account_id=request.account_id,
+            points=request.points,
+            coupon_quantity=request.coupon_quantity,
+            points_per_coupon=request.points_per_coupon,
+            merchant_id=request.merchant_id,
+        )
+        deduction = await self._db.run(
+            lambda: services.deduct_points(self._uow(), cmd, self._clock)
+        )
+        return pb.DeductPointsResponse(deduction=deduction_pb(deduction))
+
+    @rpc
+    async def GetDeduction(
+        self, request: pb.GetDeductionRequest, context: Context
+    ) -> pb.GetDeductionResponse:
+        lookup = services.DeductionLookup(
+            deduction_id=request.deduction_id, request_id=request.request_id
+        )
+        deduction = await self._db.run(lambda: services.get_deduction(self._read_uow(), lookup))
+        return pb.GetDeductionResponse(deduction=deduction_pb(deduction))
+
+    @rpc
+    async def ReverseDeduction(
+        self, request: pb.ReverseDeductionRequest, context: Context
+    ) -> pb.ReverseDeductionResponse:
+        cmd = model.ReverseDeduction(
+            request_id=request.request_id,
+            deduction_request_id=request.deduction_request_id,
+            points=request.points,
+            reason=request.reason,
+        )
+        reversal, deduction = await self._db.run(
+            lambda: services.reverse_deduction(self._uow(), cmd, self._clock)
+        )
+        return pb.ReverseDeductionResponse(
+            reversal=reversal_pb(reversal), deduction=deduction_pb(deduction)
+        )
+
+    @rpc
+    async def ListTransactions(
+        self, request: pb.ListTransactionsRequest, context: Context
+    ) -> pb.ListTransactionsResponse:
+        page = await self._db.run(
+            lambda: services.list_transactions(
+                self._read_uow(), request.account_id, request.page_size, request.page_token
+            )
+        )
+        return pb.ListTransactionsResponse(
+            transactions=[entry_pb(e) for e in page.items], next_page_token=page.next_page_token
+        )
+
+    @rpc
+    async def ListDeductions(
+        self, request: pb.ListDeductionsRequest, context: Context
+    ) -> pb.ListDeductionsResponse:
+        start = from_timestamp(request.start_time) if request.HasField("start_time") else None
+        end = from_timestamp(request.end_time) if request.HasField("end_time") else None
+        page = await self._db.run(
+            lambda: services.list_deductions(
+                self._read_uow(), start, end, request.page_size, request.page_token, self._clock
+            )
+        )
+        return pb.ListDeductionsResponse(
+            deductions=[deduction_pb(d) for d in page.items],
+            next_page_token=page.next_page_token,
+        )
+
+
+class CardPointsAdminServicer(_Base, pb_grpc.CardPointsAdminServiceServicer):
+    @rpc
+    async def OpenAccount(
+        self, request: pb.OpenAccountRequest, context: Context
+    ) -> pb.OpenAccountResponse:
+        cmd = model.OpenAccount(account_id=request.account_id, holder_name=request.holder_name)
+        account = await self._db.run(lambda: services.open_account(self._uow(), cmd, self._clock))
+        return pb.OpenAccountResponse(account=account_pb(account))
+
+    @rpc
+    async def CreditPoints(
+        self, request: pb.CreditPointsRequest, context: Context
+    ) -> pb.CreditPointsResponse:
+        cmd = model.CreditPoints(
+            request_id=request.request_id,
+            account_id=request.account_id,
+            points=request.points,
+            reason=request.reason,
+        )
+        entry, account = await self._db.run(
+            lambda: services.credit_points(self._uow(), cmd, self._clock)
+        )
+        return pb.CreditPointsResponse(entry=entry_pb(entry), account=account_pb(account))
+
+    @rpc
+    async def SetAccountState(
+        self, request: pb.SetAccountStateRequest, context: Context
+    ) -> pb.SetAccountStateResponse:
+        cmd = model.SetAccountState(
+            account_id=request.account_id,
+            state=_ACCOUNT_STATES_IN.get(request.state),
+            reason=request.reason,
+        )
+        account = await self._db.run(
+            lambda: services.set_account_state(self._uow(), cmd, self._clock)
+        )
+        return pb.SetAccountStateResponse(account=account_pb(account))

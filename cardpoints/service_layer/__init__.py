@@ -1,0 +1,1 @@
+"""Card-points use cases, run inside one unit of work each."""
