@@ -7,8 +7,9 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -18,10 +19,10 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 
-async def expect_error(call: object) -> RemoteError:
+async def expect_error(call: Awaitable[Any]) -> RemoteError:
     """Await a call that must fail and return what its status said."""
     try:
-        await call  # type: ignore[misc]
+        await call
     except grpc.aio.AioRpcError as error:
         return remote_error(error)
     raise AssertionError("the call succeeded")

@@ -8,11 +8,10 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from pointsbridge.cardpoints.v1 import cardpoints_pb2 as pb
-from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as pb_grpc
-
 from cardpoints.adapters.repository import CardpointsUnitOfWork
 from cardpoints.entrypoints.servicer import CardPointsAdminServicer, CardPointsServicer
+from pointsbridge.cardpoints.v1 import cardpoints_pb2 as pb
+from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as pb_grpc
 from servicekit.clock import Clock, utc_now
 from servicekit.config import EnvParser, boolean
 from servicekit.db import Database, create_db_engine, upgrade_schema

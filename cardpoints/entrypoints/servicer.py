@@ -6,12 +6,12 @@ from collections.abc import Callable
 from typing import Any, TypeAlias
 
 import grpc
-from pointsbridge.cardpoints.v1 import cardpoints_pb2 as pb
-from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as pb_grpc
 
 from cardpoints.domain import model
 from cardpoints.service_layer import services
 from cardpoints.service_layer.unit_of_work import UnitOfWork
+from pointsbridge.cardpoints.v1 import cardpoints_pb2 as pb
+from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as pb_grpc
 from servicekit.clock import Clock, from_timestamp, to_timestamp
 from servicekit.db import Database
 from servicekit.status import rpc

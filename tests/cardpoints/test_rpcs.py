@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import grpc
 import pytest
@@ -445,7 +447,7 @@ async def test_concurrent_duplicates_make_one_deduction(bank: Bank) -> None:
 
 async def test_every_error_carries_exactly_one_error_info(bank: Bank) -> None:
     await bank.account(points=10)
-    calls = [
+    calls: list[Awaitable[Any]] = [
         bank.points.GetAccount(pb.GetAccountRequest(account_id="nobody"), timeout=10),
         bank.points.DeductPoints(bank.deduct("x-1", 1000), timeout=10),
         bank.points.DeductPoints(pb.DeductPointsRequest(), timeout=10),
