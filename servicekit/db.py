@@ -126,18 +126,23 @@ class Database:
 class SqlUnitOfWork:
     """One transaction: rolled back on leaving unless `commit()` was called.
 
-    Services subclass it and attach their repositories in `_start`.
+    Services subclass it and attach their repositories in `_start`. Use cases
+    append domain events to `events`; those of a committed transaction move to
+    `committed_events`, for the entrypoint to publish.
     """
 
     session: Session
 
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions
+        self.events: list[object] = []
+        self.committed_events: list[object] = []
 
     def _start(self, session: Session) -> None:
         """Attach repositories to the new session."""
 
     def __enter__(self) -> Self:
+        self.events = []
         self.session = self._sessions()
         self.session.begin()
         self._start(self.session)
@@ -152,6 +157,8 @@ class SqlUnitOfWork:
 
     def commit(self) -> None:
         self.session.commit()
+        self.committed_events += self.events
+        self.events = []
 
     def rollback(self) -> None:
         self.session.rollback()

@@ -14,6 +14,8 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from servicekit.observability import ObservabilityInterceptor
+
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
@@ -57,7 +59,9 @@ async def start_server(
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
 ) -> RunningServer:
     """Start serving on `address` ("host:0" picks a free port) and return the bound port."""
-    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
+    server = grpc.aio.server(
+        options=SERVER_OPTIONS, interceptors=(ObservabilityInterceptor(), *interceptors)
+    )
     for registration in registrations:
         registration.add(server)
     health_servicer = health.aio.HealthServicer()
@@ -96,10 +100,3 @@ async def wait_for_stop_signal() -> None:
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
-
-
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )

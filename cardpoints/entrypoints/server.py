@@ -15,13 +15,8 @@ from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as pb_grpc
 from servicekit.clock import Clock, utc_now
 from servicekit.config import EnvParser, boolean
 from servicekit.db import Database, create_db_engine, upgrade_schema
-from servicekit.server import (
-    Registration,
-    RunningServer,
-    configure_logging,
-    start_server,
-    wait_for_stop_signal,
-)
+from servicekit.observability import configure_logging, serve_metrics
+from servicekit.server import Registration, RunningServer, start_server, wait_for_stop_signal
 
 log = logging.getLogger("cardpoints")
 
@@ -37,6 +32,8 @@ class Settings:
     workers: int = 8
     grace: float = 10.0
     log_level: str = "INFO"
+    log_format: str = "auto"
+    metrics_address: str = ""
 
 
 @dataclass
@@ -145,6 +142,17 @@ def parse_settings(argv: list[str] | None = None) -> tuple[Settings, bool]:
         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
         help="log verbosity",
     )
+    parser.option(
+        "--log-format",
+        default=defaults.log_format,
+        choices=["auto", "json", "text"],
+        help="json: one JSON object per line; text: for people; auto: text on a terminal",
+    )
+    parser.option(
+        "--metrics-address",
+        default=defaults.metrics_address,
+        help="host:port for the Prometheus /metrics endpoint; empty turns it off",
+    )
     parser.add_argument(
         "--migrate-only",
         action="store_true",
@@ -158,12 +166,16 @@ def parse_settings(argv: list[str] | None = None) -> tuple[Settings, bool]:
         workers=args.workers,
         grace=args.grace,
         log_level=args.log_level,
+        log_format=args.log_format,
+        metrics_address=args.metrics_address,
     )
     return settings, bool(args.migrate_only)
 
 
 async def serve(settings: Settings) -> None:
     app = await start(settings)
+    if settings.metrics_address:
+        log.info("metrics on port %d", serve_metrics(settings.metrics_address))
     log.info("cardpoints serving on port %d", app.port)
     await wait_for_stop_signal()
     log.info("draining for up to %.1fs", settings.grace)
@@ -173,7 +185,7 @@ async def serve(settings: Settings) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     settings, migrate_only = parse_settings(argv)
-    configure_logging(settings.log_level)
+    configure_logging("cardpoints", settings.log_level, settings.log_format)
     if migrate_only:
         migrate(settings.database_url)
         log.info("schema is up to date")

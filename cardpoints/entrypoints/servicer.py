@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 import grpc
 
 from cardpoints.domain import model
+from cardpoints.entrypoints import metrics
 from cardpoints.service_layer import services
 from cardpoints.service_layer.unit_of_work import UnitOfWork
 from pointsbridge.cardpoints.v1 import cardpoints_pb2 as pb
@@ -15,6 +16,8 @@ from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as pb_grpc
 from servicekit.clock import Clock, from_timestamp, to_timestamp
 from servicekit.db import Database
 from servicekit.status import rpc
+
+T = TypeVar("T")
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
@@ -104,15 +107,24 @@ class _Base:
         self._read_uow = read_uow
         self._clock = clock
 
+    async def _write(self, use_case: Callable[[UnitOfWork], T]) -> T:
+        """Run a use case in a write unit of work, then publish what it committed."""
+        uow = self._uow()
+        try:
+            return await self._db.run(lambda: use_case(uow))
+        finally:
+            metrics.publish(uow.committed_events)
+
+    async def _read(self, use_case: Callable[[UnitOfWork], T]) -> T:
+        return await self._db.run(lambda: use_case(self._read_uow()))
+
 
 class CardPointsServicer(_Base, pb_grpc.CardPointsServiceServicer):
     @rpc
     async def GetAccount(
         self, request: pb.GetAccountRequest, context: Context
     ) -> pb.GetAccountResponse:
-        account = await self._db.run(
-            lambda: services.get_account(self._read_uow(), request.account_id)
-        )
+        account = await self._read(lambda uow: services.get_account(uow, request.account_id))
         return pb.GetAccountResponse(account=account_pb(account))
 
     @rpc
@@ -127,9 +139,7 @@ class CardPointsServicer(_Base, pb_grpc.CardPointsServiceServicer):
             points_per_coupon=request.points_per_coupon,
             merchant_id=request.merchant_id,
         )
-        deduction = await self._db.run(
-            lambda: services.deduct_points(self._uow(), cmd, self._clock)
-        )
+        deduction = await self._write(lambda uow: services.deduct_points(uow, cmd, self._clock))
         return pb.DeductPointsResponse(deduction=deduction_pb(deduction))
 
     @rpc
@@ -139,7 +149,7 @@ class CardPointsServicer(_Base, pb_grpc.CardPointsServiceServicer):
         lookup = services.DeductionLookup(
             deduction_id=request.deduction_id, request_id=request.request_id
         )
-        deduction = await self._db.run(lambda: services.get_deduction(self._read_uow(), lookup))
+        deduction = await self._read(lambda uow: services.get_deduction(uow, lookup))
         return pb.GetDeductionResponse(deduction=deduction_pb(deduction))
 
     @rpc
@@ -152,8 +162,8 @@ class CardPointsServicer(_Base, pb_grpc.CardPointsServiceServicer):
             points=request.points,
             reason=request.reason,
         )
-        reversal, deduction = await self._db.run(
-            lambda: services.reverse_deduction(self._uow(), cmd, self._clock)
+        reversal, deduction = await self._write(
+            lambda uow: services.reverse_deduction(uow, cmd, self._clock)
         )
         return pb.ReverseDeductionResponse(
             reversal=reversal_pb(reversal), deduction=deduction_pb(deduction)
@@ -163,9 +173,9 @@ class CardPointsServicer(_Base, pb_grpc.CardPointsServiceServicer):
     async def ListTransactions(
         self, request: pb.ListTransactionsRequest, context: Context
     ) -> pb.ListTransactionsResponse:
-        page = await self._db.run(
-            lambda: services.list_transactions(
-                self._read_uow(), request.account_id, request.page_size, request.page_token
+        page = await self._read(
+            lambda uow: services.list_transactions(
+                uow, request.account_id, request.page_size, request.page_token
             )
         )
         return pb.ListTransactionsResponse(
@@ -178,9 +188,9 @@ class CardPointsServicer(_Base, pb_grpc.CardPointsServiceServicer):
     ) -> pb.ListDeductionsResponse:
         start = from_timestamp(request.start_time) if request.HasField("start_time") else None
         end = from_timestamp(request.end_time) if request.HasField("end_time") else None
-        page = await self._db.run(
-            lambda: services.list_deductions(
-                self._read_uow(), start, end, request.page_size, request.page_token, self._clock
+        page = await self._read(
+            lambda uow: services.list_deductions(
+                uow, start, end, request.page_size, request.page_token, self._clock
             )
         )
         return pb.ListDeductionsResponse(
@@ -195,7 +205,7 @@ class CardPointsAdminServicer(_Base, pb_grpc.CardPointsAdminServiceServicer):
         self, request: pb.OpenAccountRequest, context: Context
     ) -> pb.OpenAccountResponse:
         cmd = model.OpenAccount(account_id=request.account_id, holder_name=request.holder_name)
-        account = await self._db.run(lambda: services.open_account(self._uow(), cmd, self._clock))
+        account = await self._write(lambda uow: services.open_account(uow, cmd, self._clock))
         return pb.OpenAccountResponse(account=account_pb(account))
 
     @rpc
@@ -208,8 +218,8 @@ class CardPointsAdminServicer(_Base, pb_grpc.CardPointsAdminServiceServicer):
             points=request.points,
             reason=request.reason,
         )
-        entry, account = await self._db.run(
-            lambda: services.credit_points(self._uow(), cmd, self._clock)
+        entry, account = await self._write(
+            lambda uow: services.credit_points(uow, cmd, self._clock)
         )
         return pb.CreditPointsResponse(entry=entry_pb(entry), account=account_pb(account))
 
@@ -222,7 +232,5 @@ class CardPointsAdminServicer(_Base, pb_grpc.CardPointsAdminServiceServicer):
             state=_ACCOUNT_STATES_IN.get(request.state),
             reason=request.reason,
         )
-        account = await self._db.run(
-            lambda: services.set_account_state(self._uow(), cmd, self._clock)
-        )
+        account = await self._write(lambda uow: services.set_account_state(uow, cmd, self._clock))
         return pb.SetAccountStateResponse(account=account_pb(account))

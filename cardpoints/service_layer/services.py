@@ -17,6 +17,12 @@ from cardpoints.domain.errors import (
     InsufficientPoints,
     ReversalExceedsDeduction,
 )
+from cardpoints.domain.events import (
+    DeductionRefused,
+    PointsCredited,
+    PointsDeducted,
+    PointsReversed,
+)
 from cardpoints.domain.model import (
     Account,
     AccountState,
@@ -186,6 +192,7 @@ def credit_points(uow: UnitOfWork, cmd: CreditPoints, clock: Clock) -> tuple[Led
         )
         uow.ledger.add(entry)
         _store_success(uow, operation, cmd.request_id, cmd.fingerprint(), entry.entry_id, now)
+        uow.events.append(PointsCredited(cmd.account_id, cmd.points))
         updated = _account(uow, cmd.account_id)
         uow.commit()
         return entry, updated
@@ -209,6 +216,7 @@ def deduct_points(uow: UnitOfWork, cmd: DeductPoints, clock: Clock) -> Deduction
                 _account(uow, cmd.account_id).check_can_deduct()
                 raise InsufficientPoints(cmd.account_id, cmd.points)
         except REPLAYED_REFUSALS as refusal:
+            uow.events.append(DeductionRefused(cmd.account_id, refusal.reason))
             _store_refusal(uow, operation, cmd.request_id, cmd.fingerprint(), refusal, now)
             raise
         deduction = Deduction(
@@ -241,6 +249,7 @@ def deduct_points(uow: UnitOfWork, cmd: DeductPoints, clock: Clock) -> Deduction
         _store_success(
             uow, operation, cmd.request_id, cmd.fingerprint(), deduction.deduction_id, now
         )
+        uow.events.append(PointsDeducted(cmd.account_id, cmd.points))
         uow.commit()
         return deduction
 
@@ -324,6 +333,7 @@ def reverse_deduction(
             )
         )
         _store_success(uow, operation, cmd.request_id, cmd.fingerprint(), reversal.reversal_id, now)
+        uow.events.append(PointsReversed(deduction.account_id, cmd.points))
         updated = uow.deductions.get(deduction.deduction_id)
         assert updated is not None
         uow.commit()

@@ -62,6 +62,9 @@ class IdempotencyRepository(Protocol):
 
 
 class UnitOfWork(Protocol):
+    events: list[object]
+    committed_events: list[object]
+
     @property
     def accounts(self) -> AccountRepository: ...
     @property

@@ -162,8 +162,11 @@ class FakeUnitOfWork:
     def __init__(self, store: Store) -> None:
         self.committed = store
         self.commits = 0
+        self.events: list[object] = []
+        self.committed_events: list[object] = []
 
     def __enter__(self) -> Self:
+        self.events = []
         self.working = self.committed.copy()
         self.accounts = FakeAccounts(self.working)
         self.ledger = FakeLedger(self.working)
@@ -179,3 +182,5 @@ class FakeUnitOfWork:
             setattr(self.committed, name, getattr(self.working, name))
         self.working = self.committed.copy()
         self.commits += 1
+        self.committed_events += self.events
+        self.events = []

@@ -1,0 +1,156 @@
+"""Request ids, structured logs and Prometheus metrics, shared by both services' servers."""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import secrets
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from prometheus_client import Counter, Histogram, start_http_server
+
+REQUEST_ID_HEADER = "x-request-id"
+
+# The request id of the RPC being served; outgoing calls forward it.
+request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+rpc_var: contextvars.ContextVar[str] = contextvars.ContextVar("rpc", default="")
+
+RPC_REQUESTS = Counter(
+    "pointsbridge_rpc_requests_total",
+    "RPCs served, by service, method and final status code.",
+    ["service", "method", "code"],
+)
+RPC_LATENCY = Histogram(
+    "pointsbridge_rpc_latency_seconds",
+    "Time to serve an RPC, by service and method.",
+    ["service", "method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+_REQUEST_ID_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
+
+
+def _incoming_request_id(metadata: Any) -> str:
+    for key, value in metadata or ():
+        # Only accept ids that are safe to log verbatim.
+        acceptable = isinstance(value, str) and 0 < len(value) <= 128
+        if key == REQUEST_ID_HEADER and acceptable and set(value) <= _REQUEST_ID_OK:
+            return str(value)
+    return secrets.token_hex(8)
+
+
+def outgoing_metadata() -> tuple[tuple[str, str], ...]:
+    """Metadata that carries the current request id to the next service."""
+    request_id = request_id_var.get()
+    return ((REQUEST_ID_HEADER, request_id),) if request_id else ()
+
+
+Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
+
+
+class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
+    """Gives every unary RPC a request id (from `x-request-id` or new), a count and a latency."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        full_method: str = handler_call_details.method
+        service, _, method = full_method.lstrip("/").partition("/")
+        request_id = _incoming_request_id(handler_call_details.invocation_metadata)
+        inner: Behavior = handler.unary_unary  # type: ignore[assignment]  # aio handlers are async
+        latency = RPC_LATENCY.labels(service, method)
+
+        async def observed(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            request_token = request_id_var.set(request_id)
+            rpc_token = rpc_var.set(method)
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
+                return await inner(request, context)
+            except grpc.aio.AbortError:
+                code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except BaseException:
+                code = grpc.StatusCode.UNKNOWN
+                raise
+            finally:
+                latency.observe(time.perf_counter() - started)
+                RPC_REQUESTS.labels(service, method, code.name).inc()
+                rpc_var.reset(rpc_token)
+                request_id_var.reset(request_token)
+
+        return grpc.unary_unary_rpc_method_handler(
+            observed,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+_STANDARD_ATTRS = frozenset(
+    logging.LogRecord("", 0, "", 0, "", (), None).__dict__.keys() | {"message", "asctime"}
+)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, with the request id and RPC of the call being served."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__()
+        self.service = service
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "service": self.service,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if request_id := request_id_var.get():
+            entry["request_id"] = request_id
+            entry["rpc"] = rpc_var.get()
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD_ATTRS and not key.startswith("_"):
+                entry[key] = value if isinstance(value, str | int | bool | None) else str(value)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+
+class HumanFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        request_id = request_id_var.get()
+        return f"{text} [{rpc_var.get()} {request_id}]" if request_id else text
+
+
+def configure_logging(service: str, level: str, log_format: str = "auto") -> None:
+    """JSON lines, or human-readable text when `auto` and stderr is a terminal."""
+    human = log_format == "text" or (log_format == "auto" and sys.stderr.isatty())
+    handler = logging.StreamHandler()
+    handler.setFormatter(HumanFormatter() if human else JsonFormatter(service))
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
+    logging.Formatter.converter = time.gmtime
+
+
+def serve_metrics(address: str) -> int:
+    """Expose /metrics over HTTP on "host:port" (port 0 picks one); returns the port."""
+    host, _, port = address.rpartition(":")
+    server, _thread = start_http_server(int(port), addr=host.strip("[]") or "0.0.0.0")  # noqa: S104
+    return int(server.server_port)
