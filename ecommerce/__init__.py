@@ -1,0 +1,1 @@
+"""The e-commerce service: coupon products, points quotes, redemptions and e-coupons."""

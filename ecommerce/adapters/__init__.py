@@ -1,0 +1,1 @@
+"""Adapters room: SQLAlchemy storage and the gRPC client of the card-points service."""

@@ -1,0 +1,1 @@
+"""Domain room: the rules of products, redemptions and coupons, free of SQL and gRPC."""

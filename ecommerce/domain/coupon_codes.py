@@ -1,0 +1,83 @@
+"""Domain room: coupon codes that are unguessable, easy to read aloud, and reject typos."""
+
+from __future__ import annotations
+
+import math
+import secrets
+
+from servicekit.validation import Validator
+
+# A code is 17 symbols drawn with `secrets` from a 31-symbol alphabet
+# (17 x log2(31) = 84.2 bits), then one check symbol, shown in groups of four:
+# "7KQW-M3XR-Z9PT-HC4V-NA". The check makes the position-weighted sum of all 18
+# symbols divisible by 31. Because 31 is prime and every weight (1..18) is
+# non-zero modulo 31, a single substitution changes the sum by a non-zero
+# amount, and swapping two adjacent symbols changes it by their difference.
+
+# Digits and capitals without 0/O, 1/I/L: nothing a reader can confuse.
+ALPHABET = "23456789ABCDEFGHJKMNPQRSTUVWXYZ"
+RANDOM_SYMBOLS = 17
+GROUP = 4
+LENGTH = RANDOM_SYMBOLS + 1
+MODULUS = len(ALPHABET)
+ENTROPY_BITS = RANDOM_SYMBOLS * math.log2(MODULUS)
+
+_VALUES = {symbol: value for value, symbol in enumerate(ALPHABET)}
+_SEPARATORS = str.maketrans("", "", "- ")
+
+
+def _weighted_sum(symbols: str) -> int:
+    return sum(weight * _VALUES[s] for weight, s in enumerate(symbols, start=1))
+
+
+def check_symbol(payload: str) -> str:
+    """The symbol that, appended at weight LENGTH, makes the weighted sum divisible by 31."""
+    inverse = pow(len(payload) + 1, -1, MODULUS)
+    return ALPHABET[(-_weighted_sum(payload) * inverse) % MODULUS]
+
+
+def is_valid(symbols: str) -> bool:
+    """True when `symbols` (ungrouped, canonical alphabet) carries a correct check symbol."""
+    return (
+        len(symbols) == LENGTH
+        and all(s in _VALUES for s in symbols)
+        and _weighted_sum(symbols) % MODULUS == 0
+    )
+
+
+def group(symbols: str) -> str:
+    return "-".join(symbols[i : i + GROUP] for i in range(0, len(symbols), GROUP))
+
+
+def new_code() -> str:
+    payload = "".join(secrets.choice(ALPHABET) for _ in range(RANDOM_SYMBOLS))
+    return group(payload + check_symbol(payload))
+
+
+def read(v: Validator, field: str, raw: str) -> str | None:
+    """The canonical grouped form of a code typed by a person; None after noting why not.
+
+    Lower case, spaces and missing or misplaced dashes are forgiven; a wrong
+    symbol is refused here, before anything is looked up.
+    """
+    symbols = raw.translate(_SEPARATORS).upper()
+    if not symbols:
+        v.add(field, "is required")
+    elif len(symbols) != LENGTH:
+        v.add(field, f"must have {LENGTH} symbols, not counting dashes")
+    elif any(s not in _VALUES for s in symbols):
+        v.add(field, f"may only use the symbols {ALPHABET}")
+    elif not is_valid(symbols):
+        v.add(field, "has a typo: its check symbol does not match")
+    else:
+        return group(symbols)
+    return None
+
+
+def parse(field: str, raw: str) -> str:
+    """Like `read`, but refuses a bad code at once with INVALID_FIELD."""
+    v = Validator()
+    code = read(v, field, raw)
+    v.done(f"{field} is not a valid coupon code")
+    assert code is not None
+    return code

@@ -1,0 +1,246 @@
+"""Domain room: coupon products, exchange ratios, redemptions, coupons and refunds."""
+
+from __future__ import annotations
+
+import enum
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from ecommerce.domain import coupon_codes
+from ecommerce.domain.errors import (
+    CouponAlreadyUsed,
+    CouponExpired,
+    CouponNotFound,
+    CouponVoid,
+    DomainError,
+    ProductInactive,
+    QuantityLimitExceeded,
+)
+from servicekit.validation import checked_mul
+
+
+class RedemptionState(enum.StrEnum):
+    PENDING = "PENDING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+
+
+class CouponState(enum.StrEnum):
+    ISSUED = "ISSUED"
+    USED = "USED"
+    VOID = "VOID"
+    # Never stored: an ISSUED coupon reads as EXPIRED once its expire_time has passed.
+    EXPIRED = "EXPIRED"
+
+
+class RefundState(enum.StrEnum):
+    PENDING = "PENDING"
+    COMPLETED = "COMPLETED"
+
+
+def new_id(prefix: str) -> str:
+    """An unguessable id, so that ids of other customers cannot be enumerated."""
+    return f"{prefix}_{secrets.token_hex(10)}"
+
+
+@dataclass(frozen=True)
+class Quote:
+    product_id: str
+    quantity: int
+    points_required: int
+    points_per_coupon: int
+    ratio_version: int
+    face_value_total_minor: int
+    currency: str
+    available_points: int | None = None
+
+
+@dataclass(frozen=True)
+class CouponProduct:
+    product_id: str
+    display_name: str
+    face_value_minor: int
+    currency: str
+    points_per_coupon: int
+    ratio_version: int
+    validity_days: int
+    max_quantity_per_redemption: int
+    active: bool
+    create_time: datetime
+
+    def check_redeemable(self, quantity: int) -> None:
+        if not self.active:
+            raise ProductInactive(
+                f"coupon product {self.product_id!r} is not on offer",
+                metadata={"product_id": self.product_id},
+            )
+        if quantity > self.max_quantity_per_redemption:
+            raise QuantityLimitExceeded(
+                f"at most {self.max_quantity_per_redemption} coupons of "
+                f"{self.product_id!r} per redemption",
+                metadata={
+                    "product_id": self.product_id,
+                    "max_quantity_per_redemption": str(self.max_quantity_per_redemption),
+                },
+            )
+
+    def quote(self, quantity: int) -> Quote:
+        """What `quantity` coupons cost now; exact, and refused rather than wrapped on overflow."""
+        self.check_redeemable(quantity)
+        return Quote(
+            product_id=self.product_id,
+            quantity=quantity,
+            points_required=checked_mul(quantity, self.points_per_coupon, "quantity"),
+            points_per_coupon=self.points_per_coupon,
+            ratio_version=self.ratio_version,
+            face_value_total_minor=checked_mul(quantity, self.face_value_minor, "quantity"),
+            currency=self.currency,
+        )
+
+
+@dataclass(frozen=True)
+class ExchangeRatio:
+    product_id: str
+    version: int
+    points_per_coupon: int
+    effective_time: datetime
+
+
+@dataclass(frozen=True)
+class CardLink:
+    customer_id: str
+    card_account_id: str
+    link_time: datetime
+
+
+@dataclass(frozen=True)
+class Coupon:
+    code: str
+    customer_id: str
+    product_id: str
+    redemption_id: str
+    face_value_minor: int
+    currency: str
+    state: CouponState
+    issue_time: datetime
+    expire_time: datetime
+    used_order_id: str = ""
+    use_time: datetime | None = None
+
+    def state_at(self, now: datetime) -> CouponState:
+        if self.state is CouponState.ISSUED and now >= self.expire_time:
+            return CouponState.EXPIRED
+        return self.state
+
+    def check_usable(self, order_id: str, now: datetime) -> bool:
+        """False when the coupon is spendable; True when it was already spent on this order."""
+        state = self.state_at(now)
+        if state is CouponState.USED and self.used_order_id == order_id:
+            return True
+        self._refuse_unless_issued(state)
+        return False
+
+    def check_refundable(self, redemption_id: str, now: datetime) -> None:
+        if self.redemption_id != redemption_id:
+            raise CouponNotFound(
+                f"coupon {self.code} is not part of redemption {redemption_id}",
+                metadata={"code": self.code, "redemption_id": redemption_id},
+            )
+        self._refuse_unless_issued(self.state_at(now))
+
+    def _refuse_unless_issued(self, state: CouponState) -> None:
+        metadata = {"code": self.code}
+        if state is CouponState.USED:
+            raise CouponAlreadyUsed(f"coupon {self.code} was already used", metadata=metadata)
+        if state is CouponState.VOID:
+            raise CouponVoid(f"coupon {self.code} was refunded", metadata=metadata)
+        if state is CouponState.EXPIRED:
+            raise CouponExpired(f"coupon {self.code} has expired", metadata=metadata)
+
+
+@dataclass(frozen=True)
+class Redemption:
+    redemption_id: str
+    request_id: str
+    customer_id: str
+    product_id: str
+    quantity: int
+    points: int
+    points_per_coupon: int
+    ratio_version: int
+    card_account_id: str
+    state: RedemptionState
+    create_time: datetime
+    update_time: datetime
+    failure_reason: str = ""
+    deduction_id: str = ""
+    refunded_points: int = 0
+    coupons: tuple[Coupon, ...] = field(default=(), compare=False)
+
+    @property
+    def deduction_request_id(self) -> str:
+        """Stable across every resend, so the card-points system deducts at most once."""
+        return f"redemption:{self.redemption_id}"
+
+    def asks_the_same(
+        self, customer_id: str, product_id: str, quantity: int, expected_points: int | None
+    ) -> bool:
+        """Whether a replayed request matches this one; the recorded ratio is what counts."""
+        return (
+            self.customer_id == customer_id
+            and self.product_id == product_id
+            and self.quantity == quantity
+            and (expected_points is None or expected_points == self.points)
+        )
+
+    def refusal(self) -> DomainError:
+        """The card-points refusal that failed this redemption, to be replayed as it was."""
+        return DomainError(
+            f"redemption {self.redemption_id} was refused: {self.failure_reason}",
+            reason=self.failure_reason,
+            metadata={"redemption_id": self.redemption_id},
+        )
+
+    def issue_coupons(self, product: CouponProduct, now: datetime) -> list[Coupon]:
+        expire_time = now + timedelta(days=product.validity_days)
+        return [
+            Coupon(
+                code=coupon_codes.new_code(),
+                customer_id=self.customer_id,
+                product_id=self.product_id,
+                redemption_id=self.redemption_id,
+                face_value_minor=product.face_value_minor,
+                currency=product.currency,
+                state=CouponState.ISSUED,
+                issue_time=now,
+                expire_time=expire_time,
+            )
+            for _ in range(self.quantity)
+        ]
+
+
+@dataclass(frozen=True)
+class Refund:
+    refund_id: str
+    request_id: str
+    customer_id: str
+    redemption_id: str
+    codes: tuple[str, ...]
+    points: int
+    state: RefundState
+    create_time: datetime
+    update_time: datetime
+    reversal_id: str = ""
+
+    @property
+    def reversal_request_id(self) -> str:
+        return f"refund:{self.refund_id}"
+
+    def asks_the_same(self, customer_id: str, redemption_id: str, codes: Sequence[str]) -> bool:
+        return (
+            self.customer_id == customer_id
+            and self.redemption_id == redemption_id
+            and sorted(self.codes) == sorted(codes)
+        )

@@ -1,0 +1,1 @@
+"""Entrypoints room: the gRPC servicers and the server's bootstrap."""

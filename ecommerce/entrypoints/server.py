@@ -1,0 +1,227 @@
+"""Entrypoints room: settings, bootstrap and the `ecommerce-server` command."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+
+import grpc
+
+from ecommerce.adapters.points_gateway import GrpcPointsGateway
+from ecommerce.entrypoints.servicer import EcommerceAdminServicer, RedemptionServicer
+from ecommerce.service_layer.services import DEFAULT_MERCHANT_ID, Dependencies
+from ecommerce.service_layer.unit_of_work import SqlUnitOfWork
+from pointsbridge.ecommerce.v1 import ecommerce_pb2 as pb
+from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as pb_grpc
+from servicekit.clock import Clock, utc_now
+from servicekit.config import EnvParser, boolean
+from servicekit.db import Database, create_db_engine, upgrade_schema
+from servicekit.observability import configure_logging, serve_metrics
+from servicekit.server import Registration, RunningServer, start_server, wait_for_stop_signal
+
+log = logging.getLogger("ecommerce")
+
+MIGRATIONS = "ecommerce.adapters:migrations"
+VERSION_TABLE = "ecommerce_alembic_version"
+
+REDEMPTION_SERVICE = pb.DESCRIPTOR.services_by_name["RedemptionService"].full_name
+ADMIN_SERVICE = pb.DESCRIPTOR.services_by_name["EcommerceAdminService"].full_name
+
+
+@dataclass(frozen=True)
+class Settings:
+    address: str = "[::]:50052"
+    database_url: str = "sqlite:///var/ecommerce.db"
+    cardpoints_address: str = "localhost:50051"
+    # Deadline, in seconds, of every call to cardpoints (DeductPoints included).
+    deduct_timeout: float = 5.0
+    workers: int = 8
+    grace: float = 5.0
+    log_level: str = "INFO"
+    log_format: str = "auto"
+    metrics_address: str = ""
+    migrate: bool = True
+    merchant_id: str = DEFAULT_MERCHANT_ID
+
+
+@dataclass
+class App:
+    """A running e-commerce service."""
+
+    server: RunningServer
+    database: Database
+    gateway: GrpcPointsGateway
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Finish in-flight calls (up to `grace` seconds), then release the channel and database."""
+        try:
+            await self.server.drain(grace)
+        finally:
+            await self.gateway.close()
+            await asyncio.to_thread(self.database.close)
+
+
+def migrate(settings: Settings) -> None:
+    engine = create_db_engine(settings.database_url, durable=True)
+    try:
+        upgrade_schema(engine, MIGRATIONS, VERSION_TABLE)
+    finally:
+        engine.dispose()
+
+
+async def start(settings: Settings, *, clock: Clock = utc_now) -> App:
+    """Open the database, migrate it if asked, and serve both e-commerce services."""
+    engine = create_db_engine(settings.database_url, durable=True, pool_size=settings.workers)
+    if settings.migrate:
+        try:
+            await asyncio.to_thread(upgrade_schema, engine, MIGRATIONS, VERSION_TABLE)
+        except BaseException:
+            engine.dispose()
+            raise
+    database = Database(engine, workers=settings.workers)
+    gateway = GrpcPointsGateway.connect(
+        settings.cardpoints_address, timeout=settings.deduct_timeout
+    )
+    deps = Dependencies(
+        runner=database,
+        uow=lambda: SqlUnitOfWork(database.sessions),
+        points=gateway,
+        clock=clock,
+        merchant_id=settings.merchant_id,
+    )
+    redemption = RedemptionServicer(deps)
+    admin = EcommerceAdminServicer(deps)
+
+    def add_redemption(server: grpc.aio.Server) -> None:
+        pb_grpc.add_RedemptionServiceServicer_to_server(redemption, server)
+
+    def add_admin(server: grpc.aio.Server) -> None:
+        pb_grpc.add_EcommerceAdminServiceServicer_to_server(admin, server)
+
+    try:
+        running = await start_server(
+            settings.address,
+            [
+                Registration(REDEMPTION_SERVICE, add_redemption),
+                Registration(ADMIN_SERVICE, add_admin),
+            ],
+        )
+    except BaseException:
+        await gateway.close()
+        database.close()
+        raise
+    return App(running, database, gateway)
+
+
+def parse_settings(argv: Sequence[str] | None = None) -> tuple[Settings, bool]:
+    """The settings, and whether only to migrate: flags win over POINTSBRIDGE_ECOMMERCE_*."""
+    defaults = Settings()
+    parser = EnvParser(
+        "POINTSBRIDGE_ECOMMERCE",
+        prog="ecommerce-server",
+        description=(
+            "Serve the PointsBridge e-commerce service (RedemptionService and "
+            "EcommerceAdminService) over gRPC, with health checking and server reflection."
+        ),
+    )
+    parser.option("--address", default=defaults.address, help="host:port to listen on")
+    parser.option(
+        "--database-url",
+        default=defaults.database_url,
+        help="SQLAlchemy URL: sqlite:///path.db (embedded) or postgresql://user@host/db",
+    )
+    parser.option(
+        "--cardpoints-address",
+        default=defaults.cardpoints_address,
+        help="host:port of the card-points service",
+    )
+    parser.option(
+        "--deduct-timeout",
+        default=defaults.deduct_timeout,
+        type=float,
+        help="deadline in seconds of each call to the card-points service",
+    )
+    parser.option(
+        "--merchant-id",
+        default=defaults.merchant_id,
+        help="who the card-points service is told asks for each deduction",
+    )
+    parser.option(
+        "--migrate",
+        default=defaults.migrate,
+        type=boolean,
+        help="apply pending schema migrations before serving",
+    )
+    parser.option(
+        "--workers",
+        default=defaults.workers,
+        type=int,
+        help="database worker threads (and connections) running units of work",
+    )
+    parser.option(
+        "--grace",
+        default=defaults.grace,
+        type=float,
+        help="seconds in-flight calls may take to finish after SIGTERM",
+    )
+    parser.option(
+        "--log-level",
+        default=defaults.log_level,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        help="log verbosity",
+    )
+    parser.option(
+        "--log-format",
+        default=defaults.log_format,
+        choices=["auto", "json", "text"],
+        help="json: one JSON object per line; text: for people; auto: text on a terminal",
+    )
+    parser.option(
+        "--metrics-address",
+        default=defaults.metrics_address,
+        help="host:port for the Prometheus /metrics endpoint; empty turns it off",
+    )
+    parser.add_argument(
+        "--migrate-only",
+        action="store_true",
+        help="apply schema migrations to --database-url, then exit",
+    )
+    args = parser.parse_args(argv)
+    settings = Settings(**{f.name: getattr(args, f.name) for f in fields(Settings)})
+    return settings, bool(args.migrate_only)
+
+
+async def serve(settings: Settings) -> None:
+    app = await start(settings)
+    if settings.metrics_address:
+        log.info("metrics on port %d", serve_metrics(settings.metrics_address))
+    log.info(
+        "ecommerce serving on port %d, cardpoints at %s", app.port, settings.cardpoints_address
+    )
+    try:
+        await wait_for_stop_signal()
+        log.info("draining for up to %.1f s", settings.grace)
+    finally:
+        await app.stop(settings.grace)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings, migrate_only = parse_settings(argv)
+    configure_logging("ecommerce", settings.log_level, settings.log_format)
+    if migrate_only:
+        migrate(settings)
+        log.info("schema is up to date")
+        return 0
+    asyncio.run(serve(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,338 @@
+"""Entrypoints room: the gRPC servicers, translating protobuf to use-case calls and back."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+import grpc
+
+from ecommerce.domain.model import (
+    CardLink,
+    Coupon,
+    CouponProduct,
+    CouponState,
+    ExchangeRatio,
+    Quote,
+    Redemption,
+    RedemptionState,
+    Refund,
+    RefundState,
+)
+from ecommerce.service_layer import services
+from ecommerce.service_layer.services import Dependencies
+from pointsbridge.ecommerce.v1 import ecommerce_pb2 as pb
+from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as pb_grpc
+from servicekit.status import rpc
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+_State = TypeVar("_State")
+
+REDEMPTION_STATES: Mapping[RedemptionState, pb.RedemptionState] = {
+    RedemptionState.PENDING: pb.REDEMPTION_STATE_PENDING,
+    RedemptionState.COMPLETED: pb.REDEMPTION_STATE_COMPLETED,
+    RedemptionState.FAILED: pb.REDEMPTION_STATE_FAILED,
+}
+COUPON_STATES: Mapping[CouponState, pb.CouponState] = {
+    CouponState.ISSUED: pb.COUPON_STATE_ISSUED,
+    CouponState.USED: pb.COUPON_STATE_USED,
+    CouponState.VOID: pb.COUPON_STATE_VOID,
+    CouponState.EXPIRED: pb.COUPON_STATE_EXPIRED,
+}
+REFUND_STATES: Mapping[RefundState, pb.RefundState] = {
+    RefundState.PENDING: pb.REFUND_STATE_PENDING,
+    RefundState.COMPLETED: pb.REFUND_STATE_COMPLETED,
+}
+
+
+def state_name(value: int, states: Mapping[_State, int]) -> str:
+    """The domain name of a list request's state filter; "" for UNSPECIFIED (no filter).
+
+    An unknown number is passed on as itself, for the use case to refuse with
+    the request's other bad fields.
+    """
+    for state, number in states.items():
+        if number == value:
+            return str(state)
+    return "" if value == 0 else str(value)
+
+
+def product_pb(product: CouponProduct) -> pb.CouponProduct:
+    return pb.CouponProduct(
+        product_id=product.product_id,
+        display_name=product.display_name,
+        face_value_minor=product.face_value_minor,
+        currency=product.currency,
+        points_per_coupon=product.points_per_coupon,
+        ratio_version=product.ratio_version,
+        validity_days=product.validity_days,
+        max_quantity_per_redemption=product.max_quantity_per_redemption,
+        active=product.active,
+        create_time=product.create_time,
+    )
+
+
+def ratio_pb(ratio: ExchangeRatio) -> pb.ExchangeRatio:
+    return pb.ExchangeRatio(
+        product_id=ratio.product_id,
+        version=ratio.version,
+        points_per_coupon=ratio.points_per_coupon,
+        effective_time=ratio.effective_time,
+    )
+
+
+def link_pb(link: CardLink) -> pb.CardLink:
+    return pb.CardLink(
+        customer_id=link.customer_id,
+        card_account_id=link.card_account_id,
+        link_time=link.link_time,
+    )
+
+
+def quote_pb(quote: Quote) -> pb.Quote:
+    message = pb.Quote(
+        product_id=quote.product_id,
+        quantity=quote.quantity,
+        points_required=quote.points_required,
+        points_per_coupon=quote.points_per_coupon,
+        ratio_version=quote.ratio_version,
+        face_value_total_minor=quote.face_value_total_minor,
+        currency=quote.currency,
+    )
+    if quote.available_points is not None:
+        message.available_points = quote.available_points
+    return message
+
+
+def coupon_pb(coupon: Coupon) -> pb.Coupon:
+    message = pb.Coupon(
+        code=coupon.code,
+        product_id=coupon.product_id,
+        redemption_id=coupon.redemption_id,
+        face_value_minor=coupon.face_value_minor,
+        currency=coupon.currency,
+        state=COUPON_STATES[coupon.state],
+        expire_time=coupon.expire_time,
+        used_order_id=coupon.used_order_id,
+        customer_id=coupon.customer_id,
+        issue_time=coupon.issue_time,
+    )
+    if coupon.use_time is not None:
+        message.use_time.FromDatetime(coupon.use_time)
+    return message
+
+
+def redemption_pb(redemption: Redemption) -> pb.Redemption:
+    return pb.Redemption(
+        redemption_id=redemption.redemption_id,
+        request_id=redemption.request_id,
+        customer_id=redemption.customer_id,
+        product_id=redemption.product_id,
+        quantity=redemption.quantity,
+        points=redemption.points,
+        ratio_version=redemption.ratio_version,
+        state=REDEMPTION_STATES[redemption.state],
+        failure_reason=redemption.failure_reason,
+        deduction_id=redemption.deduction_id,
+        coupons=[coupon_pb(c) for c in redemption.coupons],
+        points_per_coupon=redemption.points_per_coupon,
+        card_account_id=redemption.card_account_id,
+        refunded_points=redemption.refunded_points,
+        create_time=redemption.create_time,
+        update_time=redemption.update_time,
+    )
+
+
+def refund_pb(refund: Refund) -> pb.Refund:
+    return pb.Refund(
+        refund_id=refund.refund_id,
+        request_id=refund.request_id,
+        redemption_id=refund.redemption_id,
+        codes=refund.codes,
+        points=refund.points,
+        state=REFUND_STATES[refund.state],
+        reversal_id=refund.reversal_id,
+        create_time=refund.create_time,
+    )
+
+
+class RedemptionServicer(pb_grpc.RedemptionServiceServicer):
+    """RedemptionService: what storefronts and customers call."""
+
+    def __init__(self, deps: Dependencies) -> None:
+        self._deps = deps
+
+    @rpc
+    async def ListCouponProducts(
+        self, request: pb.ListCouponProductsRequest, context: Context
+    ) -> pb.ListCouponProductsResponse:
+        listing = await services.list_coupon_products(
+            self._deps,
+            page_size=request.page_size,
+            page_token=request.page_token,
+            include_inactive=request.include_inactive,
+        )
+        return pb.ListCouponProductsResponse(
+            products=[product_pb(p) for p in listing.items],
+            next_page_token=listing.next_page_token,
+        )
+
+    @rpc
+    async def QuoteRedemption(
+        self, request: pb.QuoteRedemptionRequest, context: Context
+    ) -> pb.QuoteRedemptionResponse:
+        quote = await services.quote_redemption(
+            self._deps,
+            customer_id=request.customer_id,
+            product_id=request.product_id,
+            quantity=request.quantity,
+        )
+        return pb.QuoteRedemptionResponse(quote=quote_pb(quote))
+
+    @rpc
+    async def RedeemPoints(
+        self, request: pb.RedeemPointsRequest, context: Context
+    ) -> pb.RedeemPointsResponse:
+        redemption = await services.redeem_points(
+            self._deps,
+            request_id=request.request_id,
+            customer_id=request.customer_id,
+            product_id=request.product_id,
+            quantity=request.quantity,
+            expected_points=(
+                request.expected_points if request.HasField("expected_points") else None
+            ),
+        )
+        return pb.RedeemPointsResponse(redemption=redemption_pb(redemption))
+
+    @rpc
+    async def GetRedemption(
+        self, request: pb.GetRedemptionRequest, context: Context
+    ) -> pb.GetRedemptionResponse:
+        redemption = await services.get_redemption(
+            self._deps, customer_id=request.customer_id, redemption_id=request.redemption_id
+        )
+        return pb.GetRedemptionResponse(redemption=redemption_pb(redemption))
+
+    @rpc
+    async def ListRedemptions(
+        self, request: pb.ListRedemptionsRequest, context: Context
+    ) -> pb.ListRedemptionsResponse:
+        listing = await services.list_redemptions(
+            self._deps,
+            customer_id=request.customer_id,
+            page_size=request.page_size,
+            page_token=request.page_token,
+            state=state_name(request.state, REDEMPTION_STATES),
+        )
+        return pb.ListRedemptionsResponse(
+            redemptions=[redemption_pb(r) for r in listing.items],
+            next_page_token=listing.next_page_token,
+        )
+
+    @rpc
+    async def ListCoupons(
+        self, request: pb.ListCouponsRequest, context: Context
+    ) -> pb.ListCouponsResponse:
+        listing = await services.list_coupons(
+            self._deps,
+            customer_id=request.customer_id,
+            state=state_name(request.state, COUPON_STATES),
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
+        return pb.ListCouponsResponse(
+            coupons=[coupon_pb(c) for c in listing.items],
+            next_page_token=listing.next_page_token,
+        )
+
+    @rpc
+    async def UseCoupon(
+        self, request: pb.UseCouponRequest, context: Context
+    ) -> pb.UseCouponResponse:
+        coupon = await services.use_coupon(
+            self._deps,
+            customer_id=request.customer_id,
+            code=request.code,
+            order_id=request.order_id,
+        )
+        return pb.UseCouponResponse(coupon=coupon_pb(coupon))
+
+    @rpc
+    async def RefundCoupons(
+        self, request: pb.RefundCouponsRequest, context: Context
+    ) -> pb.RefundCouponsResponse:
+        refund = await services.refund_coupons(
+            self._deps,
+            request_id=request.request_id,
+            customer_id=request.customer_id,
+            redemption_id=request.redemption_id,
+            codes=list(request.codes),
+        )
+        return pb.RefundCouponsResponse(refund=refund_pb(refund))
+
+
+class EcommerceAdminServicer(pb_grpc.EcommerceAdminServiceServicer):
+    """EcommerceAdminService: parameter management for the platform's operators."""
+
+    def __init__(self, deps: Dependencies) -> None:
+        self._deps = deps
+
+    @rpc
+    async def CreateCouponProduct(
+        self, request: pb.CreateCouponProductRequest, context: Context
+    ) -> pb.CreateCouponProductResponse:
+        product = await services.create_coupon_product(
+            self._deps,
+            product_id=request.product_id,
+            display_name=request.display_name,
+            face_value_minor=request.face_value_minor,
+            currency=request.currency,
+            points_per_coupon=request.points_per_coupon,
+            validity_days=request.validity_days,
+            max_quantity_per_redemption=request.max_quantity_per_redemption,
+        )
+        return pb.CreateCouponProductResponse(product=product_pb(product))
+
+    @rpc
+    async def SetExchangeRatio(
+        self, request: pb.SetExchangeRatioRequest, context: Context
+    ) -> pb.SetExchangeRatioResponse:
+        ratio, product = await services.set_exchange_ratio(
+            self._deps, product_id=request.product_id, points_per_coupon=request.points_per_coupon
+        )
+        return pb.SetExchangeRatioResponse(ratio=ratio_pb(ratio), product=product_pb(product))
+
+    @rpc
+    async def ListExchangeRatios(
+        self, request: pb.ListExchangeRatiosRequest, context: Context
+    ) -> pb.ListExchangeRatiosResponse:
+        listing = await services.list_exchange_ratios(
+            self._deps,
+            product_id=request.product_id,
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
+        return pb.ListExchangeRatiosResponse(
+            ratios=[ratio_pb(r) for r in listing.items],
+            next_page_token=listing.next_page_token,
+        )
+
+    @rpc
+    async def SetCouponProductActive(
+        self, request: pb.SetCouponProductActiveRequest, context: Context
+    ) -> pb.SetCouponProductActiveResponse:
+        product = await services.set_coupon_product_active(
+            self._deps, product_id=request.product_id, active=request.active
+        )
+        return pb.SetCouponProductActiveResponse(product=product_pb(product))
+
+    @rpc
+    async def LinkCardAccount(
+        self, request: pb.LinkCardAccountRequest, context: Context
+    ) -> pb.LinkCardAccountResponse:
+        link = await services.link_card_account(
+            self._deps, customer_id=request.customer_id, card_account_id=request.card_account_id
+        )
+        return pb.LinkCardAccountResponse(link=link_pb(link))

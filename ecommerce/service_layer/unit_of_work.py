@@ -1,0 +1,68 @@
+"""Service layer room: the unit of work, one database transaction holding every repository."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol, Self, TypeVar
+
+from sqlalchemy.orm import Session
+
+from ecommerce.adapters.repository import (
+    CouponRepository,
+    LinkRepository,
+    ProductRepository,
+    RatioRepository,
+    RedemptionRepository,
+    RefundRepository,
+    SqlCouponRepository,
+    SqlLinkRepository,
+    SqlProductRepository,
+    SqlRatioRepository,
+    SqlRedemptionRepository,
+    SqlRefundRepository,
+)
+from servicekit import db
+
+T = TypeVar("T")
+
+
+class UnitOfWork(Protocol):
+    """One transaction: `with uow:` rolls back on leaving unless `commit()` was called."""
+
+    products: ProductRepository
+    ratios: RatioRepository
+    links: LinkRepository
+    redemptions: RedemptionRepository
+    coupons: CouponRepository
+    refunds: RefundRepository
+
+    def __enter__(self) -> Self: ...
+    def __exit__(self, *exc: object) -> None: ...
+    def commit(self) -> None: ...
+    def rollback(self) -> None: ...
+
+
+class StepRunner(Protocol):
+    """Runs one synchronous database step off the event loop, rerunning it on transient conflicts.
+
+    servicekit.db.Database is the real one.
+    """
+
+    async def run(self, fn: Callable[[], T]) -> T: ...
+
+
+class SqlUnitOfWork(db.SqlUnitOfWork):
+    products: ProductRepository
+    ratios: RatioRepository
+    links: LinkRepository
+    redemptions: RedemptionRepository
+    coupons: CouponRepository
+    refunds: RefundRepository
+
+    def _start(self, session: Session) -> None:
+        self.products = SqlProductRepository(session)
+        self.ratios = SqlRatioRepository(session)
+        self.links = SqlLinkRepository(session)
+        self.redemptions = SqlRedemptionRepository(session)
+        self.coupons = SqlCouponRepository(session)
+        self.refunds = SqlRefundRepository(session)

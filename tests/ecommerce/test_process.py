@@ -1,0 +1,123 @@
+"""The e-commerce server as real OS processes: --help, settings from the environment, replicas."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import fields
+
+import grpc
+import pytest
+
+from cardpoints.entrypoints.server import Settings as CardpointsSettings
+from cardpoints.entrypoints.server import start as start_cardpoints
+from ecommerce.entrypoints.server import Settings, parse_settings
+from pointsbridge.cardpoints.v1 import cardpoints_pb2 as cpb
+from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as cpb_grpc
+from pointsbridge.ecommerce.v1 import ecommerce_pb2 as pb
+from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as pb_grpc
+from servicekit.status import remote_error
+from tests.support import ROOT, ServerProcess
+
+MODULE = [sys.executable, "-m", "ecommerce.entrypoints.server"]
+
+
+def test_help_documents_every_setting_with_its_environment_variable() -> None:
+    shown = subprocess.run(
+        [*MODULE, "--help"], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout
+    for setting in fields(Settings):
+        assert f"--{setting.name.replace('_', '-')}" in shown
+        assert f"POINTSBRIDGE_ECOMMERCE_{setting.name.upper()}" in " ".join(shown.split())
+
+
+def test_flags_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POINTSBRIDGE_ECOMMERCE_DATABASE_URL", "sqlite:///from-env.db")
+    monkeypatch.setenv("POINTSBRIDGE_ECOMMERCE_DEDUCT_TIMEOUT", "2.5")
+    monkeypatch.setenv("POINTSBRIDGE_ECOMMERCE_MIGRATE", "false")
+    settings, migrate_only = parse_settings(["--deduct-timeout", "1.5"])
+    assert settings == Settings(
+        database_url="sqlite:///from-env.db", deduct_timeout=1.5, migrate=False
+    )
+    assert not migrate_only
+
+
+async def test_two_replicas_on_one_database_redeem_each_request_once_and_drain(
+    make_db_url: Callable[[str], str],
+) -> None:
+    cardpoints = await start_cardpoints(
+        CardpointsSettings(address="127.0.0.1:0", database_url=make_db_url("cardpoints"))
+    )
+    url = make_db_url("ecommerce")
+    args = [*MODULE, "--address", "127.0.0.1:0", "--cardpoints-address"]
+    env = {"POINTSBRIDGE_ECOMMERCE_DATABASE_URL": url}
+    # One after the other: the first one migrates the shared database.
+    replicas = [ServerProcess([*args, f"127.0.0.1:{cardpoints.port}"], env) for _ in range(2)]
+    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{r.port}") for r in replicas]
+    to_cardpoints = grpc.aio.insecure_channel(f"127.0.0.1:{cardpoints.port}")
+    try:
+        points_admin = cpb_grpc.CardPointsAdminServiceStub(to_cardpoints)
+        await points_admin.OpenAccount(
+            cpb.OpenAccountRequest(account_id="card-1", holder_name="A"), timeout=10
+        )
+        await points_admin.CreditPoints(
+            cpb.CreditPointsRequest(request_id="seed", account_id="card-1", points=10_000),
+            timeout=10,
+        )
+        admin = pb_grpc.EcommerceAdminServiceStub(channels[0])
+        await admin.CreateCouponProduct(
+            pb.CreateCouponProductRequest(
+                product_id="coupon-10",
+                display_name="10 off",
+                face_value_minor=1000,
+                currency="CNY",
+                points_per_coupon=1000,
+                validity_days=30,
+                max_quantity_per_redemption=20,
+            ),
+            timeout=10,
+        )
+        await admin.LinkCardAccount(
+            pb.LinkCardAccountRequest(customer_id="alice", card_account_id="card-1"), timeout=10
+        )
+        stubs = [pb_grpc.RedemptionServiceStub(c) for c in channels]
+
+        def redeem(i: int) -> pb.RedeemPointsRequest:
+            return pb.RedeemPointsRequest(
+                request_id=f"r-{i}", customer_id="alice", product_id="coupon-10", quantity=1
+            )
+
+        # 16 redemptions, each sent to both replicas at once; the card covers 10.
+        results = await asyncio.gather(
+            *(stubs[k].RedeemPoints(redeem(i), timeout=30) for i in range(16) for k in (0, 1)),
+            return_exceptions=True,
+        )
+        completed: set[str] = set()
+        for first, second in zip(results[::2], results[1::2], strict=True):
+            if isinstance(first, pb.RedeemPointsResponse):
+                assert isinstance(second, pb.RedeemPointsResponse)
+                assert second.redemption == first.redemption
+                completed.add(first.redemption.redemption_id)
+            else:
+                assert isinstance(first, grpc.aio.AioRpcError)
+                assert isinstance(second, grpc.aio.AioRpcError)
+                assert remote_error(first).reason == remote_error(second).reason
+                assert remote_error(first).reason == "INSUFFICIENT_POINTS"
+        assert len(completed) == 10
+        ledger = await cpb_grpc.CardPointsServiceStub(to_cardpoints).ListTransactions(
+            cpb.ListTransactionsRequest(account_id="card-1"), timeout=10
+        )
+        deductions = [e for e in ledger.transactions if e.type == cpb.ENTRY_TYPE_DEDUCTION]
+        assert {e.request_id for e in deductions} == {f"redemption:{r}" for r in completed}
+        assert len(deductions) == 10
+        coupons = await stubs[1].ListCoupons(pb.ListCouponsRequest(customer_id="alice"), timeout=10)
+        assert {c.redemption_id for c in coupons.coupons} == completed
+        assert len(coupons.coupons) == 10
+    finally:
+        for channel in [*channels, to_cardpoints]:
+            await channel.close()
+        exit_codes = [r.stop() for r in replicas]
+        await cardpoints.stop(1)
+    assert exit_codes == [0, 0], [r.log_path.read_text() for r in replicas]

@@ -1,0 +1,1179 @@
+"""Use cases of the e-commerce service against fakes: an in-memory store and a fake cardpoints."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Self, TypeVar
+
+import pytest
+
+from ecommerce.adapters.repository import (
+    CouponRepository,
+    LinkRepository,
+    ProductRepository,
+    RatioRepository,
+    RedemptionRepository,
+    RefundRepository,
+)
+from ecommerce.domain import coupon_codes
+from ecommerce.domain.card_points import (
+    AccountState,
+    CardAccount,
+    Deduction,
+    DeductionOrder,
+    Reversal,
+    ReversalOrder,
+)
+from ecommerce.domain.errors import (
+    AccountClosed,
+    AccountFrozen,
+    AccountNotFound,
+    DeductionNotFound,
+    DomainError,
+    InsufficientPoints,
+    PointsMismatch,
+    PointsSystemUnavailable,
+    ReversalExceedsDeduction,
+)
+from ecommerce.domain.model import (
+    CardLink,
+    Coupon,
+    CouponProduct,
+    CouponState,
+    ExchangeRatio,
+    Redemption,
+    RedemptionState,
+    Refund,
+    RefundState,
+)
+from ecommerce.service_layer import services
+from ecommerce.service_layer.services import Dependencies
+from servicekit.errors import FieldViolation
+from servicekit.paging import Page
+
+T = TypeVar("T")
+
+START = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
+
+
+# ---------------------------------------------------------------- fakes
+
+
+@dataclass
+class FakeState:
+    """Everything the fake database holds; seq numbers play the keyset role of row ids."""
+
+    seq: int = 0
+    products: dict[str, tuple[int, CouponProduct]] = field(default_factory=dict)
+    ratios: list[ExchangeRatio] = field(default_factory=list)
+    links: dict[str, CardLink] = field(default_factory=dict)
+    redemptions: dict[str, tuple[int, Redemption]] = field(default_factory=dict)
+    coupons: dict[str, tuple[int, Coupon, str | None]] = field(default_factory=dict)
+    refunds: dict[str, Refund] = field(default_factory=dict)
+
+    def next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
+
+class FakeProducts:
+    def __init__(self, state: FakeState) -> None:
+        self.s = state
+
+    def add(self, product: CouponProduct) -> None:
+        self.s.products[product.product_id] = (self.s.next_seq(), product)
+
+    def get(self, product_id: str) -> CouponProduct | None:
+        found = self.s.products.get(product_id)
+        return None if found is None else found[1]
+
+    def page(self, *, include_inactive: bool, after: int | None, limit: int) -> Page[CouponProduct]:
+        rows = sorted(
+            (seq, p)
+            for seq, p in self.s.products.values()
+            if (include_inactive or p.active) and (after is None or seq > after)
+        )
+        return Page.of([(seq, p) for seq, p in sorted(rows, key=lambda r: r[0])], limit)
+
+    def _change(self, product_id: str, **values: object) -> None:
+        seq, product = self.s.products[product_id]
+        self.s.products[product_id] = (seq, dataclasses.replace(product, **values))  # type: ignore[arg-type]
+
+    def set_ratio(
+        self, product_id: str, points_per_coupon: int, version: int, now: datetime
+    ) -> None:
+        self._change(product_id, points_per_coupon=points_per_coupon, ratio_version=version)
+
+    def set_active(self, product_id: str, active: bool, now: datetime) -> None:
+        self._change(product_id, active=active)
+
+
+class FakeRatios:
+    def __init__(self, state: FakeState) -> None:
+        self.s = state
+
+    def add(self, ratio: ExchangeRatio) -> None:
+        assert all(
+            (r.product_id, r.version) != (ratio.product_id, ratio.version) for r in self.s.ratios
+        ), "unique (product_id, version)"
+        self.s.ratios.append(ratio)
+
+    def latest_version(self, product_id: str) -> int:
+        return max((r.version for r in self.s.ratios if r.product_id == product_id), default=0)
+
+    def page(self, product_id: str, *, before: int | None, limit: int) -> Page[ExchangeRatio]:
+        rows = sorted(
+            (
+                (r.version, r)
+                for r in self.s.ratios
+                if r.product_id == product_id and (before is None or r.version < before)
+            ),
+            key=lambda row: -row[0],
+        )
+        return Page.of(rows, limit)
+
+
+class FakeLinks:
+    def __init__(self, state: FakeState) -> None:
+        self.s = state
+
+    def get(self, customer_id: str) -> CardLink | None:
+        return self.s.links.get(customer_id)
+
+    def put(self, link: CardLink) -> None:
+        self.s.links[link.customer_id] = link
+
+
+class FakeRedemptions:
+    def __init__(self, state: FakeState) -> None:
+        self.s = state
+
+    def add(self, redemption: Redemption) -> None:
+        assert all(r.request_id != redemption.request_id for _, r in self.s.redemptions.values())
+        self.s.redemptions[redemption.redemption_id] = (self.s.next_seq(), redemption)
+
+    def get(self, redemption_id: str) -> Redemption | None:
+        found = self.s.redemptions.get(redemption_id)
+        return None if found is None else found[1]
+
+    def get_by_request_id(self, request_id: str) -> Redemption | None:
+        return next((r for _, r in self.s.redemptions.values() if r.request_id == request_id), None)
+
+    def _leave_pending(self, redemption_id: str, **values: object) -> bool:
+        seq, redemption = self.s.redemptions[redemption_id]
+        if redemption.state is not RedemptionState.PENDING:
+            return False
+        self.s.redemptions[redemption_id] = (seq, dataclasses.replace(redemption, **values))  # type: ignore[arg-type]
+        return True
+
+    def complete(self, redemption_id: str, deduction_id: str, now: datetime) -> bool:
+        return self._leave_pending(
+            redemption_id,
+            state=RedemptionState.COMPLETED,
+            deduction_id=deduction_id,
+            update_time=now,
+        )
+
+    def fail(self, redemption_id: str, reason: str, now: datetime) -> bool:
+        return self._leave_pending(
+            redemption_id, state=RedemptionState.FAILED, failure_reason=reason, update_time=now
+        )
+
+    def add_refunded_points(self, redemption_id: str, points: int, now: datetime) -> None:
+        seq, r = self.s.redemptions[redemption_id]
+        assert r.refunded_points + points <= r.points, "ck_redemptions_refunded"
+        self.s.redemptions[redemption_id] = (
+            seq,
+            dataclasses.replace(r, refunded_points=r.refunded_points + points),
+        )
+
+    def page(
+        self, customer_id: str, *, state: RedemptionState | None, before: int | None, limit: int
+    ) -> Page[Redemption]:
+        rows = sorted(
+            (
+                (seq, r)
+                for seq, r in self.s.redemptions.values()
+                if r.customer_id == customer_id
+                and (state is None or r.state is state)
+                and (before is None or seq < before)
+            ),
+            key=lambda row: -row[0],
+        )
+        return Page.of(rows, limit)
+
+    def pending_ids(self, limit: int) -> list[str]:
+        rows = sorted(self.s.redemptions.values(), key=lambda row: row[0])
+        return [r.redemption_id for _, r in rows if r.state is RedemptionState.PENDING][:limit]
+
+
+class FakeCoupons:
+    def __init__(self, state: FakeState) -> None:
+        self.s = state
+
+    def add_all(self, coupons: Iterable[Coupon]) -> None:
+        for coupon in coupons:
+            assert coupon.code not in self.s.coupons, "uq_coupons_code"
+            self.s.coupons[coupon.code] = (self.s.next_seq(), coupon, None)
+
+    def get(self, code: str) -> Coupon | None:
+        found = self.s.coupons.get(code)
+        return None if found is None else found[1]
+
+    def of_redemptions(self, redemption_ids: Sequence[str]) -> dict[str, list[Coupon]]:
+        found: dict[str, list[Coupon]] = {r: [] for r in redemption_ids}
+        for _, coupon, _ in sorted(self.s.coupons.values(), key=lambda row: row[0]):
+            if coupon.redemption_id in found:
+                found[coupon.redemption_id].append(coupon)
+        return found
+
+    def page(
+        self,
+        customer_id: str,
+        *,
+        state: CouponState | None,
+        now: datetime,
+        before: int | None,
+        limit: int,
+    ) -> Page[Coupon]:
+        rows = sorted(
+            (
+                (seq, c)
+                for seq, c, _ in self.s.coupons.values()
+                if c.customer_id == customer_id
+                and (state is None or c.state_at(now) is state)
+                and (before is None or seq < before)
+            ),
+            key=lambda row: -row[0],
+        )
+        return Page.of(rows, limit)
+
+    def _change_issued(
+        self, code: str, now: datetime, refund_id: str | None = None, **values: object
+    ) -> bool:
+        seq, coupon, old_refund = self.s.coupons[code]
+        if coupon.state_at(now) is not CouponState.ISSUED:
+            return False
+        changed = dataclasses.replace(coupon, **values)  # type: ignore[arg-type]
+        self.s.coupons[code] = (seq, changed, refund_id or old_refund)
+        return True
+
+    def use(self, code: str, order_id: str, now: datetime) -> bool:
+        return self._change_issued(
+            code, now, state=CouponState.USED, used_order_id=order_id, use_time=now
+        )
+
+    def void(self, code: str, refund_id: str, now: datetime) -> bool:
+        return self._change_issued(code, now, refund_id, state=CouponState.VOID)
+
+    def restore(self, refund_id: str) -> int:
+        restored = 0
+        for code, (seq, coupon, refund) in list(self.s.coupons.items()):
+            if refund == refund_id and coupon.state is CouponState.VOID:
+                self.s.coupons[code] = (
+                    seq,
+                    dataclasses.replace(coupon, state=CouponState.ISSUED),
+                    None,
+                )
+                restored += 1
+        return restored
+
+
+class FakeRefunds:
+    def __init__(self, state: FakeState) -> None:
+        self.s = state
+
+    def add(self, refund: Refund) -> None:
+        assert all(r.request_id != refund.request_id for r in self.s.refunds.values())
+        self.s.refunds[refund.refund_id] = refund
+
+    def get(self, refund_id: str) -> Refund | None:
+        return self.s.refunds.get(refund_id)
+
+    def get_by_request_id(self, request_id: str) -> Refund | None:
+        return next((r for r in self.s.refunds.values() if r.request_id == request_id), None)
+
+    def complete(self, refund_id: str, reversal_id: str, now: datetime) -> bool:
+        refund = self.s.refunds[refund_id]
+        if refund.state is not RefundState.PENDING:
+            return False
+        self.s.refunds[refund_id] = dataclasses.replace(
+            refund, state=RefundState.COMPLETED, reversal_id=reversal_id, update_time=now
+        )
+        return True
+
+    def discard(self, refund_id: str) -> bool:
+        refund = self.s.refunds.get(refund_id)
+        if refund is None or refund.state is not RefundState.PENDING:
+            return False
+        del self.s.refunds[refund_id]
+        return True
+
+
+class FakeDatabase:
+    """Holds the committed state; each unit of work works on a copy until it commits."""
+
+    def __init__(self) -> None:
+        self.state = FakeState()
+        self.commits = 0
+
+
+class FakeUnitOfWork:
+    def __init__(self, database: FakeDatabase) -> None:
+        self._database = database
+
+    def __enter__(self) -> Self:
+        self._state = copy.deepcopy(self._database.state)
+        self.products: ProductRepository = FakeProducts(self._state)
+        self.ratios: RatioRepository = FakeRatios(self._state)
+        self.links: LinkRepository = FakeLinks(self._state)
+        self.redemptions: RedemptionRepository = FakeRedemptions(self._state)
+        self.coupons: CouponRepository = FakeCoupons(self._state)
+        self.refunds: RefundRepository = FakeRefunds(self._state)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        pass  # anything not committed is simply dropped with the copy
+
+    def commit(self) -> None:
+        self._database.state = copy.deepcopy(self._state)
+        self._database.commits += 1
+
+    def rollback(self) -> None:
+        self._state.__dict__.update(copy.deepcopy(self._database.state).__dict__)
+
+
+class InlineRunner:
+    async def run(self, fn: Callable[[], T]) -> T:
+        return fn()
+
+
+@dataclass
+class FakeAccount:
+    state: AccountState
+    balance: int
+
+
+class FakePointsGateway:
+    """A cardpoints that keeps its promises: idempotent deductions and reversals, no overdraft.
+
+    `unreachable` makes the next calls fail before reaching it; `lose_replies`
+    makes the next calls take effect but lose the answer on the way back.
+    """
+
+    def __init__(self) -> None:
+        self.accounts: dict[str, FakeAccount] = {}
+        self.deductions: dict[str, tuple[DeductionOrder, Deduction | DomainError]] = {}
+        self.reversals: dict[str, tuple[ReversalOrder, Reversal]] = {}
+        self.reversed: dict[str, int] = {}
+        self.unreachable = 0
+        self.lose_replies = 0
+        self.calls: list[str] = []
+
+    def open(
+        self, account_id: str, balance: int, state: AccountState = AccountState.ACTIVE
+    ) -> None:
+        self.accounts[account_id] = FakeAccount(state, balance)
+
+    def _reach(self, what: str) -> None:
+        self.calls.append(what)
+        if self.unreachable:
+            self.unreachable -= 1
+            raise PointsSystemUnavailable(f"{what}: connection refused")
+
+    def _reply(self, what: str, answer: T) -> T:
+        if self.lose_replies:
+            self.lose_replies -= 1
+            raise PointsSystemUnavailable(f"{what}: deadline exceeded")
+        return answer
+
+    async def get_account(self, account_id: str) -> CardAccount:
+        self._reach("GetAccount")
+        account = self.accounts.get(account_id)
+        if account is None:
+            raise AccountNotFound(f"no account {account_id}")
+        return self._reply("GetAccount", CardAccount(account_id, account.state, account.balance))
+
+    def _deduct(self, order: DeductionOrder) -> Deduction:
+        account = self.accounts.get(order.account_id)
+        if account is None:
+            raise AccountNotFound(f"no account {order.account_id}")
+        if account.state is AccountState.FROZEN:
+            raise AccountFrozen("frozen")
+        if account.state is AccountState.CLOSED:
+            raise AccountClosed("closed")
+        if order.points != order.coupon_quantity * order.points_per_coupon:
+            raise PointsMismatch("points mismatch")
+        if account.balance < order.points:
+            raise InsufficientPoints(f"balance {account.balance} < {order.points}")
+        account.balance -= order.points
+        return Deduction(
+            f"d-{len(self.deductions) + 1}",
+            order.request_id,
+            order.account_id,
+            order.points,
+            account.balance,
+        )
+
+    async def deduct_points(self, order: DeductionOrder) -> Deduction:
+        self._reach("DeductPoints")
+        if order.request_id not in self.deductions:
+            try:
+                outcome: Deduction | DomainError = self._deduct(order)
+            except DomainError as refusal:
+                outcome = refusal
+            self.deductions[order.request_id] = (order, outcome)
+        stored, outcome = self.deductions[order.request_id]
+        assert stored == order, "REQUEST_ID_REUSED"
+        if isinstance(outcome, DomainError):
+            raise outcome
+        return self._reply("DeductPoints", outcome)
+
+    async def get_deduction(self, request_id: str) -> Deduction:
+        self._reach("GetDeduction")
+        found = self.deductions.get(request_id)
+        if found is None or isinstance(found[1], DomainError):
+            raise DeductionNotFound(request_id)
+        return found[1]
+
+    async def reverse_deduction(self, order: ReversalOrder) -> Reversal:
+        self._reach("ReverseDeduction")
+        if order.request_id not in self.reversals:
+            found = self.deductions.get(order.deduction_request_id)
+            if found is None or isinstance(found[1], DomainError):
+                raise DeductionNotFound(order.deduction_request_id)
+            deduction = found[1]
+            account = self.accounts[deduction.account_id]
+            if account.state is AccountState.CLOSED:
+                raise AccountClosed("closed")
+            already = self.reversed.get(order.deduction_request_id, 0)
+            if already + order.points > deduction.points:
+                raise ReversalExceedsDeduction("too much")
+            self.reversed[order.deduction_request_id] = already + order.points
+            account.balance += order.points
+            reversal = Reversal(f"r-{len(self.reversals) + 1}", order.request_id, order.points)
+            self.reversals[order.request_id] = (order, reversal)
+        stored, reversal = self.reversals[order.request_id]
+        assert stored == order, "REQUEST_ID_REUSED"
+        return self._reply("ReverseDeduction", reversal)
+
+    def successful_deductions(self) -> list[Deduction]:
+        return [d for _, d in self.deductions.values() if isinstance(d, Deduction)]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = START
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, delta: timedelta) -> None:
+        self.now += delta
+
+
+@dataclass
+class World:
+    deps: Dependencies
+    database: FakeDatabase
+    points: FakePointsGateway
+    clock: FakeClock
+
+
+@pytest.fixture
+def world() -> World:
+    database = FakeDatabase()
+    points = FakePointsGateway()
+    clock = FakeClock()
+    deps = Dependencies(
+        runner=InlineRunner(),
+        uow=lambda: FakeUnitOfWork(database),
+        points=points,
+        clock=clock,
+    )
+    return World(deps, database, points, clock)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+async def add_product(
+    w: World,
+    product_id: str = "coupon-10",
+    *,
+    points_per_coupon: int = 1000,
+    face_value_minor: int = 1000,
+    validity_days: int = 30,
+    max_quantity: int = 20,
+) -> CouponProduct:
+    return await services.create_coupon_product(
+        w.deps,
+        product_id=product_id,
+        display_name="10 CNY off",
+        face_value_minor=face_value_minor,
+        currency="CNY",
+        points_per_coupon=points_per_coupon,
+        validity_days=validity_days,
+        max_quantity_per_redemption=max_quantity,
+    )
+
+
+async def add_customer(w: World, customer_id: str = "alice", balance: int = 10_000) -> None:
+    w.points.open(f"card-{customer_id}", balance)
+    await services.link_card_account(
+        w.deps, customer_id=customer_id, card_account_id=f"card-{customer_id}"
+    )
+
+
+async def redeem(
+    w: World,
+    request_id: str = "req-1",
+    *,
+    customer_id: str = "alice",
+    product_id: str = "coupon-10",
+    quantity: int = 3,
+    expected_points: int | None = None,
+) -> Redemption:
+    return await services.redeem_points(
+        w.deps,
+        request_id=request_id,
+        customer_id=customer_id,
+        product_id=product_id,
+        quantity=quantity,
+        expected_points=expected_points,
+    )
+
+
+@pytest.fixture
+async def shop(world: World) -> World:
+    """One product (1000 points a coupon) and alice, linked to a card with 10,000 points."""
+    await add_product(world)
+    await add_customer(world)
+    return world
+
+
+def stored_redemptions(w: World) -> list[Redemption]:
+    return [r for _, r in w.database.state.redemptions.values()]
+
+
+def stored_coupons(w: World) -> list[Coupon]:
+    return [c for _, c, _ in w.database.state.coupons.values()]
+
+
+def balance(w: World, customer_id: str = "alice") -> int:
+    return w.points.accounts[f"card-{customer_id}"].balance
+
+
+def refused(excinfo: pytest.ExceptionInfo[DomainError]) -> tuple[str, dict[str, str]]:
+    return excinfo.value.reason, excinfo.value.metadata
+
+
+# ---------------------------------------------------------------- parameter management
+
+
+async def test_product_starts_at_ratio_version_1_and_each_change_adds_a_version(
+    world: World,
+) -> None:
+    product = await add_product(world)
+    assert (product.ratio_version, product.points_per_coupon, product.active) == (1, 1000, True)
+    world.clock.advance(timedelta(hours=1))
+    ratio, changed = await services.set_exchange_ratio(
+        world.deps, product_id="coupon-10", points_per_coupon=1200
+    )
+    assert (ratio.version, ratio.points_per_coupon, ratio.effective_time) == (
+        2,
+        1200,
+        START + timedelta(hours=1),
+    )
+    assert (changed.ratio_version, changed.points_per_coupon) == (2, 1200)
+    await services.set_exchange_ratio(world.deps, product_id="coupon-10", points_per_coupon=900)
+
+    first = await services.list_exchange_ratios(
+        world.deps, product_id="coupon-10", page_size=2, page_token=""
+    )
+    assert [r.version for r in first.items] == [3, 2]
+    rest = await services.list_exchange_ratios(
+        world.deps, product_id="coupon-10", page_size=2, page_token=first.next_page_token
+    )
+    assert [(r.version, r.points_per_coupon) for r in rest.items] == [(1, 1000)]
+    assert rest.next_page_token == ""
+
+
+async def test_duplicate_product_is_refused(world: World) -> None:
+    await add_product(world)
+    with pytest.raises(DomainError) as excinfo:
+        await add_product(world, points_per_coupon=5)
+    assert excinfo.value.reason == "PRODUCT_ALREADY_EXISTS"
+    assert world.database.state.products["coupon-10"][1].points_per_coupon == 1000
+
+
+async def test_every_bad_product_field_is_named_and_nothing_is_stored(world: World) -> None:
+    with pytest.raises(DomainError) as excinfo:
+        await services.create_coupon_product(
+            world.deps,
+            product_id="no spaces",
+            display_name="",
+            face_value_minor=0,
+            currency="cny",
+            points_per_coupon=-1,
+            validity_days=0,
+            max_quantity_per_redemption=1001,
+        )
+    assert excinfo.value.reason == "INVALID_FIELD"
+    assert [v.field for v in excinfo.value.violations] == [
+        "product_id",
+        "display_name",
+        "face_value_minor",
+        "currency",
+        "points_per_coupon",
+        "validity_days",
+        "max_quantity_per_redemption",
+    ]
+    assert world.database.commits == 0
+
+
+async def test_inactive_products_are_listed_only_on_request(world: World) -> None:
+    await add_product(world, "a")
+    await add_product(world, "b")
+    await add_product(world, "c")
+    await services.set_coupon_product_active(world.deps, product_id="b", active=False)
+    active = await services.list_coupon_products(
+        world.deps, page_size=0, page_token="", include_inactive=False
+    )
+    assert [p.product_id for p in active.items] == ["a", "c"]
+    first = await services.list_coupon_products(
+        world.deps, page_size=2, page_token="", include_inactive=True
+    )
+    second = await services.list_coupon_products(
+        world.deps, page_size=2, page_token=first.next_page_token, include_inactive=True
+    )
+    assert [p.product_id for p in first.items + second.items] == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize(
+    ("state", "reason"),
+    [(AccountState.FROZEN, "ACCOUNT_FROZEN"), (AccountState.CLOSED, "ACCOUNT_CLOSED")],
+)
+async def test_link_needs_an_active_account(world: World, state: AccountState, reason: str) -> None:
+    world.points.open("card-x", 100, state)
+    with pytest.raises(DomainError) as excinfo:
+        await services.link_card_account(world.deps, customer_id="bob", card_account_id="card-x")
+    assert excinfo.value.reason == reason
+    with pytest.raises(AccountNotFound):
+        await services.link_card_account(world.deps, customer_id="bob", card_account_id="nope")
+    assert world.database.state.links == {}
+
+
+async def test_relinking_replaces_the_card(world: World) -> None:
+    await add_customer(world, "bob")
+    world.points.open("card-new", 5)
+    link = await services.link_card_account(
+        world.deps, customer_id="bob", card_account_id="card-new"
+    )
+    assert link.card_account_id == "card-new"
+    assert world.database.state.links["bob"].card_account_id == "card-new"
+
+
+async def test_link_when_cardpoints_is_down_is_unavailable(world: World) -> None:
+    world.points.open("card-x", 100)
+    world.points.unreachable = 1
+    with pytest.raises(PointsSystemUnavailable):
+        await services.link_card_account(world.deps, customer_id="bob", card_account_id="card-x")
+
+
+# ---------------------------------------------------------------- quotes
+
+
+async def test_quote_is_exact_and_shows_the_balance_when_linked(shop: World) -> None:
+    quote = await services.quote_redemption(
+        shop.deps, customer_id="alice", product_id="coupon-10", quantity=7
+    )
+    assert (quote.points_required, quote.face_value_total_minor, quote.available_points) == (
+        7000,
+        7000,
+        10_000,
+    )
+    assert (quote.points_per_coupon, quote.ratio_version, quote.currency) == (1000, 1, "CNY")
+    unlinked = await services.quote_redemption(
+        shop.deps, customer_id="nobody", product_id="coupon-10", quantity=1
+    )
+    assert unlinked.available_points is None
+
+
+async def test_quote_without_cardpoints_leaves_the_balance_out(shop: World) -> None:
+    shop.points.unreachable = 1
+    quote = await services.quote_redemption(
+        shop.deps, customer_id="alice", product_id="coupon-10", quantity=2
+    )
+    assert (quote.points_required, quote.available_points) == (2000, None)
+
+
+async def test_quote_overflow_is_refused_not_wrapped(world: World) -> None:
+    await add_product(world, "huge", points_per_coupon=2**62, max_quantity=10)
+    with pytest.raises(DomainError) as excinfo:
+        await services.quote_redemption(
+            world.deps, customer_id="alice", product_id="huge", quantity=2
+        )
+    assert excinfo.value.reason == "INVALID_FIELD"
+    assert [v.field for v in excinfo.value.violations] == ["quantity"]
+
+
+# ---------------------------------------------------------------- redemptions
+
+
+async def test_redeem_deducts_once_and_issues_exactly_quantity_coupons(shop: World) -> None:
+    redemption = await redeem(shop, quantity=3)
+
+    assert redemption.state is RedemptionState.COMPLETED
+    assert (redemption.points, redemption.points_per_coupon, redemption.ratio_version) == (
+        3000,
+        1000,
+        1,
+    )
+    assert balance(shop) == 7000
+    [deduction] = shop.points.successful_deductions()
+    assert deduction.request_id == f"redemption:{redemption.redemption_id}"
+    assert redemption.deduction_id == deduction.deduction_id
+    codes = {c.code for c in redemption.coupons}
+    assert len(codes) == 3
+    assert all(coupon_codes.parse("code", code) == code for code in codes)
+    assert {c.code for c in stored_coupons(shop)} == codes
+    assert {(c.state, c.expire_time) for c in redemption.coupons} == {
+        (CouponState.ISSUED, START + timedelta(days=30))
+    }
+
+
+async def test_refusal_fails_the_redemption_and_a_replay_gets_the_same_refusal(
+    shop: World,
+) -> None:
+    with pytest.raises(DomainError) as first:
+        await redeem(shop, quantity=11)
+    reason, metadata = refused(first)
+    assert reason == "INSUFFICIENT_POINTS"
+    [failed] = stored_redemptions(shop)
+    assert metadata["redemption_id"] == failed.redemption_id
+    assert (failed.state, failed.failure_reason) == (RedemptionState.FAILED, "INSUFFICIENT_POINTS")
+    assert stored_coupons(shop) == []
+    assert balance(shop) == 10_000
+
+    calls = len(shop.points.calls)
+    with pytest.raises(DomainError) as replay:
+        await redeem(shop, quantity=11)
+    assert refused(replay) == (reason, metadata)
+    assert str(replay.value) == str(first.value)
+    assert len(shop.points.calls) == calls, "a finished redemption is not sent again"
+
+
+@pytest.mark.parametrize(("lost", "unreachable"), [(1, 0), (0, 5)])
+async def test_unknown_outcome_stays_pending_and_a_retry_completes_exactly_once(
+    shop: World, lost: int, unreachable: int
+) -> None:
+    shop.points.lose_replies = lost
+    shop.points.unreachable = unreachable
+    with pytest.raises(PointsSystemUnavailable) as excinfo:
+        await redeem(shop, "req-9", quantity=2)
+    [pending] = stored_redemptions(shop)
+    assert pending.state is RedemptionState.PENDING
+    assert excinfo.value.metadata == {
+        "redemption_id": pending.redemption_id,
+        "request_id": "req-9",
+    }
+    assert stored_coupons(shop) == []
+
+    shop.points.unreachable = 0
+    done = await redeem(shop, "req-9", quantity=2)
+    again = await redeem(shop, "req-9", quantity=2)
+    settled = await services.settle_redemption(shop.deps, pending.redemption_id)
+
+    assert done.redemption_id == again.redemption_id == settled.redemption_id
+    assert done.state is RedemptionState.COMPLETED
+    assert len(shop.points.successful_deductions()) == 1
+    assert balance(shop) == 8000
+    assert len(stored_coupons(shop)) == 2
+    assert {c.code for c in again.coupons} == {c.code for c in done.coupons}
+
+
+async def test_the_recovery_pass_finishes_pending_redemptions(shop: World) -> None:
+    await add_customer(shop, "bob", balance=100)
+    shop.points.unreachable = 2
+    for request_id, customer in (("r-a", "alice"), ("r-b", "bob")):
+        with pytest.raises(PointsSystemUnavailable):
+            await redeem(shop, request_id, customer_id=customer, quantity=1)
+    assert await services.settle_pending_redemptions(shop.deps) == 2
+    states = {r.customer_id: (r.state, r.failure_reason) for r in stored_redemptions(shop)}
+    assert states == {
+        "alice": (RedemptionState.COMPLETED, ""),
+        "bob": (RedemptionState.FAILED, "INSUFFICIENT_POINTS"),
+    }
+    assert await services.settle_pending_redemptions(shop.deps) == 0
+
+
+async def test_rate_changed_between_quote_and_redeem_stores_and_deducts_nothing(
+    shop: World,
+) -> None:
+    quote = await services.quote_redemption(
+        shop.deps, customer_id="alice", product_id="coupon-10", quantity=2
+    )
+    await services.set_exchange_ratio(shop.deps, product_id="coupon-10", points_per_coupon=1500)
+    with pytest.raises(DomainError) as excinfo:
+        await redeem(shop, quantity=2, expected_points=quote.points_required)
+    assert refused(excinfo) == (
+        "RATE_CHANGED",
+        {"points_required": "3000", "ratio_version": "2"},
+    )
+    assert stored_redemptions(shop) == []
+    assert "DeductPoints" not in shop.points.calls
+    fresh = await redeem(shop, quantity=2, expected_points=3000)
+    assert (fresh.points, fresh.ratio_version) == (3000, 2)
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"quantity": 21}, "QUANTITY_LIMIT_EXCEEDED"),
+        ({"product_id": "missing"}, "PRODUCT_NOT_FOUND"),
+        ({"customer_id": "stranger"}, "CARD_NOT_LINKED"),
+    ],
+)
+async def test_refused_before_anything_is_stored(
+    shop: World, change: dict[str, object], reason: str
+) -> None:
+    request = {"request_id": "r", "customer_id": "alice", "product_id": "coupon-10", "quantity": 1}
+    request.update(change)
+    with pytest.raises(DomainError) as excinfo:
+        await services.redeem_points(shop.deps, expected_points=None, **request)  # type: ignore[arg-type]
+    assert excinfo.value.reason == reason
+    assert stored_redemptions(shop) == []
+    assert "DeductPoints" not in shop.points.calls
+
+
+async def test_inactive_product_is_refused(shop: World) -> None:
+    await services.set_coupon_product_active(shop.deps, product_id="coupon-10", active=False)
+    with pytest.raises(DomainError) as excinfo:
+        await redeem(shop)
+    assert excinfo.value.reason == "PRODUCT_INACTIVE"
+    assert stored_redemptions(shop) == []
+
+
+async def test_every_bad_redeem_field_is_named(shop: World) -> None:
+    with pytest.raises(DomainError) as excinfo:
+        await services.redeem_points(
+            shop.deps,
+            request_id="bad id!",
+            customer_id="",
+            product_id="x" * 65,
+            quantity=0,
+            expected_points=-5,
+        )
+    assert excinfo.value.reason == "INVALID_FIELD"
+    assert [v.field for v in excinfo.value.violations] == [
+        "request_id",
+        "customer_id",
+        "product_id",
+        "quantity",
+        "expected_points",
+    ]
+    assert stored_redemptions(shop) == []
+
+
+async def test_a_replay_uses_the_recorded_ratio_and_other_parameters_are_refused(
+    shop: World,
+) -> None:
+    first = await redeem(shop, quantity=2, expected_points=2000)
+    await services.set_exchange_ratio(shop.deps, product_id="coupon-10", points_per_coupon=5)
+    await services.set_coupon_product_active(shop.deps, product_id="coupon-10", active=False)
+
+    replay = await redeem(shop, quantity=2, expected_points=2000)
+    assert replay == first
+    assert [c.code for c in replay.coupons] == [c.code for c in first.coupons]
+    assert await redeem(shop, quantity=2) == first
+
+    for change in ({"quantity": 3}, {"customer_id": "bob"}, {"expected_points": 10}):
+        with pytest.raises(DomainError) as excinfo:
+            await redeem(shop, **change)
+        assert refused(excinfo) == ("REQUEST_ID_REUSED", {"request_id": "req-1"})
+    assert len(shop.points.successful_deductions()) == 1
+
+
+async def test_redemptions_are_private_paged_newest_first_and_filterable(shop: World) -> None:
+    made = [await redeem(shop, f"r-{i}", quantity=1) for i in range(3)]
+    with pytest.raises(DomainError):
+        await redeem(shop, "r-big", quantity=20)
+
+    got = await services.get_redemption(
+        shop.deps, customer_id="alice", redemption_id=made[0].redemption_id
+    )
+    assert got == made[0]
+    assert len(got.coupons) == 1
+    with pytest.raises(DomainError) as excinfo:
+        await services.get_redemption(
+            shop.deps, customer_id="bob", redemption_id=made[0].redemption_id
+        )
+    assert excinfo.value.reason == "REDEMPTION_NOT_FOUND"
+
+    first = await services.list_redemptions(
+        shop.deps, customer_id="alice", page_size=2, page_token="", state=""
+    )
+    second = await services.list_redemptions(
+        shop.deps, customer_id="alice", page_size=2, page_token=first.next_page_token, state=""
+    )
+    assert [r.request_id for r in first.items + second.items] == ["r-big", "r-2", "r-1", "r-0"]
+    assert second.next_page_token == ""
+    failed = await services.list_redemptions(
+        shop.deps, customer_id="alice", page_size=0, page_token="", state="FAILED"
+    )
+    assert [r.request_id for r in failed.items] == ["r-big"]
+
+    with pytest.raises(DomainError) as bad:
+        await services.list_redemptions(
+            shop.deps, customer_id="alice", page_size=1001, page_token="junk", state="7"
+        )
+    assert [v.field for v in bad.value.violations] == ["state", "page_size", "page_token"]
+
+
+# ---------------------------------------------------------------- coupons
+
+
+async def test_a_coupon_is_used_once_and_the_same_order_replays(shop: World) -> None:
+    [coupon] = (await redeem(shop, quantity=1)).coupons
+    shop.clock.advance(timedelta(minutes=5))
+    used = await services.use_coupon(
+        shop.deps, customer_id="alice", code=coupon.code, order_id="order-1"
+    )
+    assert (used.state, used.used_order_id, used.use_time) == (
+        CouponState.USED,
+        "order-1",
+        START + timedelta(minutes=5),
+    )
+    # Typed by a person: lower case and no dashes are forgiven.
+    sloppy = coupon.code.replace("-", "").lower()
+    assert (
+        await services.use_coupon(shop.deps, customer_id="alice", code=sloppy, order_id="order-1")
+        == used
+    )
+    with pytest.raises(DomainError) as excinfo:
+        await services.use_coupon(
+            shop.deps, customer_id="alice", code=coupon.code, order_id="order-2"
+        )
+    assert refused(excinfo) == ("COUPON_ALREADY_USED", {"code": coupon.code})
+
+
+async def test_unknown_foreign_and_mistyped_codes(shop: World) -> None:
+    [coupon] = (await redeem(shop, quantity=1)).coupons
+    with pytest.raises(DomainError) as foreign:
+        await services.use_coupon(shop.deps, customer_id="bob", code=coupon.code, order_id="o")
+    assert foreign.value.reason == "COUPON_NOT_FOUND"
+    with pytest.raises(DomainError) as unknown:
+        await services.use_coupon(
+            shop.deps, customer_id="alice", code=coupon_codes.new_code(), order_id="o"
+        )
+    assert unknown.value.reason == "COUPON_NOT_FOUND"
+    typo = ("2" if coupon.code[0] != "2" else "3") + coupon.code[1:]
+    with pytest.raises(DomainError) as mistyped:
+        await services.use_coupon(shop.deps, customer_id="alice", code=typo, order_id="o")
+    assert mistyped.value.reason == "INVALID_FIELD"
+    assert [v.field for v in mistyped.value.violations] == ["code"]
+    assert {c.state for c in stored_coupons(shop)} == {CouponState.ISSUED}
+
+
+async def test_expired_coupons_read_as_expired_and_cannot_be_used(shop: World) -> None:
+    [coupon] = (await redeem(shop, quantity=1)).coupons
+    shop.clock.advance(timedelta(days=30))
+    listed = await services.list_coupons(
+        shop.deps, customer_id="alice", state="EXPIRED", page_size=0, page_token=""
+    )
+    assert [(c.code, c.state) for c in listed.items] == [(coupon.code, CouponState.EXPIRED)]
+    issued = await services.list_coupons(
+        shop.deps, customer_id="alice", state="ISSUED", page_size=0, page_token=""
+    )
+    assert issued.items == []
+    with pytest.raises(DomainError) as excinfo:
+        await services.use_coupon(shop.deps, customer_id="alice", code=coupon.code, order_id="o")
+    assert excinfo.value.reason == "COUPON_EXPIRED"
+    with pytest.raises(DomainError) as refund:
+        await services.refund_coupons(
+            shop.deps,
+            request_id="rf",
+            customer_id="alice",
+            redemption_id=coupon.redemption_id,
+            codes=[coupon.code],
+        )
+    assert refund.value.reason == "COUPON_EXPIRED"
+
+
+async def test_coupons_list_newest_first_in_pages(shop: World) -> None:
+    first = await redeem(shop, "r-1", quantity=2)
+    second = await redeem(shop, "r-2", quantity=1)
+    page = await services.list_coupons(
+        shop.deps, customer_id="alice", state="", page_size=2, page_token=""
+    )
+    rest = await services.list_coupons(
+        shop.deps, customer_id="alice", state="", page_size=2, page_token=page.next_page_token
+    )
+    expected = [c.code for c in second.coupons] + [c.code for c in reversed(first.coupons)]
+    assert [c.code for c in page.items + rest.items] == expected
+    assert rest.next_page_token == ""
+
+
+async def test_partial_refund_voids_coupons_and_gives_their_points_back(shop: World) -> None:
+    redemption = await redeem(shop, quantity=3)
+    codes = [c.code for c in redemption.coupons]
+    refund = await services.refund_coupons(
+        shop.deps,
+        request_id="refund-1",
+        customer_id="alice",
+        redemption_id=redemption.redemption_id,
+        codes=[codes[0].lower(), codes[1]],
+    )
+    assert (refund.state, refund.points, refund.codes) == (
+        RefundState.COMPLETED,
+        2000,
+        (codes[0], codes[1]),
+    )
+    assert balance(shop) == 10_000 - 3000 + 2000
+    [(order, reversal)] = shop.points.reversals.values()
+    assert order == ReversalOrder(
+        f"refund:{refund.refund_id}",
+        f"redemption:{redemption.redemption_id}",
+        2000,
+        order.reason,
+    )
+    assert refund.reversal_id == reversal.reversal_id
+    after = await services.get_redemption(
+        shop.deps, customer_id="alice", redemption_id=redemption.redemption_id
+    )
+    assert after.refunded_points == 2000
+    assert [c.state for c in after.coupons] == [
+        CouponState.VOID,
+        CouponState.VOID,
+        CouponState.ISSUED,
+    ]
+
+    again = await services.refund_coupons(
+        shop.deps,
+        request_id="refund-1",
+        customer_id="alice",
+        redemption_id=redemption.redemption_id,
+        codes=[codes[1], codes[0]],
+    )
+    assert again == refund
+    assert balance(shop) == 9000
+
+    with pytest.raises(DomainError) as void:
+        await services.use_coupon(shop.deps, customer_id="alice", code=codes[0], order_id="o")
+    assert void.value.reason == "COUPON_VOID"
+    with pytest.raises(DomainError) as twice:
+        await services.refund_coupons(
+            shop.deps,
+            request_id="refund-2",
+            customer_id="alice",
+            redemption_id=redemption.redemption_id,
+            codes=[codes[2], codes[0]],
+        )
+    assert refused(twice) == ("COUPON_VOID", {"code": codes[0]})
+    with pytest.raises(DomainError) as reused:
+        await services.refund_coupons(
+            shop.deps,
+            request_id="refund-1",
+            customer_id="alice",
+            redemption_id=redemption.redemption_id,
+            codes=[codes[2]],
+        )
+    assert reused.value.reason == "REQUEST_ID_REUSED"
+    assert stored_coupons(shop)[2].state is CouponState.ISSUED
+
+
+async def test_refund_refusals(shop: World) -> None:
+    redemption = await redeem(shop, quantity=2)
+    other = await redeem(shop, "req-2", quantity=1)
+    used, unused = (c.code for c in redemption.coupons)
+    await services.use_coupon(shop.deps, customer_id="alice", code=used, order_id="o")
+
+    async def refund(codes: list[str], redemption_id: str = redemption.redemption_id) -> str:
+        with pytest.raises(DomainError) as excinfo:
+            await services.refund_coupons(
+                shop.deps,
+                request_id="rf",
+                customer_id="alice",
+                redemption_id=redemption_id,
+                codes=codes,
+            )
+        return excinfo.value.reason
+
+    assert await refund([unused, used]) == "COUPON_ALREADY_USED"
+    assert await refund([other.coupons[0].code]) == "COUPON_NOT_FOUND"
+    assert await refund([coupon_codes.new_code()]) == "COUPON_NOT_FOUND"
+    assert await refund([unused], "rd_missing") == "REDEMPTION_NOT_FOUND"
+    assert await refund([]) == "INVALID_FIELD"
+    with pytest.raises(DomainError) as excinfo:
+        await services.refund_coupons(
+            shop.deps,
+            request_id="rf",
+            customer_id="alice",
+            redemption_id=redemption.redemption_id,
+            codes=[unused, "nonsense", unused.replace("-", "")],
+        )
+    assert excinfo.value.violations == (
+        FieldViolation("codes[1]", "must have 18 symbols, not counting dashes"),
+        FieldViolation("codes[2]", "repeats codes[0]"),
+    )
+    assert shop.database.state.refunds == {}
+    assert {c.code: c.state for c in stored_coupons(shop)}[unused] is CouponState.ISSUED
+    assert shop.points.reversals == {}
+
+
+async def test_refund_with_unknown_outcome_stays_pending_and_resumes(shop: World) -> None:
+    redemption = await redeem(shop, quantity=2)
+    code = redemption.coupons[0].code
+    shop.points.lose_replies = 1
+    with pytest.raises(PointsSystemUnavailable) as excinfo:
+        await services.refund_coupons(
+            shop.deps,
+            request_id="rf-1",
+            customer_id="alice",
+            redemption_id=redemption.redemption_id,
+            codes=[code],
+        )
+    [pending] = shop.database.state.refunds.values()
+    assert pending.state is RefundState.PENDING
+    assert excinfo.value.metadata["refund_id"] == pending.refund_id
+    assert {c.code: c.state for c in stored_coupons(shop)}[code] is CouponState.VOID
+
+    done = await services.refund_coupons(
+        shop.deps,
+        request_id="rf-1",
+        customer_id="alice",
+        redemption_id=redemption.redemption_id,
+        codes=[code],
+    )
+    assert done.state is RefundState.COMPLETED
+    assert await services.settle_refund(shop.deps, done.refund_id) == done
+    assert len(shop.points.reversals) == 1
+    assert balance(shop) == 9000
+    assert stored_redemptions(shop)[0].refunded_points == 1000
+
+
+async def test_a_refused_reversal_undoes_the_refund(shop: World) -> None:
+    redemption = await redeem(shop, quantity=1)
+    shop.points.accounts["card-alice"].state = AccountState.CLOSED
+    with pytest.raises(DomainError) as excinfo:
+        await services.refund_coupons(
+            shop.deps,
+            request_id="rf-1",
+            customer_id="alice",
+            redemption_id=redemption.redemption_id,
+            codes=[redemption.coupons[0].code],
+        )
+    assert excinfo.value.reason == "ACCOUNT_CLOSED"
+    assert shop.database.state.refunds == {}
+    assert [c.state for c in stored_coupons(shop)] == [CouponState.ISSUED]
+
+
+def test_fakes_roll_back_what_was_not_committed(world: World) -> None:
+    with FakeUnitOfWork(world.database) as uow:
+        uow.links.put(CardLink("x", "y", START))
+    assert world.database.state.links == {}
