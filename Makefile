@@ -10,7 +10,7 @@ GEN    := generated/.stamp
 BUF    := node_modules/.bin/buf
 PROTOS := $(shell find protos -name '*.proto' | sort)
 
-.PHONY: help venv proto lint test run demo migrate clean
+.PHONY: help venv proto lint test run demo migrate certs clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -51,11 +51,15 @@ lint: $(GEN) $(BUF) ## ruff + mypy on hand-written code, buf lint on the contrac
 test: $(GEN) $(BUF) ## Every test, on SQLite and PostgreSQL
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-run: $(GEN) ## The whole system on SQLite under var/, with demo data
-	$(PY) -m cardpoints.entrypoints.server
+run: $(GEN) ## The whole system on SQLite under var/, with demo data (Ctrl-C stops it)
+	$(PY) -m pointsbridge_cli.devstack run
 
-migrate: $(GEN) ## Apply the database migrations (see README)
-	$(BIN)/cardpoints-server migrate
+demo: $(GEN) ## Redeem three demo coupons on the running system; show balance and codes
+	$(PY) -m pointsbridge_cli.devstack demo
+
+migrate: $(GEN) ## Apply the database migrations to the var/ databases
+	$(BIN)/cardpoints-server --migrate-only --database-url sqlite:///var/cardpoints.db
+	$(BIN)/ecommerce-server --migrate-only --database-url sqlite:///var/ecommerce.db
 
 clean: ## Remove the venv, generated code and local databases
 	rm -rf $(VENV) generated/pointsbridge $(GEN) var node_modules

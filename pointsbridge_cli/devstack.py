@@ -1,0 +1,281 @@
+"""The whole system on one machine for development: `make run` and `make demo`.
+
+python -m pointsbridge_cli.devstack run   # both services on SQLite under var/, demo data
+python -m pointsbridge_cli.devstack demo  # a scripted redemption against a running system
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO
+
+import grpc
+
+from pointsbridge.cardpoints.v1 import cardpoints_pb2 as cp
+from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as cp_grpc
+from pointsbridge.ecommerce.v1 import ecommerce_pb2 as ec
+from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as ec_grpc
+from servicekit.status import remote_error
+
+BIN = Path(sys.executable).parent
+DEMO_CARD = "demo-card"
+DEMO_CUSTOMER = "demo-customer"
+DEMO_PRODUCT = "coupon-10"
+DEMO_POINTS = 100_000
+TIMEOUT = 10.0
+
+_PORT_LINE = re.compile(r"serving on port (\d+)")
+
+
+class Child:
+    """A service process whose log is relayed to ours; its port is read from its log."""
+
+    def __init__(self, name: str, command: Sequence[str]) -> None:
+        self.name = name
+        self.process = subprocess.Popen(
+            list(command),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            start_new_session=True,  # Ctrl-C reaches us; we stop the children in order
+        )
+        self._port: int | None = None
+        self._ready = threading.Event()
+        threading.Thread(target=self._relay, args=(self.process.stdout,), daemon=True).start()
+
+    def _relay(self, stream: IO[str] | None) -> None:
+        assert stream is not None
+        for line in stream:
+            sys.stderr.write(line)
+            if self._port is None and (found := _PORT_LINE.search(line)):
+                self._port = int(found.group(1))
+                self._ready.set()
+        self._ready.set()
+
+    def wait_port(self, timeout: float = 60) -> int:
+        self._ready.wait(timeout)
+        if self._port is None:
+            raise SystemExit(f"{self.name} did not start (exit code {self.process.poll()})")
+        return self._port
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        return self.process.wait()
+
+
+def seed(cardpoints: str, ecommerce: str) -> None:
+    """Demo data, created once: every step is idempotent, so a restart changes nothing."""
+    with grpc.insecure_channel(cardpoints) as channel:
+        admin = cp_grpc.CardPointsAdminServiceStub(channel)
+        admin.OpenAccount(
+            cp.OpenAccountRequest(account_id=DEMO_CARD, holder_name="Demo Customer"),
+            timeout=TIMEOUT,
+        )
+        admin.CreditPoints(
+            cp.CreditPointsRequest(
+                request_id="demo-seed-credit",
+                account_id=DEMO_CARD,
+                points=DEMO_POINTS,
+                reason="demo data",
+            ),
+            timeout=TIMEOUT,
+        )
+    with grpc.insecure_channel(ecommerce) as channel:
+        shop = ec_grpc.EcommerceAdminServiceStub(channel)
+        try:
+            shop.CreateCouponProduct(
+                ec.CreateCouponProductRequest(
+                    product_id=DEMO_PRODUCT,
+                    display_name="10 CNY e-coupon",
+                    face_value_minor=1000,
+                    currency="CNY",
+                    points_per_coupon=1000,
+                    validity_days=30,
+                    max_quantity_per_redemption=20,
+                ),
+                timeout=TIMEOUT,
+            )
+        except grpc.RpcError as error:
+            if remote_error(error).reason != "PRODUCT_ALREADY_EXISTS":
+                raise
+        shop.LinkCardAccount(
+            ec.LinkCardAccountRequest(customer_id=DEMO_CUSTOMER, card_account_id=DEMO_CARD),
+            timeout=TIMEOUT,
+        )
+
+
+def grpcurl_commands(ecommerce: str) -> list[str]:
+    """The commands `make run` prints; README.md shows the same ones."""
+    grpcurl = ".venv/bin/grpcurl -plaintext"
+    service = "pointsbridge.ecommerce.v1.RedemptionService"
+
+    def call(method: str, body: str) -> str:
+        return f"{grpcurl} -d {shlex.quote(body)} {ecommerce} {service}/{method}"
+
+    return [
+        call(
+            "QuoteRedemption",
+            '{"customerId": "demo-customer", "productId": "coupon-10", "quantity": 3}',
+        ),
+        call(
+            "RedeemPoints",
+            '{"requestId": "demo-redeem-1", "customerId": "demo-customer", '
+            '"productId": "coupon-10", "quantity": 3, "expectedPoints": "3000"}',
+        ),
+        call("ListCoupons", '{"customerId": "demo-customer"}'),
+        call(
+            "UseCoupon",
+            '{"customerId": "demo-customer", "code": "<a code from ListCoupons>", '
+            '"orderId": "order-1"}',
+        ),
+    ]
+
+
+def run(args: argparse.Namespace) -> int:
+    var = Path(args.var)
+    var.mkdir(parents=True, exist_ok=True)
+    # The children's logs come through a pipe; keep them readable on a terminal.
+    log_format = ["--log-format", "text"] if sys.stderr.isatty() else []
+    print(
+        "WARNING: development mode: plaintext gRPC between the services and to clients.",
+        file=sys.stderr,
+    )
+    cardpoints = Child(
+        "cardpoints",
+        [
+            str(BIN / "cardpoints-server"),
+            "--address",
+            f"[::]:{args.cardpoints_port}",
+            "--database-url",
+            f"sqlite:///{var / 'cardpoints.db'}",
+            *log_format,
+        ],
+    )
+    children = [cardpoints]
+    try:
+        cardpoints_port = cardpoints.wait_port()
+        ecommerce = Child(
+            "ecommerce",
+            [
+                str(BIN / "ecommerce-server"),
+                "--address",
+                f"[::]:{args.ecommerce_port}",
+                "--database-url",
+                f"sqlite:///{var / 'ecommerce.db'}",
+                "--cardpoints-address",
+                f"localhost:{cardpoints_port}",
+                *log_format,
+            ],
+        )
+        children.append(ecommerce)
+        ecommerce_port = ecommerce.wait_port()
+        seed(f"localhost:{cardpoints_port}", f"localhost:{ecommerce_port}")
+        commands = "\n\n".join(grpcurl_commands(f"localhost:{ecommerce_port}"))
+        print(
+            f"\nPointsBridge is up: cardpoints on localhost:{cardpoints_port}, "
+            f"ecommerce on localhost:{ecommerce_port}.\n"
+            f"Demo data: card {DEMO_CARD} ({DEMO_POINTS} points at first) linked to "
+            f"{DEMO_CUSTOMER}; product {DEMO_PRODUCT} (1000 points per 10 CNY coupon).\n"
+            f"Try, from another terminal in this folder:\n\n{commands}\n\n"
+            "Or run `make demo`. Ctrl-C stops both services.\n",
+            flush=True,
+        )
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        while not stop.is_set():
+            if any(child.process.poll() is not None for child in children):
+                print("a service exited; stopping", file=sys.stderr)
+                return 1
+            stop.wait(0.5)
+        return 0
+    finally:
+        for child in reversed(children):  # ecommerce first: it calls cardpoints
+            child.stop()
+        print("stopped", file=sys.stderr)
+
+
+def demo(args: argparse.Namespace) -> int:
+    """Redeem three demo coupons and show what moved."""
+    cardpoints, ecommerce = args.cardpoints, args.ecommerce
+    with (
+        grpc.insecure_channel(cardpoints) as cp_channel,
+        grpc.insecure_channel(ecommerce) as ec_channel,
+    ):
+        bank = cp_grpc.CardPointsServiceStub(cp_channel)
+        shop = ec_grpc.RedemptionServiceStub(ec_channel)
+
+        def balance() -> int:
+            account = bank.GetAccount(cp.GetAccountRequest(account_id=DEMO_CARD), timeout=TIMEOUT)
+            return account.account.balance
+
+        before = balance()
+        quote = shop.QuoteRedemption(
+            ec.QuoteRedemptionRequest(
+                customer_id=DEMO_CUSTOMER, product_id=DEMO_PRODUCT, quantity=3
+            ),
+            timeout=TIMEOUT,
+        ).quote
+        redemption = shop.RedeemPoints(
+            ec.RedeemPointsRequest(
+                request_id=f"demo-{os.getpid()}-{time.time_ns()}",
+                customer_id=DEMO_CUSTOMER,
+                product_id=DEMO_PRODUCT,
+                quantity=3,
+                expected_points=quote.points_required,
+            ),
+            timeout=30,
+        ).redemption
+        after = balance()
+    print(
+        f"quote:    3 x {DEMO_PRODUCT} = {quote.points_required} points"
+        f" (ratio v{quote.ratio_version})"
+    )
+    print(f"balance:  {before} -> {after} points on {DEMO_CARD}")
+    print(f"redeemed: {redemption.redemption_id} ({ec.RedemptionState.Name(redemption.state)})")
+    for coupon in redemption.coupons:
+        print(f"coupon:   {coupon.code}")
+    return 0 if before - after == quote.points_required else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m pointsbridge_cli.devstack", description=__doc__.splitlines()[0]
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    run_parser = commands.add_parser("run", help="start both services with demo data")
+    run_parser.add_argument("--var", default="var", help="folder for the SQLite databases")
+    run_parser.add_argument("--cardpoints-port", type=int, default=50051, help="0 picks one")
+    run_parser.add_argument("--ecommerce-port", type=int, default=50052, help="0 picks one")
+    run_parser.set_defaults(handler=run)
+    demo_parser = commands.add_parser("demo", help="redeem three coupons on a running system")
+    demo_parser.add_argument("--cardpoints", default="localhost:50051", help="host:port")
+    demo_parser.add_argument("--ecommerce", default="localhost:50052", help="host:port")
+    demo_parser.set_defaults(handler=demo)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except grpc.RpcError as error:
+        failure = remote_error(error)
+        print(f"error: {failure.code.name} {failure.reason}: {failure.message}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""The development stack (`make run`) as a real process, on ports it picks."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.support import ROOT
+
+_UP = re.compile(rb"cardpoints on localhost:(\d+), ecommerce on localhost:(\d+)")
+
+
+class DevStack:
+    def __init__(self, var: Path) -> None:
+        self.log_path = var / "devstack.log"
+        var.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pointsbridge_cli.devstack",
+                "run",
+                "--var",
+                str(var),
+                "--cardpoints-port",
+                "0",
+                "--ecommerce-port",
+                "0",
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if found := _UP.search(self.log_path.read_bytes()):
+                self.cardpoints_port, self.ecommerce_port = int(found[1]), int(found[2])
+                return
+            if self.process.poll() is not None:
+                break
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"the stack did not come up:\n{self.log_path.read_text()}")
+
+    @property
+    def output(self) -> str:
+        return self.log_path.read_text()
+
+    def stop(self) -> int:
+        """Ctrl-C, as a person at the terminal would."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(40)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self._log.close()
+        return self.process.wait()
