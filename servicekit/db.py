@@ -18,6 +18,7 @@ from typing import Any, Self, TypeVar
 
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
@@ -162,6 +163,13 @@ class SqlUnitOfWork:
 
     def rollback(self) -> None:
         self.session.rollback()
+
+
+def head_revision(script_location: str) -> str | None:
+    """The newest migration of one service."""
+    config = Config()
+    config.set_main_option("script_location", script_location)
+    return ScriptDirectory.from_config(config).get_current_head()
 
 
 def upgrade_schema(engine: Engine, script_location: str, version_table: str) -> None:

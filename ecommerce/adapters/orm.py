@@ -100,6 +100,7 @@ class RedemptionRow(Base):
         UniqueConstraint("request_id", name="uq_redemptions_request_id"),
         Index("ix_redemptions_customer_seq", "customer_id", "seq"),
         Index("ix_redemptions_state", "state"),
+        Index("ix_redemptions_create_time", "create_time"),
     )
 
     seq: Mapped[int] = mapped_column(Sequence64, primary_key=True, autoincrement=True)
@@ -118,6 +119,8 @@ class RedemptionRow(Base):
     refunded_points: Mapped[int] = mapped_column(BigInteger)
     create_time: Mapped[datetime] = mapped_column(UtcDateTime)
     update_time: Mapped[datetime] = mapped_column(UtcDateTime)
+    # A recovery worker's lease: others leave the row alone until it passes.
+    claim_until: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)
 
 
 class CouponRow(Base):
@@ -151,6 +154,7 @@ class RefundRow(Base):
         UniqueConstraint("refund_id", name="uq_refunds_refund_id"),
         UniqueConstraint("request_id", name="uq_refunds_request_id"),
         Index("ix_refunds_redemption", "redemption_id"),
+        Index("ix_refunds_state", "state"),
     )
 
     seq: Mapped[int] = mapped_column(Sequence64, primary_key=True, autoincrement=True)
@@ -167,3 +171,4 @@ class RefundRow(Base):
     reversal_id: Mapped[str] = mapped_column(String(128))
     create_time: Mapped[datetime] = mapped_column(UtcDateTime)
     update_time: Mapped[datetime] = mapped_column(UtcDateTime)
+    claim_until: Mapped[datetime | None] = mapped_column(UtcDateTime, nullable=True)

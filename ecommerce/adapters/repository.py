@@ -8,7 +8,7 @@ from typing import Protocol, TypeVar
 
 from sqlalchemy import ColumnElement, Select, delete, func, select, update
 from sqlalchemy.engine import CursorResult
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from ecommerce.adapters.orm import (
     CardLinkRow,
@@ -78,6 +78,14 @@ class RedemptionRepository(Protocol):
         limit: int,
     ) -> Page[Redemption]: ...
     def pending_ids(self, limit: int) -> list[str]: ...
+    def claim_pending(
+        self, *, now: datetime, untouched_since: datetime, lease_until: datetime, limit: int
+    ) -> list[str]: ...
+    def release(self, redemption_ids: Sequence[str]) -> None: ...
+    def unsettled(self, limit: int) -> list[Redemption]: ...
+    def window(
+        self, start: datetime | None, end: datetime, *, after: int | None, limit: int
+    ) -> Page[Redemption]: ...
 
 
 class CouponRepository(Protocol):
@@ -104,6 +112,12 @@ class RefundRepository(Protocol):
     def get_by_request_id(self, request_id: str) -> Refund | None: ...
     def complete(self, refund_id: str, reversal_id: str, now: datetime) -> bool: ...
     def discard(self, refund_id: str) -> bool: ...
+    def claim_pending(
+        self, *, now: datetime, untouched_since: datetime, lease_until: datetime, limit: int
+    ) -> list[str]: ...
+    def release(self, refund_ids: Sequence[str]) -> None: ...
+    def unsettled(self, limit: int) -> list[Refund]: ...
+    def of_redemptions(self, redemption_ids: Sequence[str]) -> dict[str, list[Refund]]: ...
 
 
 def _fresh(statement: Select[tuple[_Row]]) -> Select[tuple[_Row]]:
@@ -114,6 +128,58 @@ def _fresh(statement: Select[tuple[_Row]]) -> Select[tuple[_Row]]:
 def _rowcount(result: object) -> int:
     assert isinstance(result, CursorResult)
     return result.rowcount
+
+
+def _claim(
+    session: Session,
+    table: type[RedemptionRow] | type[RefundRow],
+    id_column: InstrumentedAttribute[str],
+    *,
+    now: datetime,
+    untouched_since: datetime,
+    lease_until: datetime,
+    limit: int,
+) -> list[str]:
+    """Lease up to `limit` PENDING rows nobody holds, oldest first.
+
+    On PostgreSQL, FOR UPDATE SKIP LOCKED lets replicas sweep at once without
+    taking the same rows; on SQLite, BEGIN IMMEDIATE already serializes sweeps.
+    """
+    candidates = (
+        select(id_column)
+        .where(
+            table.state == "PENDING",
+            table.update_time <= untouched_since,
+            (table.claim_until.is_(None)) | (table.claim_until < now),
+        )
+        .order_by(table.seq)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    ids = list(session.scalars(candidates))
+    if ids:
+        session.execute(
+            update(table)
+            .where(id_column.in_(ids))
+            .values(claim_until=lease_until)
+            .execution_options(synchronize_session=False)
+        )
+    return ids
+
+
+def _release(
+    session: Session,
+    table: type[RedemptionRow] | type[RefundRow],
+    id_column: InstrumentedAttribute[str],
+    ids: Sequence[str],
+) -> None:
+    if ids:
+        session.execute(
+            update(table)
+            .where(id_column.in_(ids))
+            .values(claim_until=None)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def _product(row: CouponProductRow) -> CouponProduct:
@@ -410,6 +476,47 @@ class SqlRedemptionRepository:
         )
         return list(self.session.scalars(statement))
 
+    def claim_pending(
+        self, *, now: datetime, untouched_since: datetime, lease_until: datetime, limit: int
+    ) -> list[str]:
+        return _claim(
+            self.session,
+            RedemptionRow,
+            RedemptionRow.redemption_id,
+            now=now,
+            untouched_since=untouched_since,
+            lease_until=lease_until,
+            limit=limit,
+        )
+
+    def release(self, redemption_ids: Sequence[str]) -> None:
+        _release(self.session, RedemptionRow, RedemptionRow.redemption_id, redemption_ids)
+
+    def unsettled(self, limit: int) -> list[Redemption]:
+        rows = self.session.scalars(
+            select(RedemptionRow)
+            .where(RedemptionRow.state == RedemptionState.PENDING.value)
+            .order_by(RedemptionRow.seq)
+            .limit(limit)
+        )
+        return [_redemption(r) for r in rows]
+
+    def window(
+        self, start: datetime | None, end: datetime, *, after: int | None, limit: int
+    ) -> Page[Redemption]:
+        statement = (
+            select(RedemptionRow)
+            .where(RedemptionRow.create_time < end)
+            .order_by(RedemptionRow.seq)
+            .limit(limit + 1)
+        )
+        if start is not None:
+            statement = statement.where(RedemptionRow.create_time >= start)
+        if after is not None:
+            statement = statement.where(RedemptionRow.seq > after)
+        rows = self.session.scalars(statement).all()
+        return Page.of([(r.seq, _redemption(r)) for r in rows], limit)
+
 
 class SqlCouponRepository:
     def __init__(self, session: Session) -> None:
@@ -561,3 +668,40 @@ class SqlRefundRepository:
             .execution_options(synchronize_session=False)
         )
         return _rowcount(result) == 1
+
+    def claim_pending(
+        self, *, now: datetime, untouched_since: datetime, lease_until: datetime, limit: int
+    ) -> list[str]:
+        return _claim(
+            self.session,
+            RefundRow,
+            RefundRow.refund_id,
+            now=now,
+            untouched_since=untouched_since,
+            lease_until=lease_until,
+            limit=limit,
+        )
+
+    def release(self, refund_ids: Sequence[str]) -> None:
+        _release(self.session, RefundRow, RefundRow.refund_id, refund_ids)
+
+    def unsettled(self, limit: int) -> list[Refund]:
+        rows = self.session.scalars(
+            select(RefundRow)
+            .where(RefundRow.state == RefundState.PENDING.value)
+            .order_by(RefundRow.seq)
+            .limit(limit)
+        )
+        return [_refund(r) for r in rows]
+
+    def of_redemptions(self, redemption_ids: Sequence[str]) -> dict[str, list[Refund]]:
+        found: dict[str, list[Refund]] = {rid: [] for rid in redemption_ids}
+        if redemption_ids:
+            rows = self.session.scalars(
+                select(RefundRow)
+                .where(RefundRow.redemption_id.in_(redemption_ids))
+                .order_by(RefundRow.seq)
+            )
+            for row in rows:
+                found[row.redemption_id].append(_refund(row))
+        return found

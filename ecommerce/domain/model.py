@@ -244,3 +244,21 @@ class Refund:
             and self.redemption_id == redemption_id
             and sorted(self.codes) == sorted(codes)
         )
+
+
+class UnsettledKind(enum.StrEnum):
+    REDEMPTION = "REDEMPTION"
+    REFUND = "REFUND"
+
+
+@dataclass(frozen=True)
+class UnsettledOperation:
+    """A redemption or refund whose outcome at the card-points system is not known yet."""
+
+    kind: UnsettledKind
+    id: str
+    request_id: str
+    customer_id: str
+    points: int
+    create_time: datetime
+    needs_review: bool

@@ -6,13 +6,16 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+from datetime import timedelta
 
 import grpc
 
 from ecommerce.adapters.points_gateway import GrpcPointsGateway
+from ecommerce.entrypoints import metrics
+from ecommerce.entrypoints.recovery import run_recovery
 from ecommerce.entrypoints.servicer import EcommerceAdminServicer, RedemptionServicer
-from ecommerce.service_layer.services import DEFAULT_MERCHANT_ID, Dependencies
+from ecommerce.service_layer.services import DEFAULT_MERCHANT_ID, Dependencies, RecoveryPolicy
 from ecommerce.service_layer.unit_of_work import SqlUnitOfWork
 from pointsbridge.ecommerce.v1 import ecommerce_pb2 as pb
 from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as pb_grpc
@@ -45,6 +48,12 @@ class Settings:
     metrics_address: str = ""
     migrate: bool = True
     merchant_id: str = DEFAULT_MERCHANT_ID
+    # Seconds between recovery sweeps; 0 turns the loop off.
+    recovery_interval: float = 5.0
+    # Seconds a PENDING row must sit untouched before the loop takes it.
+    settle_delay: float = 5.0
+    # Seconds after which an unsettled operation is flagged for review.
+    review_after: float = 900.0
 
 
 @dataclass
@@ -54,6 +63,8 @@ class App:
     server: RunningServer
     database: Database
     gateway: GrpcPointsGateway
+    recovery: asyncio.Task[None] | None = None
+    recovery_stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
     def port(self) -> int:
@@ -62,6 +73,9 @@ class App:
     async def stop(self, grace: float = 5.0) -> None:
         """Finish in-flight calls (up to `grace` seconds), then release the channel and database."""
         try:
+            if self.recovery is not None:
+                self.recovery_stop.set()
+                await self.recovery
             await self.server.drain(grace)
         finally:
             await self.gateway.close()
@@ -95,9 +109,10 @@ async def start(settings: Settings, *, clock: Clock = utc_now) -> App:
         points=gateway,
         clock=clock,
         merchant_id=settings.merchant_id,
+        publish=metrics.publish,
     )
     redemption = RedemptionServicer(deps)
-    admin = EcommerceAdminServicer(deps)
+    admin = EcommerceAdminServicer(deps, timedelta(seconds=settings.review_after))
 
     def add_redemption(server: grpc.aio.Server) -> None:
         pb_grpc.add_RedemptionServiceServicer_to_server(redemption, server)
@@ -117,7 +132,17 @@ async def start(settings: Settings, *, clock: Clock = utc_now) -> App:
         await gateway.close()
         database.close()
         raise
-    return App(running, database, gateway)
+    app = App(running, database, gateway)
+    if settings.recovery_interval > 0:
+        policy = RecoveryPolicy(
+            settle_delay=timedelta(seconds=settings.settle_delay),
+            review_after=timedelta(seconds=settings.review_after),
+            lease=timedelta(seconds=max(60.0, 4 * settings.deduct_timeout)),
+        )
+        app.recovery = asyncio.create_task(
+            run_recovery(deps, policy, settings.recovery_interval, app.recovery_stop)
+        )
+    return app
 
 
 def parse_settings(argv: Sequence[str] | None = None) -> tuple[Settings, bool]:
@@ -187,6 +212,24 @@ def parse_settings(argv: Sequence[str] | None = None) -> tuple[Settings, bool]:
         "--metrics-address",
         default=defaults.metrics_address,
         help="host:port for the Prometheus /metrics endpoint; empty turns it off",
+    )
+    parser.option(
+        "--recovery-interval",
+        default=defaults.recovery_interval,
+        type=float,
+        help="seconds between sweeps that settle PENDING redemptions and refunds; 0: off",
+    )
+    parser.option(
+        "--settle-delay",
+        default=defaults.settle_delay,
+        type=float,
+        help="seconds a PENDING redemption or refund sits untouched before a sweep takes it",
+    )
+    parser.option(
+        "--review-after",
+        default=defaults.review_after,
+        type=float,
+        help="seconds after which an unsettled operation is logged and listed as needing review",
     )
     parser.add_argument(
         "--migrate-only",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import grpc
@@ -18,12 +19,16 @@ from ecommerce.domain.model import (
     RedemptionState,
     Refund,
     RefundState,
+    UnsettledKind,
 )
 from ecommerce.service_layer import services
 from ecommerce.service_layer.services import Dependencies
 from pointsbridge.ecommerce.v1 import ecommerce_pb2 as pb
 from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as pb_grpc
+from servicekit import paging
+from servicekit.clock import from_timestamp, to_timestamp
 from servicekit.status import rpc
+from servicekit.validation import Validator
 
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -39,6 +44,10 @@ COUPON_STATES: Mapping[CouponState, pb.CouponState] = {
     CouponState.USED: pb.COUPON_STATE_USED,
     CouponState.VOID: pb.COUPON_STATE_VOID,
     CouponState.EXPIRED: pb.COUPON_STATE_EXPIRED,
+}
+UNSETTLED_KINDS: Mapping[UnsettledKind, pb.UnsettledKind] = {
+    UnsettledKind.REDEMPTION: pb.UNSETTLED_KIND_REDEMPTION,
+    UnsettledKind.REFUND: pb.UNSETTLED_KIND_REFUND,
 }
 REFUND_STATES: Mapping[RefundState, pb.RefundState] = {
     RefundState.PENDING: pb.REFUND_STATE_PENDING,
@@ -276,8 +285,9 @@ class RedemptionServicer(pb_grpc.RedemptionServiceServicer):
 class EcommerceAdminServicer(pb_grpc.EcommerceAdminServiceServicer):
     """EcommerceAdminService: parameter management for the platform's operators."""
 
-    def __init__(self, deps: Dependencies) -> None:
+    def __init__(self, deps: Dependencies, review_after: timedelta) -> None:
         self._deps = deps
+        self._review_after = review_after
 
     @rpc
     async def CreateCouponProduct(
@@ -336,3 +346,48 @@ class EcommerceAdminServicer(pb_grpc.EcommerceAdminServiceServicer):
             self._deps, customer_id=request.customer_id, card_account_id=request.card_account_id
         )
         return pb.LinkCardAccountResponse(link=link_pb(link))
+
+    @rpc
+    async def ExportRedemptions(
+        self, request: pb.ExportRedemptionsRequest, context: Context
+    ) -> pb.ExportRedemptionsResponse:
+        page = await services.export_redemptions(
+            self._deps,
+            start=from_timestamp(request.start_time) if request.HasField("start_time") else None,
+            end=from_timestamp(request.end_time) if request.HasField("end_time") else None,
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
+        return pb.ExportRedemptionsResponse(
+            redemptions=[
+                pb.ExportedRedemption(
+                    redemption=redemption_pb(item.redemption),
+                    refunds=[refund_pb(f) for f in item.refunds],
+                )
+                for item in page.items
+            ],
+            next_page_token=page.next_page_token,
+        )
+
+    @rpc
+    async def ListUnsettled(
+        self, request: pb.ListUnsettledRequest, context: Context
+    ) -> pb.ListUnsettledResponse:
+        v = Validator()
+        limit = paging.page_size(v, "page_size", request.page_size)
+        v.done()
+        operations = await services.list_unsettled(self._deps, self._review_after, limit)
+        return pb.ListUnsettledResponse(
+            operations=[
+                pb.UnsettledOperation(
+                    kind=UNSETTLED_KINDS[op.kind],
+                    id=op.id,
+                    request_id=op.request_id,
+                    customer_id=op.customer_id,
+                    points=op.points,
+                    create_time=to_timestamp(op.create_time),
+                    needs_review=op.needs_review,
+                )
+                for op in operations
+            ]
+        )

@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 import enum
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TypeVar
 
 from ecommerce.domain import coupon_codes
@@ -24,6 +24,14 @@ from ecommerce.domain.errors import (
     RedemptionNotFound,
     RequestIdReused,
 )
+from ecommerce.domain.events import (
+    CouponsRestored,
+    CouponsVoided,
+    CouponUsed,
+    PointsRefunded,
+    RedemptionCompleted,
+    RedemptionFailed,
+)
 from ecommerce.domain.model import (
     CardLink,
     Coupon,
@@ -35,6 +43,8 @@ from ecommerce.domain.model import (
     RedemptionState,
     Refund,
     RefundState,
+    UnsettledKind,
+    UnsettledOperation,
     new_id,
 )
 from ecommerce.service_layer.points_gateway import PointsGateway
@@ -68,9 +78,15 @@ class Dependencies:
     points: PointsGateway
     clock: Clock
     merchant_id: str = DEFAULT_MERCHANT_ID
+    # Receives the domain events of every committed step (metrics, for one).
+    publish: Callable[[Sequence[object]], None] = lambda events: None
 
     async def step(self, fn: Callable[[UnitOfWork], T]) -> T:
-        return await self.runner.run(lambda: fn(self.uow()))
+        uow = self.uow()
+        try:
+            return await self.runner.run(lambda: fn(uow))
+        finally:
+            self.publish(uow.committed_events)
 
 
 def _state_filter(v: Validator, field: str, name: str, states: type[_E]) -> _E | None:
@@ -402,7 +418,8 @@ async def settle_redemption(deps: Dependencies, redemption_id: str) -> Redemptio
         def fail(uow: UnitOfWork) -> Redemption:
             now = deps.clock()
             with uow:
-                uow.redemptions.fail(redemption_id, reason, now)
+                if uow.redemptions.fail(redemption_id, reason, now):
+                    uow.events.append(RedemptionFailed(reason))
                 current = uow.redemptions.get(redemption_id)
                 assert current is not None
                 current = _with_coupons(uow, current, now)
@@ -423,6 +440,7 @@ async def settle_redemption(deps: Dependencies, redemption_id: str) -> Redemptio
             assert product is not None, "coupon products are never deleted"
             coupons = redemption.issue_coupons(product, now)
             uow.coupons.add_all(coupons)
+            uow.events.append(RedemptionCompleted(redemption.points, len(coupons)))
             uow.commit()
         return dataclasses.replace(
             redemption,
@@ -563,6 +581,7 @@ async def use_coupon(deps: Dependencies, *, customer_id: str, code: str, order_i
                 if current.check_usable(order_id, now):
                     return _as_seen(current, now)
                 raise RuntimeError(f"coupon {canonical} is ISSUED yet could not be used")
+            uow.events.append(CouponUsed(canonical))
             uow.commit()
         return dataclasses.replace(
             coupon, state=CouponState.USED, used_order_id=order_id, use_time=now
@@ -642,6 +661,7 @@ async def refund_coupons(
                 update_time=now,
             )
             uow.refunds.add(refund)
+            uow.events.append(CouponsVoided(len(canonical)))
             uow.commit()
         return refund
 
@@ -693,7 +713,7 @@ async def settle_refund(deps: Dependencies, refund_id: str) -> Refund:
         def undo(uow: UnitOfWork) -> None:
             with uow:
                 if uow.refunds.discard(refund_id):
-                    uow.coupons.restore(refund_id)
+                    uow.events.append(CouponsRestored(uow.coupons.restore(refund_id)))
                     uow.commit()
 
         await deps.step(undo)
@@ -706,9 +726,179 @@ async def settle_refund(deps: Dependencies, refund_id: str) -> Refund:
         with uow:
             if uow.refunds.complete(refund_id, reversal.reversal_id, now):
                 uow.redemptions.add_refunded_points(refund.redemption_id, refund.points, now)
+                uow.events.append(PointsRefunded(refund.points))
             current = uow.refunds.get(refund_id)
             uow.commit()
         assert current is not None
         return current
 
     return await deps.step(complete)
+
+
+# ---------------------------------------------------------------- recovery and reconciliation
+
+
+@dataclass(frozen=True)
+class RecoveryPolicy:
+    """How the recovery loop sweeps. A row is only taken once nothing has touched it for
+    `settle_delay`, so the loop does not race a first attempt still in flight."""
+
+    batch: int = 100
+    lease: timedelta = timedelta(seconds=60)
+    settle_delay: timedelta = timedelta(seconds=5)
+    review_after: timedelta = timedelta(minutes=15)
+
+
+@dataclass(frozen=True)
+class RecoveryReport:
+    settled: int
+    unsettled: list[UnsettledOperation]
+
+    @property
+    def needs_review(self) -> list[UnsettledOperation]:
+        return [op for op in self.unsettled if op.needs_review]
+
+
+async def recover(deps: Dependencies, policy: RecoveryPolicy) -> RecoveryReport:
+    """One sweep: settle every PENDING redemption and refund this replica can claim.
+
+    Claims are leases in the database, so replicas sweeping together never work
+    on the same row at once; a claim is released once its attempt is over,
+    whatever the outcome, so the next sweep retries what is still unknown.
+    """
+    now = deps.clock()
+
+    def claim(uow: UnitOfWork) -> tuple[list[str], list[str]]:
+        untouched_since, lease_until = now - policy.settle_delay, now + policy.lease
+        with uow:
+            claimed = (
+                uow.redemptions.claim_pending(
+                    now=now,
+                    untouched_since=untouched_since,
+                    lease_until=lease_until,
+                    limit=policy.batch,
+                ),
+                uow.refunds.claim_pending(
+                    now=now,
+                    untouched_since=untouched_since,
+                    lease_until=lease_until,
+                    limit=policy.batch,
+                ),
+            )
+            uow.commit()
+        return claimed
+
+    redemption_ids, refund_ids = await deps.step(claim)
+    settled = 0
+    try:
+        for redemption_id in redemption_ids:
+            settled += await _settled(settle_redemption(deps, redemption_id))
+        for refund_id in refund_ids:
+            settled += await _settled(settle_refund(deps, refund_id))
+    finally:
+
+        def release(uow: UnitOfWork) -> None:
+            with uow:
+                uow.redemptions.release(redemption_ids)
+                uow.refunds.release(refund_ids)
+                uow.commit()
+
+        await deps.step(release)
+    return RecoveryReport(settled, await list_unsettled(deps, policy.review_after, policy.batch))
+
+
+async def _settled(attempt: Awaitable[object]) -> int:
+    """1 if the attempt reached a final state (a refusal is final too), 0 if still unknown."""
+    try:
+        await attempt
+    except PointsSystemUnavailable:
+        return 0
+    except DomainError:
+        return 1
+    return 1
+
+
+async def list_unsettled(
+    deps: Dependencies, review_after: timedelta, limit: int
+) -> list[UnsettledOperation]:
+    """PENDING redemptions and refunds, oldest first; old ones are flagged for review."""
+    now = deps.clock()
+
+    def load(uow: UnitOfWork) -> list[UnsettledOperation]:
+        with uow:
+            redemptions = uow.redemptions.unsettled(limit)
+            refunds = uow.refunds.unsettled(limit)
+        operations = [
+            UnsettledOperation(
+                UnsettledKind.REDEMPTION,
+                r.redemption_id,
+                r.request_id,
+                r.customer_id,
+                r.points,
+                r.create_time,
+                now - r.create_time > review_after,
+            )
+            for r in redemptions
+        ] + [
+            UnsettledOperation(
+                UnsettledKind.REFUND,
+                f.refund_id,
+                f.request_id,
+                f.customer_id,
+                f.points,
+                f.create_time,
+                now - f.create_time > review_after,
+            )
+            for f in refunds
+        ]
+        return sorted(operations, key=lambda op: op.create_time)
+
+    return await deps.step(load)
+
+
+@dataclass(frozen=True)
+class ExportedRedemption:
+    redemption: Redemption
+    refunds: list[Refund]
+
+
+async def export_redemptions(
+    deps: Dependencies,
+    *,
+    start: datetime | None,
+    end: datetime | None,
+    page_size: int,
+    page_token: str,
+) -> Page[ExportedRedemption]:
+    """Every customer's redemptions created in [start, end), oldest first, with refunds."""
+    v = Validator()
+    limit = paging.page_size(v, "page_size", page_size)
+    after = paging.decode_token(v, "page_token", page_token)
+    if start is not None and end is not None and start >= end:
+        v.add("end_time", "must be after start_time")
+    v.done()
+    now = deps.clock()
+    until = end or now
+
+    def export(uow: UnitOfWork) -> Page[ExportedRedemption]:
+        with uow:
+            page = uow.redemptions.window(start, until, after=after, limit=limit)
+            ids = [r.redemption_id for r in page.items]
+            coupons = uow.coupons.of_redemptions(ids)
+            refunds = uow.refunds.of_redemptions(ids)
+        return Page(
+            [
+                ExportedRedemption(
+                    dataclasses.replace(
+                        r, coupons=tuple(_as_seen(c, now) for c in coupons[r.redemption_id])
+                    ),
+                    refunds[r.redemption_id],
+                )
+                for r in page.items
+            ],
+            page.next_page_token,
+        )
+
+    if start is not None and start >= until:
+        return Page([], "")
+    return await deps.step(export)

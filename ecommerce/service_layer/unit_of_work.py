@@ -35,6 +35,9 @@ class UnitOfWork(Protocol):
     redemptions: RedemptionRepository
     coupons: CouponRepository
     refunds: RefundRepository
+    # Domain events of this transaction; those of committed ones, for publishing.
+    events: list[object]
+    committed_events: list[object]
 
     def __enter__(self) -> Self: ...
     def __exit__(self, *exc: object) -> None: ...

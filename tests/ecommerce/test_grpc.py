@@ -11,6 +11,7 @@ from typing import Any, cast
 
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import func, select
 
 from cardpoints.entrypoints.server import App as CardpointsApp
@@ -680,6 +681,18 @@ async def test_bad_input_on_every_rpc_is_invalid_argument_naming_the_fields(
             pb.LinkCardAccountRequest(customer_id="", card_account_id="bad id"),
             {"customer_id", "card_account_id"},
         ),
+        (
+            a,
+            "ExportRedemptions",
+            pb.ExportRedemptionsRequest(
+                start_time=Timestamp(seconds=2_000_000_000),
+                end_time=Timestamp(seconds=1_000_000_000),
+                page_size=-1,
+                page_token="zz",
+            ),
+            {"end_time", "page_size", "page_token"},
+        ),
+        (a, "ListUnsettled", pb.ListUnsettledRequest(page_size=1001), {"page_size"}),
     ]
     covered = {name for _, name, _, _ in cases}
     assert covered == {m.name for s in pb.DESCRIPTOR.services_by_name.values() for m in s.methods}

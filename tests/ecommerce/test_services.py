@@ -74,6 +74,7 @@ class FakeState:
     redemptions: dict[str, tuple[int, Redemption]] = field(default_factory=dict)
     coupons: dict[str, tuple[int, Coupon, str | None]] = field(default_factory=dict)
     refunds: dict[str, Refund] = field(default_factory=dict)
+    claims: dict[str, datetime] = field(default_factory=dict)
 
     def next_seq(self) -> int:
         self.seq += 1
@@ -210,6 +211,65 @@ class FakeRedemptions:
         rows = sorted(self.s.redemptions.values(), key=lambda row: row[0])
         return [r.redemption_id for _, r in rows if r.state is RedemptionState.PENDING][:limit]
 
+    def claim_pending(
+        self, *, now: datetime, untouched_since: datetime, lease_until: datetime, limit: int
+    ) -> list[str]:
+        rows = sorted(self.s.redemptions.values(), key=lambda row: row[0])
+        return _claim(
+            self.s,
+            [
+                (r.redemption_id, r.update_time)
+                for _, r in rows
+                if r.state is RedemptionState.PENDING
+            ],
+            now=now,
+            untouched_since=untouched_since,
+            lease_until=lease_until,
+            limit=limit,
+        )
+
+    def release(self, redemption_ids: Sequence[str]) -> None:
+        for redemption_id in redemption_ids:
+            self.s.claims.pop(redemption_id, None)
+
+    def unsettled(self, limit: int) -> list[Redemption]:
+        rows = sorted(self.s.redemptions.values(), key=lambda row: row[0])
+        return [r for _, r in rows if r.state is RedemptionState.PENDING][:limit]
+
+    def window(
+        self, start: datetime | None, end: datetime, *, after: int | None, limit: int
+    ) -> Page[Redemption]:
+        rows = sorted(
+            (
+                (seq, r)
+                for seq, r in self.s.redemptions.values()
+                if (start is None or r.create_time >= start)
+                and r.create_time < end
+                and (after is None or seq > after)
+            ),
+            key=lambda row: row[0],
+        )
+        return Page.of(rows, limit)
+
+
+def _claim(
+    state: FakeState,
+    pending: list[tuple[str, datetime]],
+    *,
+    now: datetime,
+    untouched_since: datetime,
+    lease_until: datetime,
+    limit: int,
+) -> list[str]:
+    claimed = [
+        row_id
+        for row_id, touched in pending
+        if touched <= untouched_since and (row_id not in state.claims or state.claims[row_id] < now)
+    ][:limit]
+    for row_id in claimed:
+        state.claims[row_id] = lease_until
+    return claimed
+
 
 class FakeCoupons:
     def __init__(self, state: FakeState) -> None:
@@ -313,6 +373,32 @@ class FakeRefunds:
         del self.s.refunds[refund_id]
         return True
 
+    def claim_pending(
+        self, *, now: datetime, untouched_since: datetime, lease_until: datetime, limit: int
+    ) -> list[str]:
+        return _claim(
+            self.s,
+            [(f.refund_id, f.update_time) for f in self.unsettled(limit=len(self.s.refunds))],
+            now=now,
+            untouched_since=untouched_since,
+            lease_until=lease_until,
+            limit=limit,
+        )
+
+    def release(self, refund_ids: Sequence[str]) -> None:
+        for refund_id in refund_ids:
+            self.s.claims.pop(refund_id, None)
+
+    def unsettled(self, limit: int) -> list[Refund]:
+        return [f for f in self.s.refunds.values() if f.state is RefundState.PENDING][:limit]
+
+    def of_redemptions(self, redemption_ids: Sequence[str]) -> dict[str, list[Refund]]:
+        found: dict[str, list[Refund]] = {rid: [] for rid in redemption_ids}
+        for refund in self.s.refunds.values():
+            if refund.redemption_id in found:
+                found[refund.redemption_id].append(refund)
+        return found
+
 
 class FakeDatabase:
     """Holds the committed state; each unit of work works on a copy until it commits."""
@@ -326,7 +412,13 @@ class FakeUnitOfWork:
     def __init__(self, database: FakeDatabase) -> None:
         self._database = database
 
+    events: list[object]
+    committed_events: list[object]
+
     def __enter__(self) -> Self:
+        self.events = []
+        if not hasattr(self, "committed_events"):
+            self.committed_events = []
         self._state = copy.deepcopy(self._database.state)
         self.products: ProductRepository = FakeProducts(self._state)
         self.ratios: RatioRepository = FakeRatios(self._state)
@@ -342,6 +434,8 @@ class FakeUnitOfWork:
     def commit(self) -> None:
         self._database.state = copy.deepcopy(self._state)
         self._database.commits += 1
+        self.committed_events += self.events
+        self.events = []
 
     def rollback(self) -> None:
         self._state.__dict__.update(copy.deepcopy(self._database.state).__dict__)
@@ -1177,3 +1271,132 @@ def test_fakes_roll_back_what_was_not_committed(world: World) -> None:
     with FakeUnitOfWork(world.database) as uow:
         uow.links.put(CardLink("x", "y", START))
     assert world.database.state.links == {}
+
+
+# ---------------------------------------------------------------- recovery
+
+
+POLICY = services.RecoveryPolicy(
+    settle_delay=timedelta(seconds=5), review_after=timedelta(minutes=15)
+)
+
+
+async def test_recovery_finishes_a_lost_reply_forward_exactly_once(shop: World) -> None:
+    shop.points.lose_replies = 1  # the deduction happens; its answer is lost
+    with pytest.raises(PointsSystemUnavailable):
+        await redeem(shop, "lost-1")
+    [pending] = stored_redemptions(shop)
+    assert pending.state is RedemptionState.PENDING
+
+    # Too fresh: a first attempt may still be in flight, so the sweep leaves it.
+    early = await services.recover(shop.deps, POLICY)
+    assert early.settled == 0
+    assert [op.id for op in early.unsettled] == [pending.redemption_id]
+
+    shop.clock.advance(timedelta(seconds=6))
+    report = await services.recover(shop.deps, POLICY)
+    assert report.settled == 1
+    assert report.unsettled == []
+    [done] = stored_redemptions(shop)
+    assert done.state is RedemptionState.COMPLETED
+    assert len(stored_coupons(shop)) == 3
+    assert len(shop.points.deductions) == 1
+    assert shop.points.accounts["card-alice"].balance == 7000
+
+
+async def test_recovery_fails_a_refused_redemption_and_keeps_unknown_ones(shop: World) -> None:
+    await add_customer(shop, "bob", balance=500)
+    shop.points.unreachable = 1
+    with pytest.raises(PointsSystemUnavailable):
+        await redeem(shop, "poor-1", customer_id="bob")
+    shop.points.unreachable = 1
+    with pytest.raises(PointsSystemUnavailable):
+        await redeem(shop, "rich-1")
+    shop.clock.advance(timedelta(seconds=6))
+
+    shop.points.unreachable = 1  # still down for the first one the sweep tries
+    first = await services.recover(shop.deps, POLICY)
+    assert first.settled == 1
+    assert len(first.unsettled) == 1
+    # The claim was released, so the next sweep retries what is still unknown.
+    second = await services.recover(shop.deps, POLICY)
+    assert second.settled == 1
+    states = {r.customer_id: r for r in stored_redemptions(shop)}
+    assert states["bob"].state is RedemptionState.FAILED
+    assert states["bob"].failure_reason == "INSUFFICIENT_POINTS"
+    assert states["alice"].state is RedemptionState.COMPLETED
+    assert shop.points.accounts["card-bob"].balance == 500
+
+
+async def test_unsettled_operations_are_flagged_for_review_when_old(shop: World) -> None:
+    shop.points.unreachable = 100
+    with pytest.raises(PointsSystemUnavailable):
+        await redeem(shop, "stuck-1")
+    shop.clock.advance(timedelta(minutes=16))
+    report = await services.recover(shop.deps, POLICY)
+    assert report.settled == 0
+    [op] = report.needs_review
+    assert (op.kind, op.request_id, op.points) == (
+        services.UnsettledKind.REDEMPTION,
+        "stuck-1",
+        3000,
+    )
+
+
+async def test_recovery_settles_a_pending_refund(shop: World) -> None:
+    redemption = await redeem(shop, "r-1")
+    shop.points.lose_replies = 1
+    with pytest.raises(PointsSystemUnavailable):
+        await services.refund_coupons(
+            shop.deps,
+            request_id="refund-1",
+            customer_id="alice",
+            redemption_id=redemption.redemption_id,
+            codes=[redemption.coupons[0].code],
+        )
+    shop.clock.advance(timedelta(seconds=6))
+    report = await services.recover(shop.deps, POLICY)
+    assert report.settled == 1
+    [refund] = shop.database.state.refunds.values()
+    assert refund.state is RefundState.COMPLETED
+    assert shop.points.accounts["card-alice"].balance == 8000
+    assert len(shop.points.reversals) == 1
+
+
+async def test_export_lists_redemptions_with_their_refunds(shop: World) -> None:
+    first = await redeem(shop, "e-1", quantity=2)
+    await redeem(shop, "e-2", quantity=1)
+    await services.refund_coupons(
+        shop.deps,
+        request_id="refund-e",
+        customer_id="alice",
+        redemption_id=first.redemption_id,
+        codes=[first.coupons[0].code],
+    )
+    shop.clock.advance(timedelta(seconds=1))  # the window ends, exclusively, at now
+    page = await services.export_redemptions(
+        shop.deps, start=None, end=None, page_size=1, page_token=""
+    )
+    assert [item.redemption.request_id for item in page.items] == ["e-1"]
+    assert [f.points for f in page.items[0].refunds] == [1000]
+    assert len(page.items[0].redemption.coupons) == 2
+    rest = await services.export_redemptions(
+        shop.deps, start=None, end=None, page_size=1, page_token=page.next_page_token
+    )
+    assert [item.redemption.request_id for item in rest.items] == ["e-2"]
+    assert rest.next_page_token == ""
+
+
+async def test_committed_steps_publish_their_events(world: World) -> None:
+    published: list[object] = []
+    deps = dataclasses.replace(world.deps, publish=published.extend)
+    shop = dataclasses.replace(world, deps=deps)
+    await add_product(shop)
+    await add_customer(shop)
+    await redeem(shop, "ev-1", quantity=2)
+    await redeem(shop, "ev-1", quantity=2)  # a replay publishes nothing new
+    from ecommerce.domain.events import RedemptionCompleted
+
+    assert [e for e in published if isinstance(e, RedemptionCompleted)] == [
+        RedemptionCompleted(points=2000, coupons=2)
+    ]
