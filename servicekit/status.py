@@ -49,6 +49,7 @@ REASON_CODES: dict[str, grpc.StatusCode] = {
     "INVALID_CREDENTIALS": grpc.StatusCode.UNAUTHENTICATED,
     "NOT_OWNER": grpc.StatusCode.PERMISSION_DENIED,
     "NOT_ADMIN": grpc.StatusCode.PERMISSION_DENIED,
+    "NOT_SERVICE": grpc.StatusCode.PERMISSION_DENIED,
     "RATE_LIMITED": grpc.StatusCode.RESOURCE_EXHAUSTED,
     "INTERNAL": grpc.StatusCode.INTERNAL,
 }

@@ -49,6 +49,7 @@ from ecommerce.domain.model import (
     RedemptionState,
     Refund,
     RefundState,
+    UnsettledKind,
 )
 from ecommerce.service_layer import services
 from ecommerce.service_layer.services import Dependencies
@@ -1337,7 +1338,7 @@ async def test_unsettled_operations_are_flagged_for_review_when_old(shop: World)
     assert report.settled == 0
     [op] = report.needs_review
     assert (op.kind, op.request_id, op.points) == (
-        services.UnsettledKind.REDEMPTION,
+        UnsettledKind.REDEMPTION,
         "stuck-1",
         3000,
     )
