@@ -45,7 +45,7 @@ $(BUF): package.json package-lock.json
 lint: $(GEN) $(BUF) ## ruff + mypy on hand-written code, buf lint on the contracts
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy $(wildcard servicekit cardpoints ecommerce bench tests)
+	$(BIN)/mypy $(wildcard servicekit cardpoints ecommerce pointsbridge_cli bench chaos tests)
 	$(BUF) lint
 
 test: $(GEN) $(BUF) ## Every test, on SQLite and PostgreSQL

@@ -1,0 +1,1 @@
+"""The command groups of the `pointsbridge` CLI, one module per group."""

@@ -1,0 +1,336 @@
+"""Responses drawn for people: a panel per resource, a table per listing."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from datetime import UTC
+
+from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
+from google.protobuf.message import Message
+from rich import box
+from rich.console import Group, RenderableType
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from pointsbridge.cardpoints.v1 import cardpoints_pb2 as cp
+from pointsbridge.ecommerce.v1 import ecommerce_pb2 as ec
+
+NONE = "-"
+
+
+def enum_label(enum: EnumTypeWrapper, value: int) -> str:
+    """ACCOUNT_STATE_FROZEN -> FROZEN: the buf prefix only repeats the type's name."""
+    prefix = re.sub(r"(?<!^)(?=[A-Z])", "_", enum.DESCRIPTOR.name).upper() + "_"
+    try:
+        name = enum.Name(value)
+    except ValueError:
+        return str(value)
+    return name.removeprefix(prefix)
+
+
+def timestamp(message: Message, field: str) -> str:
+    if not message.HasField(field):
+        return NONE
+    value = getattr(message, field)
+    return str(value.ToDatetime(tzinfo=UTC).isoformat(timespec="seconds"))
+
+
+def money(minor: int, currency: str) -> str:
+    # Shown in minor units as stored: the exponent of a currency is not ours to guess.
+    return f"{minor} {currency} (minor units)"
+
+
+def _text(value: object) -> Text:
+    # Text, not str: server data such as "[A-Za-z]" must never be read as rich markup.
+    shown = str(value)
+    return Text(shown if shown else NONE)
+
+
+def record(title: str, rows: Sequence[tuple[str, object]]) -> Panel:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    for name, value in rows:
+        grid.add_row(name, _text(value))
+    return Panel(grid, title=title, title_align="left", expand=False)
+
+
+def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> Table:
+    listing = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    for column in columns:
+        listing.add_column(column, no_wrap=True)
+    for row in rows:
+        listing.add_row(*(_text(cell) for cell in row))
+    return listing
+
+
+def with_more(listing: Table, count: int, next_page_token: str) -> Group:
+    parts: list[RenderableType] = [listing if count else Text("Nothing to list.")]
+    if next_page_token:
+        parts.append(Text(f"More: rerun with --page-token {next_page_token}"))
+    return Group(*parts)
+
+
+# Card points
+
+
+def account(value: cp.Account) -> Panel:
+    return record(
+        "Card account",
+        [
+            ("Account", value.account_id),
+            ("Holder", value.holder_name),
+            ("State", enum_label(cp.AccountState, value.state)),
+            ("Balance", f"{value.balance} points"),
+            ("Opened", timestamp(value, "create_time")),
+            ("Updated", timestamp(value, "update_time")),
+        ],
+    )
+
+
+def credit(response: cp.CreditPointsResponse) -> Group:
+    entry = response.entry
+    line = Text(
+        f"Credited {entry.amount} points to {response.account.account_id} "
+        f"(request id {entry.request_id}); balance now {entry.balance_after}."
+    )
+    return Group(line, account(response.account))
+
+
+def transactions(response: cp.ListTransactionsResponse) -> Group:
+    rows = [
+        (
+            timestamp(t, "create_time"),
+            enum_label(cp.EntryType, t.type),
+            f"{t.amount:+d}",
+            t.balance_after,
+            t.request_id,
+            t.reference_id,
+            t.reason,
+        )
+        for t in response.transactions
+    ]
+    listing = table(
+        "Ledger, newest first",
+        ["Time", "Type", "Points", "Balance after", "Request id", "Reference", "Reason"],
+        rows,
+    )
+    return with_more(listing, len(rows), response.next_page_token)
+
+
+# Coupon products and exchange ratios
+
+
+def product(value: ec.CouponProduct) -> Panel:
+    return record(
+        "Coupon product",
+        [
+            ("Product", value.product_id),
+            ("Name", value.display_name),
+            ("Face value", money(value.face_value_minor, value.currency)),
+            ("Points per coupon", value.points_per_coupon),
+            ("Ratio version", value.ratio_version),
+            ("Valid for", f"{value.validity_days} days"),
+            ("Max per redemption", value.max_quantity_per_redemption),
+            ("Active", "yes" if value.active else "no"),
+            ("Created", timestamp(value, "create_time")),
+        ],
+    )
+
+
+def products(response: ec.ListCouponProductsResponse) -> Group:
+    rows = [
+        (
+            p.product_id,
+            p.display_name,
+            f"{p.face_value_minor} {p.currency}",
+            p.points_per_coupon,
+            p.ratio_version,
+            p.validity_days,
+            p.max_quantity_per_redemption,
+            "yes" if p.active else "no",
+        )
+        for p in response.products
+    ]
+    listing = table(
+        "Coupon products",
+        [
+            "Product",
+            "Name",
+            "Face value (minor units)",
+            "Points/coupon",
+            "Ratio version",
+            "Valid days",
+            "Max qty",
+            "Active",
+        ],
+        rows,
+    )
+    return with_more(listing, len(rows), response.next_page_token)
+
+
+def ratio_set(response: ec.SetExchangeRatioResponse) -> Group:
+    ratio = response.ratio
+    line = Text(
+        f"{ratio.product_id} now costs {ratio.points_per_coupon} points per coupon "
+        f"(ratio version {ratio.version})."
+    )
+    return Group(line, product(response.product))
+
+
+def ratios(response: ec.ListExchangeRatiosResponse) -> Group:
+    rows = [
+        (r.version, r.points_per_coupon, timestamp(r, "effective_time")) for r in response.ratios
+    ]
+    title = "Exchange ratio history, newest first"
+    if response.ratios:
+        title = f"{title}: {response.ratios[0].product_id}"
+    listing = table(title, ["Version", "Points/coupon", "Effective"], rows)
+    return with_more(listing, len(rows), response.next_page_token)
+
+
+def card_link(value: ec.CardLink) -> Panel:
+    return record(
+        "Card link",
+        [
+            ("Customer", value.customer_id),
+            ("Card account", value.card_account_id),
+            ("Linked", timestamp(value, "link_time")),
+        ],
+    )
+
+
+# Quotes, redemptions and coupons
+
+
+def quote(value: ec.Quote) -> Panel:
+    available = str(value.available_points) if value.HasField("available_points") else NONE
+    return record(
+        "Quote",
+        [
+            ("Product", value.product_id),
+            ("Quantity", value.quantity),
+            ("Points required", value.points_required),
+            (
+                "Points per coupon",
+                f"{value.points_per_coupon} (ratio version {value.ratio_version})",
+            ),
+            ("Face value total", money(value.face_value_total_minor, value.currency)),
+            ("Available points", available),
+        ],
+    )
+
+
+def coupon_rows(coupons: Iterable[ec.Coupon]) -> list[tuple[object, ...]]:
+    return [
+        (
+            c.code,
+            enum_label(ec.CouponState, c.state),
+            c.product_id,
+            f"{c.face_value_minor} {c.currency}",
+            timestamp(c, "expire_time"),
+            c.used_order_id,
+            c.redemption_id,
+        )
+        for c in coupons
+    ]
+
+
+_COUPON_COLUMNS = [
+    "Code",
+    "State",
+    "Product",
+    "Face value (minor units)",
+    "Expires",
+    "Used on order",
+    "Redemption",
+]
+
+
+def redemption(value: ec.Redemption) -> Group:
+    panel = record(
+        "Redemption",
+        [
+            ("Redemption", value.redemption_id),
+            ("State", enum_label(ec.RedemptionState, value.state)),
+            ("Failure reason", value.failure_reason),
+            ("Customer", value.customer_id),
+            ("Card account", value.card_account_id),
+            ("Product", value.product_id),
+            ("Quantity", value.quantity),
+            ("Points", f"{value.points} ({value.points_per_coupon} per coupon)"),
+            ("Ratio version", value.ratio_version),
+            ("Refunded points", value.refunded_points),
+            ("Request id", value.request_id),
+            ("Deduction", value.deduction_id),
+            ("Created", timestamp(value, "create_time")),
+            ("Updated", timestamp(value, "update_time")),
+        ],
+    )
+    if not value.coupons:
+        return Group(panel)
+    return Group(panel, table("Coupons", _COUPON_COLUMNS, coupon_rows(value.coupons)))
+
+
+def redemptions(response: ec.ListRedemptionsResponse) -> Group:
+    rows = [
+        (
+            r.redemption_id,
+            enum_label(ec.RedemptionState, r.state),
+            r.product_id,
+            r.quantity,
+            r.points,
+            r.refunded_points,
+            r.failure_reason,
+            timestamp(r, "create_time"),
+        )
+        for r in response.redemptions
+    ]
+    listing = table(
+        "Redemptions, newest first",
+        ["Redemption", "State", "Product", "Qty", "Points", "Refunded", "Failure", "Created"],
+        rows,
+    )
+    return with_more(listing, len(rows), response.next_page_token)
+
+
+def coupon(value: ec.Coupon) -> Panel:
+    return record(
+        "Coupon",
+        [
+            ("Code", value.code),
+            ("State", enum_label(ec.CouponState, value.state)),
+            ("Customer", value.customer_id),
+            ("Product", value.product_id),
+            ("Face value", money(value.face_value_minor, value.currency)),
+            ("Redemption", value.redemption_id),
+            ("Issued", timestamp(value, "issue_time")),
+            ("Expires", timestamp(value, "expire_time")),
+            ("Used on order", value.used_order_id),
+            ("Used", timestamp(value, "use_time")),
+        ],
+    )
+
+
+def coupons(response: ec.ListCouponsResponse) -> Group:
+    rows = coupon_rows(response.coupons)
+    listing = table("Coupons, newest first", _COUPON_COLUMNS, rows)
+    return with_more(listing, len(rows), response.next_page_token)
+
+
+def refund(value: ec.Refund) -> Panel:
+    return record(
+        "Refund",
+        [
+            ("Refund", value.refund_id),
+            ("State", enum_label(ec.RefundState, value.state)),
+            ("Redemption", value.redemption_id),
+            ("Coupons", ", ".join(value.codes)),
+            ("Points", value.points),
+            ("Reversal", value.reversal_id),
+            ("Request id", value.request_id),
+            ("Created", timestamp(value, "create_time")),
+        ],
+    )

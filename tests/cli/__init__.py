@@ -1,0 +1,1 @@
+"""Tests of the `pointsbridge` command-line tool."""
