@@ -14,6 +14,7 @@ from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as cp_grpc
 from pointsbridge.ecommerce.v1 import ecommerce_pb2 as ec
 from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as ec_grpc
 from servicekit.status import RemoteError, remote_error
+from servicekit.tls import ClientTransport
 
 DEFAULT_CARDPOINTS_ADDRESS = "localhost:50051"
 DEFAULT_ECOMMERCE_ADDRESS = "localhost:50052"
@@ -42,6 +43,9 @@ class Endpoints:
     cardpoints: str = DEFAULT_CARDPOINTS_ADDRESS
     ecommerce: str = DEFAULT_ECOMMERCE_ADDRESS
     timeout: float = DEFAULT_TIMEOUT_SECONDS
+    # A bearer token sent with every call, and TLS (plaintext when no CA is given).
+    token: str = ""
+    transport: ClientTransport = field(default_factory=ClientTransport)
 
     def address(self, service: Service) -> str:
         return self.cardpoints if service is Service.CARDPOINTS else self.ecommerce
@@ -70,12 +74,19 @@ class Connection:
 
     def channel(self, service: Service) -> grpc.Channel:
         if service not in self._channels:
-            self._channels[service] = grpc.insecure_channel(self.endpoints.address(service))
+            address = self.endpoints.address(service)
+            transport = self.endpoints.transport
+            self._channels[service] = (
+                grpc.secure_channel(address, transport.credentials())
+                if transport.secure
+                else grpc.insecure_channel(address)
+            )
         return self._channels[service]
 
     def metadata(self) -> tuple[tuple[str, str], ...]:
-        """Metadata sent with every call; credentials will be added here."""
-        return ()
+        """Metadata sent with every call: the bearer token, when there is one."""
+        token = self.endpoints.token
+        return (("authorization", f"Bearer {token}"),) if token else ()
 
     @property
     def cardpoints(self) -> cp_grpc.CardPointsServiceStub:

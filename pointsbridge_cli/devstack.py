@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -25,6 +26,13 @@ from pointsbridge.cardpoints.v1 import cardpoints_pb2 as cp
 from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as cp_grpc
 from pointsbridge.ecommerce.v1 import ecommerce_pb2 as ec
 from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as ec_grpc
+from servicekit.auth import (
+    ROLE_ADMIN,
+    ROLE_CUSTOMER,
+    ROLE_SERVICE,
+    TokenIssuer,
+    generate_signing_key,
+)
 from servicekit.status import remote_error
 
 BIN = Path(sys.executable).parent
@@ -35,6 +43,42 @@ DEMO_POINTS = 100_000
 TIMEOUT = 10.0
 
 _PORT_LINE = re.compile(r"serving on port (\d+)")
+
+
+@dataclass(frozen=True)
+class DevKeys:
+    """The development token keys under var/: made once, kept across restarts."""
+
+    folder: Path
+
+    @property
+    def signing_key(self) -> Path:
+        return self.folder / "token-signing-key.pem"
+
+    @property
+    def public_key(self) -> Path:
+        return self.folder / "token-public-key.pem"
+
+    @property
+    def service_token(self) -> Path:
+        return self.folder / "ecommerce-service.token"
+
+    def ensure(self) -> None:
+        if not self.signing_key.exists():
+            private, public = generate_signing_key()
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self.signing_key.touch(mode=0o600)
+            self.signing_key.write_bytes(private)
+            self.public_key.write_bytes(public)
+        # A fresh service token at every start: short-lived tokens are the habit to keep.
+        self.service_token.touch(mode=0o600)
+        self.service_token.write_text(self.issue("ecommerce", ROLE_SERVICE, ttl=7 * 86_400))
+
+    def issue(self, subject: str, role: str, ttl: int = 3600) -> str:
+        return TokenIssuer(self.signing_key.read_bytes()).issue(subject, [role], ttl)
+
+    def bearer(self, subject: str, role: str) -> tuple[tuple[str, str]]:
+        return (("authorization", f"Bearer {self.issue(subject, role)}"),)
 
 
 class Child:
@@ -79,13 +123,15 @@ class Child:
         return self.process.wait()
 
 
-def seed(cardpoints: str, ecommerce: str) -> None:
+def seed(cardpoints: str, ecommerce: str, keys: DevKeys) -> None:
     """Demo data, created once: every step is idempotent, so a restart changes nothing."""
+    operator = keys.bearer("devstack", ROLE_ADMIN)
     with grpc.insecure_channel(cardpoints) as channel:
         admin = cp_grpc.CardPointsAdminServiceStub(channel)
         admin.OpenAccount(
             cp.OpenAccountRequest(account_id=DEMO_CARD, holder_name="Demo Customer"),
             timeout=TIMEOUT,
+            metadata=operator,
         )
         admin.CreditPoints(
             cp.CreditPointsRequest(
@@ -95,6 +141,7 @@ def seed(cardpoints: str, ecommerce: str) -> None:
                 reason="demo data",
             ),
             timeout=TIMEOUT,
+            metadata=operator,
         )
     with grpc.insecure_channel(ecommerce) as channel:
         shop = ec_grpc.EcommerceAdminServiceStub(channel)
@@ -110,6 +157,7 @@ def seed(cardpoints: str, ecommerce: str) -> None:
                     max_quantity_per_redemption=20,
                 ),
                 timeout=TIMEOUT,
+                metadata=operator,
             )
         except grpc.RpcError as error:
             if remote_error(error).reason != "PRODUCT_ALREADY_EXISTS":
@@ -117,12 +165,16 @@ def seed(cardpoints: str, ecommerce: str) -> None:
         shop.LinkCardAccount(
             ec.LinkCardAccountRequest(customer_id=DEMO_CUSTOMER, card_account_id=DEMO_CARD),
             timeout=TIMEOUT,
+            metadata=operator,
         )
 
 
 def grpcurl_commands(ecommerce: str) -> list[str]:
     """The commands `make run` prints; README.md shows the same ones."""
-    grpcurl = ".venv/bin/grpcurl -plaintext"
+    grpcurl = (
+        ".venv/bin/grpcurl -plaintext -H "
+        '"authorization: Bearer $(.venv/bin/pointsbridge token --customer demo-customer)"'
+    )
     service = "pointsbridge.ecommerce.v1.RedemptionService"
 
     def call(method: str, body: str) -> str:
@@ -153,9 +205,13 @@ def run(args: argparse.Namespace) -> int:
     # The children's logs come through a pipe; keep them readable on a terminal.
     log_format = ["--log-format", "text"] if sys.stderr.isatty() else []
     print(
-        "WARNING: development mode: plaintext gRPC between the services and to clients.",
+        "WARNING: development mode: plaintext gRPC between the services and to clients,\n"
+        f"         and a development token-signing key in {var / 'dev-keys'}.",
         file=sys.stderr,
     )
+    keys = DevKeys(var / "dev-keys")
+    keys.ensure()
+    security = ["--insecure-plaintext", "true", "--token-public-key", str(keys.public_key)]
     cardpoints = Child(
         "cardpoints",
         [
@@ -164,6 +220,7 @@ def run(args: argparse.Namespace) -> int:
             f"[::]:{args.cardpoints_port}",
             "--database-url",
             f"sqlite:///{var / 'cardpoints.db'}",
+            *security,
             *log_format,
         ],
     )
@@ -180,12 +237,15 @@ def run(args: argparse.Namespace) -> int:
                 f"sqlite:///{var / 'ecommerce.db'}",
                 "--cardpoints-address",
                 f"localhost:{cardpoints_port}",
+                *security,
+                "--cardpoints-token-file",
+                str(keys.service_token),
                 *log_format,
             ],
         )
         children.append(ecommerce)
         ecommerce_port = ecommerce.wait_port()
-        seed(f"localhost:{cardpoints_port}", f"localhost:{ecommerce_port}")
+        seed(f"localhost:{cardpoints_port}", f"localhost:{ecommerce_port}", keys)
         commands = "\n\n".join(grpcurl_commands(f"localhost:{ecommerce_port}"))
         print(
             f"\nPointsBridge is up: cardpoints on localhost:{cardpoints_port}, "
@@ -214,6 +274,9 @@ def run(args: argparse.Namespace) -> int:
 def demo(args: argparse.Namespace) -> int:
     """Redeem three demo coupons and show what moved."""
     cardpoints, ecommerce = args.cardpoints, args.ecommerce
+    keys = DevKeys(Path(args.var) / "dev-keys")
+    operator = keys.bearer("devstack", ROLE_ADMIN)
+    customer = keys.bearer(DEMO_CUSTOMER, ROLE_CUSTOMER)
     with (
         grpc.insecure_channel(cardpoints) as cp_channel,
         grpc.insecure_channel(ecommerce) as ec_channel,
@@ -222,7 +285,9 @@ def demo(args: argparse.Namespace) -> int:
         shop = ec_grpc.RedemptionServiceStub(ec_channel)
 
         def balance() -> int:
-            account = bank.GetAccount(cp.GetAccountRequest(account_id=DEMO_CARD), timeout=TIMEOUT)
+            account = bank.GetAccount(
+                cp.GetAccountRequest(account_id=DEMO_CARD), timeout=TIMEOUT, metadata=operator
+            )
             return account.account.balance
 
         before = balance()
@@ -231,6 +296,7 @@ def demo(args: argparse.Namespace) -> int:
                 customer_id=DEMO_CUSTOMER, product_id=DEMO_PRODUCT, quantity=3
             ),
             timeout=TIMEOUT,
+            metadata=customer,
         ).quote
         redemption = shop.RedeemPoints(
             ec.RedeemPointsRequest(
@@ -241,6 +307,7 @@ def demo(args: argparse.Namespace) -> int:
                 expected_points=quote.points_required,
             ),
             timeout=30,
+            metadata=customer,
         ).redemption
         after = balance()
     print(
@@ -267,6 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     demo_parser = commands.add_parser("demo", help="redeem three coupons on a running system")
     demo_parser.add_argument("--cardpoints", default="localhost:50051", help="host:port")
     demo_parser.add_argument("--ecommerce", default="localhost:50052", help="host:port")
+    demo_parser.add_argument("--var", default="var", help="folder `run` keeps its keys in")
     demo_parser.set_defaults(handler=demo)
     args = parser.parse_args(argv)
     try:

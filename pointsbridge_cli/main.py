@@ -14,6 +14,7 @@ from pointsbridge_cli.commands import (
     reconcile,
     redeem,
     redemptions,
+    token,
 )
 from pointsbridge_cli.connection import (
     DEFAULT_CARDPOINTS_ADDRESS,
@@ -25,6 +26,7 @@ from pointsbridge_cli.connection import (
 from pointsbridge_cli.failures import EXIT_CODE_MEANINGS
 from pointsbridge_cli.params import JsonOption
 from pointsbridge_cli.session import Session
+from servicekit.tls import ClientTransport
 
 # Markdown: one list item per exit code, so the lines wrap with a hanging indent.
 _EPILOG = "Exit codes:\n\n" + "\n".join(
@@ -77,9 +79,55 @@ def root(
             help="Seconds any one call may take before it fails with exit 7, e.g. --timeout 30.",
         ),
     ] = DEFAULT_TIMEOUT_SECONDS,
+    token: Annotated[
+        str,
+        typer.Option(
+            "--token",
+            envvar="POINTSBRIDGE_TOKEN",
+            help='Bearer token sent with every call, e.g. --token "$(pointsbridge token '
+            '--admin ops-1)". Prefer the environment variable: a flag shows in process lists.',
+            show_default=False,
+        ),
+    ] = "",
+    tls_ca: Annotated[
+        str,
+        typer.Option(
+            "--tls-ca",
+            envvar="POINTSBRIDGE_CLI_TLS_CA",
+            help="PEM CA to trust; turns on TLS to both services, e.g. --tls-ca certs/ca.pem.",
+            show_default=False,
+        ),
+    ] = "",
+    tls_cert: Annotated[
+        str,
+        typer.Option(
+            "--tls-cert",
+            envvar="POINTSBRIDGE_CLI_TLS_CERT",
+            help="PEM client certificate, for services that require mutual TLS, "
+            "e.g. --tls-cert certs/ops.pem.",
+            show_default=False,
+        ),
+    ] = "",
+    tls_key: Annotated[
+        str,
+        typer.Option(
+            "--tls-key",
+            envvar="POINTSBRIDGE_CLI_TLS_KEY",
+            help="PEM key of --tls-cert, e.g. --tls-key certs/ops-key.pem.",
+            show_default=False,
+        ),
+    ] = "",
     json: JsonOption = False,
 ) -> None:
-    connection = Connection(Endpoints(cardpoints=cardpoints, ecommerce=ecommerce, timeout=timeout))
+    connection = Connection(
+        Endpoints(
+            cardpoints=cardpoints,
+            ecommerce=ecommerce,
+            timeout=timeout,
+            token=token,
+            transport=ClientTransport(tls_ca, tls_cert, tls_key),
+        )
+    )
     ctx.obj = Session(connection, json=json)
     ctx.call_on_close(connection.close)
 
@@ -91,3 +139,4 @@ app.add_typer(redeem.app)
 app.add_typer(redemptions.app, name="redemptions", rich_help_panel="Redeem")
 app.add_typer(coupons.app, name="coupons", rich_help_panel="Redeem")
 app.command("reconcile", rich_help_panel="Operations")(reconcile.reconcile)
+app.command("token", rich_help_panel="Operations")(token.token)

@@ -8,6 +8,10 @@ from collections.abc import Callable
 from typing import Any
 
 
+class ConfigError(ValueError):
+    """Settings that cannot work together; the server refuses to start and says why."""
+
+
 class EnvParser(argparse.ArgumentParser):
     """An ArgumentParser whose options also read `<PREFIX>_<NAME>` from the environment.
 
@@ -44,3 +48,14 @@ def boolean(text: str) -> bool:
     if lowered in ("0", "false", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def read_secret(path: str) -> str:
+    """The stripped contents of a secret file ("" when no path is given)."""
+    if not path:
+        return ""
+    try:
+        with open(path, encoding="utf-8") as secret:
+            return secret.read().strip()
+    except OSError as error:
+        raise ConfigError(f"cannot read {path!r}: {error.strerror}") from None

@@ -5,14 +5,19 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import re
 import secrets
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from prometheus_client import Counter, Histogram, start_http_server
+
+from servicekit.errors import FieldViolation
+from servicekit.status import status_for
 
 REQUEST_ID_HEADER = "x-request-id"
 
@@ -31,6 +36,42 @@ RPC_LATENCY = Histogram(
     ["service", "method"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+
+log = logging.getLogger("pointsbridge.rpc")
+
+# Secrets and personal data that must never reach a log line, whatever logs them.
+_TOKEN = re.compile(r"eyJ[\w-]{5,}\.[\w-]{5,}\.[\w-]{5,}")
+_COUPON_CODE = re.compile(
+    r"\b(?:[2-9A-Z]{4}-){4}([2-9A-Z]{2})\b|\b[2-9A-HJ-NP-Z]{16}([2-9A-Z]{2})\b"
+)
+_CARD_NUMBER = re.compile(r"(?<!\d)\d{8,15}(\d{4})(?!\d)")
+
+
+def redact(text: str) -> str:
+    """Mask bearer tokens, coupon codes and card numbers (all but their last characters)."""
+    text = _TOKEN.sub("[token]", text)
+    text = _COUPON_CODE.sub(lambda m: f"[coupon ..{m.group(1) or m.group(2)}]", text)
+    return _CARD_NUMBER.sub(lambda m: f"[card ..{m.group(1)}]", text)
+
+
+@dataclass(frozen=True)
+class Undecodable:
+    """Stands in for a request whose bytes are not a valid message of its type."""
+
+    type_name: str
+
+
+def _safe(deserializer: Callable[[bytes], Any] | None, type_name: str) -> Callable[[bytes], Any]:
+    def deserialize(data: bytes) -> Any:
+        if deserializer is None:
+            return data
+        try:
+            return deserializer(data)
+        except Exception:
+            return Undecodable(type_name)
+
+    return deserialize
+
 
 _REQUEST_ID_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
 
@@ -79,6 +120,16 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             code = grpc.StatusCode.OK
             try:
                 await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
+                if isinstance(request, Undecodable):
+                    # Garbage bytes are bad input like any other, not an internal error.
+                    await context.abort_with_status(
+                        status_for(
+                            grpc.StatusCode.INVALID_ARGUMENT,
+                            "INVALID_FIELD",
+                            f"the request is not a valid {request.type_name}",
+                            violations=[FieldViolation("request", "could not be parsed")],
+                        )
+                    )
                 return await inner(request, context)
             except grpc.aio.AbortError:
                 code = context.code() or grpc.StatusCode.UNKNOWN
@@ -87,14 +138,22 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
                 code = grpc.StatusCode.UNKNOWN
                 raise
             finally:
-                latency.observe(time.perf_counter() - started)
+                elapsed = time.perf_counter() - started
+                latency.observe(elapsed)
                 RPC_REQUESTS.labels(service, method, code.name).inc()
+                log.info(
+                    "%s %s %.1f ms",
+                    method,
+                    code.name,
+                    elapsed * 1000,
+                    extra={"code": code.name, "duration_ms": round(elapsed * 1000, 3)},
+                )
                 rpc_var.reset(rpc_token)
                 request_id_var.reset(request_token)
 
         return grpc.unary_unary_rpc_method_handler(
             observed,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_safe(handler.request_deserializer, method),
             response_serializer=handler.response_serializer,
         )
 
@@ -117,16 +176,16 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "service": self.service,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": redact(record.getMessage()),
         }
         if request_id := request_id_var.get():
             entry["request_id"] = request_id
             entry["rpc"] = rpc_var.get()
         for key, value in record.__dict__.items():
             if key not in _STANDARD_ATTRS and not key.startswith("_"):
-                entry[key] = value if isinstance(value, str | int | bool | None) else str(value)
+                entry[key] = value if isinstance(value, int | bool | None) else redact(str(value))
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+            entry["exception"] = redact(self.formatException(record.exc_info))
         return json.dumps(entry, ensure_ascii=False)
 
 
@@ -135,7 +194,7 @@ class HumanFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)-7s %(name)s %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
+        text = redact(super().format(record))
         request_id = request_id_var.get()
         return f"{text} [{rpc_var.get()} {request_id}]" if request_id else text
 

@@ -15,6 +15,8 @@ from sqlalchemy.engine import make_url
 from cardpoints.entrypoints.server import App as CardpointsApp
 from cardpoints.entrypoints.server import Settings as CardpointsSettings
 from cardpoints.entrypoints.server import start as start_cardpoints
+from tests import auth
+from tests.auth import SERVER_SECURITY
 
 PG_ADMIN_URL = os.environ.get(
     "POINTSBRIDGE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -70,7 +72,12 @@ def make_db_url(backend: str, tmp_path: Path) -> Iterator[Callable[[str], str]]:
 async def cardpoints_app(make_db_url: Callable[[str], str]) -> AsyncIterator[CardpointsApp]:
     """A real card-points server on 127.0.0.1:0 over a fresh database of the test's backend."""
     app = await start_cardpoints(
-        CardpointsSettings(address="127.0.0.1:0", database_url=make_db_url("cardpoints"), workers=4)
+        CardpointsSettings(
+            **SERVER_SECURITY,
+            address="127.0.0.1:0",
+            database_url=make_db_url("cardpoints"),
+            workers=4,
+        )
     )
     yield app
     await app.stop(grace=1)
@@ -78,5 +85,5 @@ async def cardpoints_app(make_db_url: Callable[[str], str]) -> AsyncIterator[Car
 
 @pytest.fixture
 async def cardpoints_channel(cardpoints_app: CardpointsApp) -> AsyncIterator[grpc.aio.Channel]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{cardpoints_app.port}") as channel:
+    async with auth.channel(f"127.0.0.1:{cardpoints_app.port}") as channel:
         yield channel

@@ -9,14 +9,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cardpoints.adapters.repository import CardpointsUnitOfWork
+from cardpoints.entrypoints.access import RULES
 from cardpoints.entrypoints.servicer import CardPointsAdminServicer, CardPointsServicer
 from pointsbridge.cardpoints.v1 import cardpoints_pb2 as pb
 from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as pb_grpc
+from servicekit.auth import AuthInterceptor, TokenVerifier
 from servicekit.clock import Clock, utc_now
-from servicekit.config import EnvParser, boolean
+from servicekit.config import ConfigError, EnvParser, boolean
 from servicekit.db import Database, create_db_engine, upgrade_schema
 from servicekit.observability import configure_logging, serve_metrics
 from servicekit.server import Registration, RunningServer, start_server, wait_for_stop_signal
+from servicekit.tls import ServerTransport
 
 log = logging.getLogger("cardpoints")
 
@@ -34,6 +37,15 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "auto"
     metrics_address: str = ""
+    # Transport: TLS with these files, or plaintext only when asked for by name.
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    insecure_plaintext: bool = False
+    # The PEM public key that bearer tokens must be signed for.
+    token_public_key: str = ""
+    # Certificate common names, or token subjects with the service role, that may move points.
+    service_identities: str = "ecommerce"
 
 
 @dataclass
@@ -62,6 +74,14 @@ def migrate(database_url: str) -> None:
 
 async def start(settings: Settings, *, clock: Clock = utc_now) -> App:
     """Open the database (migrating it if asked), then serve both card-points services."""
+    credentials = ServerTransport(
+        settings.tls_cert, settings.tls_key, settings.tls_client_ca, settings.insecure_plaintext
+    ).credentials()
+    auth = AuthInterceptor(
+        TokenVerifier.from_file(settings.token_public_key),
+        RULES,
+        service_identities=frozenset(settings.service_identities.split(",")),
+    )
     engine = create_db_engine(settings.database_url, durable=True, pool_size=settings.workers)
     if settings.migrate:
         upgrade_schema(engine, MIGRATIONS, VERSION_TABLE)
@@ -95,6 +115,8 @@ async def start(settings: Settings, *, clock: Clock = utc_now) -> App:
                     ),
                 ),
             ],
+            credentials=credentials,
+            interceptors=[auth],
         )
     except BaseException:
         db.close()
@@ -153,6 +175,30 @@ def parse_settings(argv: list[str] | None = None) -> tuple[Settings, bool]:
         default=defaults.metrics_address,
         help="host:port for the Prometheus /metrics endpoint; empty turns it off",
     )
+    parser.option("--tls-cert", default=defaults.tls_cert, help="PEM certificate to serve TLS with")
+    parser.option("--tls-key", default=defaults.tls_key, help="PEM private key of --tls-cert")
+    parser.option(
+        "--tls-client-ca",
+        default=defaults.tls_client_ca,
+        help="PEM CA that client certificates must chain to; setting it requires mutual TLS",
+    )
+    parser.option(
+        "--insecure-plaintext",
+        default=defaults.insecure_plaintext,
+        type=boolean,
+        help="serve without TLS; for local development only",
+    )
+    parser.option(
+        "--token-public-key",
+        default=defaults.token_public_key,
+        help="PEM public key that verifies bearer tokens (required)",
+    )
+    parser.option(
+        "--service-identities",
+        default=defaults.service_identities,
+        help="comma-separated certificate common names (or service-token subjects) "
+        "allowed to deduct and reverse points",
+    )
     parser.add_argument(
         "--migrate-only",
         action="store_true",
@@ -168,11 +214,21 @@ def parse_settings(argv: list[str] | None = None) -> tuple[Settings, bool]:
         log_level=args.log_level,
         log_format=args.log_format,
         metrics_address=args.metrics_address,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        tls_client_ca=args.tls_client_ca,
+        insecure_plaintext=args.insecure_plaintext,
+        token_public_key=args.token_public_key,
+        service_identities=args.service_identities,
     )
     return settings, bool(args.migrate_only)
 
 
 async def serve(settings: Settings) -> None:
+    if settings.insecure_plaintext and not settings.tls_cert:
+        log.warning(
+            "INSECURE: serving plaintext gRPC (--insecure-plaintext); for local development only"
+        )
     app = await start(settings)
     if settings.metrics_address:
         log.info("metrics on port %d", serve_metrics(settings.metrics_address))
@@ -190,7 +246,11 @@ def main(argv: list[str] | None = None) -> int:
         migrate(settings.database_url)
         log.info("schema is up to date")
         return 0
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    except ConfigError as error:
+        log.error("%s", error)
+        return 2
     return 0
 
 

@@ -34,6 +34,7 @@ from pointsbridge.cardpoints.v1 import cardpoints_pb2 as pb
 from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as pb_grpc
 from servicekit.observability import outgoing_metadata
 from servicekit.status import remote_error
+from servicekit.tls import ClientTransport
 
 log = logging.getLogger(__name__)
 
@@ -99,18 +100,39 @@ class GrpcPointsGateway:
         timeout: float,
         attempts: int = 3,
         backoff: float = 0.05,
+        token: str = "",
     ) -> None:
         self._channel = channel
         self._stub = pb_grpc.CardPointsServiceStub(channel)
         self._timeout = timeout
         self._attempts = attempts
         self._backoff = backoff
+        self._credentials: tuple[tuple[str, str], ...] = (
+            (("authorization", f"Bearer {token}"),) if token else ()
+        )
 
     @classmethod
-    def connect(cls, address: str, *, timeout: float, attempts: int = 3) -> GrpcPointsGateway:
-        """A gateway whose channel connects lazily, on the first call."""
-        channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
-        return cls(channel, timeout=timeout, attempts=attempts)
+    def connect(
+        cls,
+        address: str,
+        *,
+        timeout: float,
+        attempts: int = 3,
+        transport: ClientTransport | None = None,
+        token: str = "",
+    ) -> GrpcPointsGateway:
+        """A gateway whose channel connects lazily, on the first call.
+
+        With TLS, the client certificate is this service's identity; without, the
+        service token is.
+        """
+        if transport is not None and transport.secure:
+            channel = grpc.aio.secure_channel(
+                address, transport.credentials(), options=CHANNEL_OPTIONS
+            )
+        else:
+            channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        return cls(channel, timeout=timeout, attempts=attempts, token=token)
 
     async def close(self) -> None:
         await self._channel.close()
@@ -123,7 +145,11 @@ class GrpcPointsGateway:
     ) -> _Response:
         for attempt in range(1, self._attempts + 1):
             try:
-                return await method(request, timeout=self._timeout, metadata=outgoing_metadata())
+                return await method(
+                    request,
+                    timeout=self._timeout,
+                    metadata=(*outgoing_metadata(), *self._credentials),
+                )
             except grpc.aio.AioRpcError as error:
                 remote = remote_error(error)
                 refusal = REFUSALS.get(remote.reason)

@@ -63,6 +63,12 @@ class CouponNotFound(DomainError):
     reason = "COUPON_NOT_FOUND"
 
 
+class NotOwner(DomainError):
+    """The coupon or redemption exists but belongs to another customer."""
+
+    reason = "NOT_OWNER"
+
+
 class CouponAlreadyUsed(DomainError):
     reason = "COUPON_ALREADY_USED"
 

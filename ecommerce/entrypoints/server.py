@@ -13,17 +13,20 @@ import grpc
 
 from ecommerce.adapters.points_gateway import GrpcPointsGateway
 from ecommerce.entrypoints import metrics
+from ecommerce.entrypoints.access import RULES
 from ecommerce.entrypoints.recovery import run_recovery
 from ecommerce.entrypoints.servicer import EcommerceAdminServicer, RedemptionServicer
 from ecommerce.service_layer.services import DEFAULT_MERCHANT_ID, Dependencies, RecoveryPolicy
 from ecommerce.service_layer.unit_of_work import SqlUnitOfWork
 from pointsbridge.ecommerce.v1 import ecommerce_pb2 as pb
 from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as pb_grpc
+from servicekit.auth import AuthInterceptor, RateLimiter, TokenVerifier
 from servicekit.clock import Clock, utc_now
-from servicekit.config import EnvParser, boolean
+from servicekit.config import ConfigError, EnvParser, boolean, read_secret
 from servicekit.db import Database, create_db_engine, upgrade_schema
 from servicekit.observability import configure_logging, serve_metrics
 from servicekit.server import Registration, RunningServer, start_server, wait_for_stop_signal
+from servicekit.tls import ClientTransport, ServerTransport
 
 log = logging.getLogger("ecommerce")
 
@@ -54,6 +57,21 @@ class Settings:
     settle_delay: float = 5.0
     # Seconds after which an unsettled operation is flagged for review.
     review_after: float = 900.0
+    # Transport to clients: TLS with these files, or plaintext only when asked for by name.
+    tls_cert: str = ""
+    tls_key: str = ""
+    insecure_plaintext: bool = False
+    # The PEM public key that bearer tokens must be signed for.
+    token_public_key: str = ""
+    # Calls per second (and burst) each customer may make; operators are not limited.
+    rate_limit: float = 50.0
+    rate_burst: int = 100
+    # Mutual TLS to cardpoints (CA to trust, and this service's certificate) ...
+    cardpoints_ca: str = ""
+    cardpoints_cert: str = ""
+    cardpoints_key: str = ""
+    # ... or, without TLS, a file holding this service's bearer token.
+    cardpoints_token_file: str = ""
 
 
 @dataclass
@@ -92,6 +110,23 @@ def migrate(settings: Settings) -> None:
 
 async def start(settings: Settings, *, clock: Clock = utc_now) -> App:
     """Open the database, migrate it if asked, and serve both e-commerce services."""
+    credentials = ServerTransport(
+        settings.tls_cert, settings.tls_key, insecure_plaintext=settings.insecure_plaintext
+    ).credentials()
+    auth = AuthInterceptor(
+        TokenVerifier.from_file(settings.token_public_key),
+        RULES,
+        rate_limiter=RateLimiter(settings.rate_limit, settings.rate_burst),
+    )
+    to_cardpoints = ClientTransport(
+        settings.cardpoints_ca, settings.cardpoints_cert, settings.cardpoints_key
+    )
+    service_token = read_secret(settings.cardpoints_token_file)
+    if not to_cardpoints.secure and not service_token:
+        raise ConfigError(
+            "calls to cardpoints need credentials: --cardpoints-ca with --cardpoints-cert and "
+            "--cardpoints-key (mutual TLS), or --cardpoints-token-file"
+        )
     engine = create_db_engine(settings.database_url, durable=True, pool_size=settings.workers)
     if settings.migrate:
         try:
@@ -101,7 +136,10 @@ async def start(settings: Settings, *, clock: Clock = utc_now) -> App:
             raise
     database = Database(engine, workers=settings.workers)
     gateway = GrpcPointsGateway.connect(
-        settings.cardpoints_address, timeout=settings.deduct_timeout
+        settings.cardpoints_address,
+        timeout=settings.deduct_timeout,
+        transport=to_cardpoints,
+        token=service_token,
     )
     deps = Dependencies(
         runner=database,
@@ -127,6 +165,8 @@ async def start(settings: Settings, *, clock: Clock = utc_now) -> App:
                 Registration(REDEMPTION_SERVICE, add_redemption),
                 Registration(ADMIN_SERVICE, add_admin),
             ],
+            credentials=credentials,
+            interceptors=[auth],
         )
     except BaseException:
         await gateway.close()
@@ -231,6 +271,49 @@ def parse_settings(argv: Sequence[str] | None = None) -> tuple[Settings, bool]:
         type=float,
         help="seconds after which an unsettled operation is logged and listed as needing review",
     )
+    parser.option("--tls-cert", default=defaults.tls_cert, help="PEM certificate to serve TLS with")
+    parser.option("--tls-key", default=defaults.tls_key, help="PEM private key of --tls-cert")
+    parser.option(
+        "--insecure-plaintext",
+        default=defaults.insecure_plaintext,
+        type=boolean,
+        help="serve without TLS; for local development only",
+    )
+    parser.option(
+        "--token-public-key",
+        default=defaults.token_public_key,
+        help="PEM public key that verifies bearer tokens (required)",
+    )
+    parser.option(
+        "--rate-limit",
+        default=defaults.rate_limit,
+        type=float,
+        help="calls per second each customer may make (RESOURCE_EXHAUSTED beyond)",
+    )
+    parser.option(
+        "--rate-burst",
+        default=defaults.rate_burst,
+        type=int,
+        help="calls a customer may make at once before --rate-limit applies",
+    )
+    parser.option(
+        "--cardpoints-ca",
+        default=defaults.cardpoints_ca,
+        help="PEM CA to trust for cardpoints; turns on TLS to it",
+    )
+    parser.option(
+        "--cardpoints-cert",
+        default=defaults.cardpoints_cert,
+        help="PEM client certificate presented to cardpoints (this service's identity)",
+    )
+    parser.option(
+        "--cardpoints-key", default=defaults.cardpoints_key, help="PEM key of --cardpoints-cert"
+    )
+    parser.option(
+        "--cardpoints-token-file",
+        default=defaults.cardpoints_token_file,
+        help="file holding this service's bearer token for cardpoints, when not using mTLS",
+    )
     parser.add_argument(
         "--migrate-only",
         action="store_true",
@@ -242,6 +325,12 @@ def parse_settings(argv: Sequence[str] | None = None) -> tuple[Settings, bool]:
 
 
 async def serve(settings: Settings) -> None:
+    if settings.insecure_plaintext and not settings.tls_cert:
+        log.warning(
+            "INSECURE: serving plaintext gRPC (--insecure-plaintext); for local development only"
+        )
+    if not settings.cardpoints_ca:
+        log.warning("INSECURE: calling cardpoints over plaintext with a bearer token")
     app = await start(settings)
     if settings.metrics_address:
         log.info("metrics on port %d", serve_metrics(settings.metrics_address))
@@ -262,7 +351,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         migrate(settings)
         log.info("schema is up to date")
         return 0
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    except ConfigError as error:
+        log.error("%s", error)
+        return 2
     return 0
 
 

@@ -17,6 +17,7 @@ from ecommerce.domain.errors import (
     CardNotLinked,
     CouponNotFound,
     DomainError,
+    NotOwner,
     PointsSystemUnavailable,
     ProductAlreadyExists,
     ProductNotFound,
@@ -480,13 +481,7 @@ async def get_redemption(deps: Dependencies, *, customer_id: str, redemption_id:
 
     def get(uow: UnitOfWork) -> Redemption:
         with uow:
-            redemption = uow.redemptions.get(redemption_id)
-            # Another customer's redemption is as absent as a missing one.
-            if redemption is None or redemption.customer_id != customer_id:
-                raise RedemptionNotFound(
-                    f"customer {customer_id!r} has no redemption {redemption_id!r}",
-                    metadata={"redemption_id": redemption_id},
-                )
+            redemption = _customers_redemption(uow, customer_id, redemption_id)
             return _with_coupons(uow, redemption, deps.clock())
 
     return await deps.step(get)
@@ -552,12 +547,28 @@ async def list_coupons(
 
 def _customers_coupon(uow: UnitOfWork, customer_id: str, code: str) -> Coupon:
     coupon = uow.coupons.get(code)
-    # Another customer's code is as absent as a made-up one.
-    if coupon is None or coupon.customer_id != customer_id:
-        raise CouponNotFound(
-            f"customer {customer_id!r} has no coupon {code}", metadata={"code": code}
+    if coupon is None:
+        raise CouponNotFound(f"there is no coupon {code}", metadata={"code": code})
+    if coupon.customer_id != customer_id:
+        raise NotOwner(
+            f"coupon {code} is not customer {customer_id!r}'s", metadata={"code": code}
         )
     return coupon
+
+
+def _customers_redemption(uow: UnitOfWork, customer_id: str, redemption_id: str) -> Redemption:
+    redemption = uow.redemptions.get(redemption_id)
+    if redemption is None:
+        raise RedemptionNotFound(
+            f"there is no redemption {redemption_id!r}",
+            metadata={"redemption_id": redemption_id},
+        )
+    if redemption.customer_id != customer_id:
+        raise NotOwner(
+            f"redemption {redemption_id!r} is not customer {customer_id!r}'s",
+            metadata={"redemption_id": redemption_id},
+        )
+    return redemption
 
 
 async def use_coupon(deps: Dependencies, *, customer_id: str, code: str, order_id: str) -> Coupon:
@@ -636,12 +647,7 @@ async def refund_coupons(
                 if not existing.asks_the_same(customer_id, redemption_id, canonical):
                     raise RequestIdReused(request_id)
                 return existing
-            redemption = uow.redemptions.get(redemption_id)
-            if redemption is None or redemption.customer_id != customer_id:
-                raise RedemptionNotFound(
-                    f"customer {customer_id!r} has no redemption {redemption_id!r}",
-                    metadata={"redemption_id": redemption_id},
-                )
+            redemption = _customers_redemption(uow, customer_id, redemption_id)
             for code in canonical:
                 _customers_coupon(uow, customer_id, code).check_refundable(redemption_id, now)
             refund_id = new_id("rf")

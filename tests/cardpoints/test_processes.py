@@ -14,9 +14,10 @@ import pytest
 from pointsbridge.cardpoints.v1 import cardpoints_pb2 as pb
 from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as pb_grpc
 from servicekit.status import remote_error
+from tests import auth
 from tests.support import BIN, ServerProcess
 
-SERVER = [str(BIN / "cardpoints-server"), "--address", "127.0.0.1:0"]
+SERVER = [str(BIN / "cardpoints-server"), "--address", "127.0.0.1:0", *auth.SERVER_FLAGS]
 
 
 @pytest.fixture
@@ -39,7 +40,7 @@ async def test_two_replicas_on_one_database_cannot_overdraw(
     server_on: Callable[..., ServerProcess],
 ) -> None:
     replicas = [server_on(), server_on()]
-    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{r.port}") for r in replicas]
+    channels = [auth.channel(f"127.0.0.1:{r.port}") for r in replicas]
     try:
         admin = pb_grpc.CardPointsAdminServiceStub(channels[0])
         await admin.OpenAccount(
@@ -97,6 +98,7 @@ def grpcurl(
     port: int, *args: str, data: dict[str, object] | None = None
 ) -> subprocess.CompletedProcess[str]:
     command = [str(BIN / "grpcurl"), "-plaintext", "-max-time", "10"]
+    command += ["-H", f"authorization: Bearer {auth.SUPERUSER}"]
     if data is not None:
         command += ["-d", json.dumps(data)]
     return subprocess.run(
@@ -164,7 +166,7 @@ def test_sigterm_drains_then_exits_and_retries_stay_exactly_once(
         return pb.CreditPointsRequest(request_id=f"c-{i}", account_id="card-1", points=1)
 
     async def in_flight_then_signal() -> list[object]:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        async with auth.channel(f"127.0.0.1:{server.port}") as channel:
             admin = pb_grpc.CardPointsAdminServiceStub(channel)
             await admin.OpenAccount(
                 pb.OpenAccountRequest(account_id="card-1", holder_name="A"), timeout=10
@@ -187,7 +189,7 @@ def test_sigterm_drains_then_exits_and_retries_stay_exactly_once(
         assert error.code() in (grpc.StatusCode.CANCELLED, grpc.StatusCode.UNAVAILABLE)
 
     async def retry_everything(port: int) -> int:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        async with auth.channel(f"127.0.0.1:{port}") as channel:
             admin = pb_grpc.CardPointsAdminServiceStub(channel)
             for i in range(40):
                 await admin.CreditPoints(credit(i), timeout=10)

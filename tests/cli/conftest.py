@@ -19,6 +19,7 @@ import pytest
 from cardpoints.entrypoints.server import App as CardpointsApp
 from cardpoints.entrypoints.server import Settings as CardpointsSettings
 from cardpoints.entrypoints.server import start as start_cardpoints
+from tests.auth import SERVER_SECURITY, SUPERUSER
 
 CLI = Path(sys.executable).parent / "pointsbridge"
 
@@ -45,7 +46,7 @@ class Cli:
             text=True,
             timeout=60,
             stdin=subprocess.DEVNULL,
-            env={**base, **(env or {})},
+            env={**base, "POINTSBRIDGE_TOKEN": SUPERUSER, **(env or {})},
         )
 
     async def ok(self, *args: str) -> str:
@@ -84,7 +85,10 @@ def silent_port() -> Iterator[int]:
 async def cardpoints_server(tmp_path: Path) -> AsyncIterator[CardpointsApp]:
     app = await start_cardpoints(
         CardpointsSettings(
-            address="127.0.0.1:0", database_url=f"sqlite:///{tmp_path}/cp.db", workers=2
+            **SERVER_SECURITY,
+            address="127.0.0.1:0",
+            database_url=f"sqlite:///{tmp_path}/cp.db",
+            workers=2,
         )
     )
     yield app

@@ -14,6 +14,7 @@ from cardpoints.entrypoints.server import App as CardpointsApp
 from ecommerce.entrypoints.server import App as EcommerceApp
 from ecommerce.entrypoints.server import Settings as EcommerceSettings
 from ecommerce.entrypoints.server import start as start_ecommerce
+from tests.auth import ECOMMERCE_SECURITY, SUPERUSER, bearer
 from tests.cli.conftest import Cli
 
 
@@ -23,6 +24,7 @@ async def ecommerce_server(
 ) -> AsyncIterator[EcommerceApp]:
     app = await start_ecommerce(
         EcommerceSettings(
+            **ECOMMERCE_SECURITY,
             address="127.0.0.1:0",
             database_url=f"sqlite:///{tmp_path}/ec.db",
             cardpoints_address=f"127.0.0.1:{cardpoints_server.port}",
@@ -284,6 +286,7 @@ async def test_reconcile_is_clean_then_names_a_stray_deduction(shop: Cli) -> Non
                 merchant_id="elsewhere",
             ),
             timeout=10,
+            metadata=bearer(SUPERUSER),
         )
     dirty = await shop("reconcile", "--json")
     assert dirty.returncode == 10

@@ -42,6 +42,7 @@ def test_the_commands_are_the_ones_operators_were_promised() -> None:
         "coupons use",
         "coupons refund",
         "reconcile",
+        "token",
     }
 
 

@@ -27,6 +27,8 @@ from pointsbridge.ecommerce.v1 import ecommerce_pb2 as pb
 from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as pb_grpc
 from servicekit.db import create_db_engine
 from servicekit.status import RemoteError, remote_error
+from tests import auth
+from tests.auth import ECOMMERCE_SECURITY, SERVER_SECURITY
 from tests.support import error_info_count
 
 TIMEOUT = 10.0
@@ -71,7 +73,10 @@ class System:
         """Cardpoints back on its old port and database, as after a crash and restart."""
         self.cardpoints = await start_cardpoints(
             CardpointsSettings(
-                address=f"127.0.0.1:{port}", database_url=self.cardpoints_url, workers=4
+                **SERVER_SECURITY,
+                address=f"127.0.0.1:{port}",
+                database_url=self.cardpoints_url,
+                workers=4,
             )
         )
         self.cardpoints_up = True
@@ -186,10 +191,13 @@ async def system(make_db_url: Callable[[str], str]) -> AsyncIterator[System]:
     cardpoints_url, ecommerce_url = make_db_url("cardpoints"), make_db_url("ecommerce")
     clock = MovableClock()
     cardpoints = await start_cardpoints(
-        CardpointsSettings(address="127.0.0.1:0", database_url=cardpoints_url, workers=4)
+        CardpointsSettings(
+            **SERVER_SECURITY, address="127.0.0.1:0", database_url=cardpoints_url, workers=4
+        )
     )
     ecommerce = await start(
         Settings(
+            **ECOMMERCE_SECURITY,
             address="127.0.0.1:0",
             database_url=ecommerce_url,
             cardpoints_address=f"127.0.0.1:{cardpoints.port}",
@@ -197,8 +205,8 @@ async def system(make_db_url: Callable[[str], str]) -> AsyncIterator[System]:
         ),
         clock=clock,
     )
-    to_ecommerce = grpc.aio.insecure_channel(f"127.0.0.1:{ecommerce.port}")
-    to_cardpoints = grpc.aio.insecure_channel(f"127.0.0.1:{cardpoints.port}")
+    to_ecommerce = auth.channel(f"127.0.0.1:{ecommerce.port}")
+    to_cardpoints = auth.channel(f"127.0.0.1:{cardpoints.port}")
     system = System(
         cardpoints_url=cardpoints_url,
         ecommerce_url=ecommerce_url,
@@ -455,7 +463,7 @@ async def test_coupons_are_used_once_refunds_give_points_back_and_expiry_is_enfo
     other_order = await refused(use(first, "order-2"))
     assert (other_order.code, other_order.reason) == (FAILED_PRECONDITION, "COUPON_ALREADY_USED")
     foreign = await refused(use(second, "order-3", customer_id="mallory"))
-    assert (foreign.code, foreign.reason) == (grpc.StatusCode.NOT_FOUND, "COUPON_NOT_FOUND")
+    assert (foreign.code, foreign.reason) == (grpc.StatusCode.PERMISSION_DENIED, "NOT_OWNER")
 
     async def refund(request_id: str, codes: list[str]) -> pb.Refund:
         request = pb.RefundCouponsRequest(
@@ -711,7 +719,9 @@ async def test_the_gateway_maps_cardpoints_answers(system: System) -> None:
     account = await system.customer("alice", 10_000)
     await system.product()
     redemption = await system.redeem("r-1", quantity=2)
-    gateway = GrpcPointsGateway.connect(f"127.0.0.1:{system.cardpoints.port}", timeout=TIMEOUT)
+    gateway = GrpcPointsGateway.connect(
+        f"127.0.0.1:{system.cardpoints.port}", timeout=TIMEOUT, token=auth.SERVICE
+    )
     try:
         deduction = await gateway.get_deduction(f"redemption:{redemption.redemption_id}")
         assert (deduction.deduction_id, deduction.points, deduction.account_id) == (
@@ -725,7 +735,7 @@ async def test_the_gateway_maps_cardpoints_answers(system: System) -> None:
         await gateway.close()
 
     port = await system.stop_cardpoints()
-    unreachable = GrpcPointsGateway.connect(f"127.0.0.1:{port}", timeout=1.0)
+    unreachable = GrpcPointsGateway.connect(f"127.0.0.1:{port}", timeout=1.0, token=auth.SERVICE)
     try:
         with pytest.raises(PointsSystemUnavailable):
             await unreachable.get_account(account)

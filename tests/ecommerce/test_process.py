@@ -19,6 +19,8 @@ from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as cpb_grpc
 from pointsbridge.ecommerce.v1 import ecommerce_pb2 as pb
 from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as pb_grpc
 from servicekit.status import remote_error
+from tests import auth
+from tests.auth import SERVER_SECURITY
 from tests.support import ROOT, ServerProcess
 
 MODULE = [sys.executable, "-m", "ecommerce.entrypoints.server"]
@@ -48,15 +50,20 @@ async def test_two_replicas_on_one_database_redeem_each_request_once_and_drain(
     make_db_url: Callable[[str], str],
 ) -> None:
     cardpoints = await start_cardpoints(
-        CardpointsSettings(address="127.0.0.1:0", database_url=make_db_url("cardpoints"))
+        CardpointsSettings(
+            **SERVER_SECURITY, address="127.0.0.1:0", database_url=make_db_url("cardpoints")
+        )
     )
     url = make_db_url("ecommerce")
     args = [*MODULE, "--address", "127.0.0.1:0", "--cardpoints-address"]
     env = {"POINTSBRIDGE_ECOMMERCE_DATABASE_URL": url}
     # One after the other: the first one migrates the shared database.
-    replicas = [ServerProcess([*args, f"127.0.0.1:{cardpoints.port}"], env) for _ in range(2)]
-    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{r.port}") for r in replicas]
-    to_cardpoints = grpc.aio.insecure_channel(f"127.0.0.1:{cardpoints.port}")
+    replicas = [
+        ServerProcess([*args, f"127.0.0.1:{cardpoints.port}", *auth.ECOMMERCE_FLAGS], env)
+        for _ in range(2)
+    ]
+    channels = [auth.channel(f"127.0.0.1:{r.port}") for r in replicas]
+    to_cardpoints = auth.channel(f"127.0.0.1:{cardpoints.port}")
     try:
         points_admin = cpb_grpc.CardPointsAdminServiceStub(to_cardpoints)
         await points_admin.OpenAccount(

@@ -16,6 +16,8 @@ from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as cpb_grpc
 from pointsbridge.ecommerce.v1 import ecommerce_pb2 as pb
 from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as pb_grpc
 from servicekit.status import remote_error
+from tests import auth
+from tests.auth import ECOMMERCE_SECURITY, SERVER_SECURITY
 
 TIMEOUT = 10.0
 
@@ -34,11 +36,14 @@ async def test_the_loop_settles_what_an_outage_left_pending(
 ) -> None:
     cardpoints_url, ecommerce_url = make_db_url("cardpoints"), make_db_url("ecommerce")
     cardpoints = await start_cardpoints(
-        CardpointsSettings(address="127.0.0.1:0", database_url=cardpoints_url, workers=2)
+        CardpointsSettings(
+            **SERVER_SECURITY, address="127.0.0.1:0", database_url=cardpoints_url, workers=2
+        )
     )
     port = cardpoints.port
     ecommerce = await start(
         Settings(
+            **ECOMMERCE_SECURITY,
             address="127.0.0.1:0",
             database_url=ecommerce_url,
             cardpoints_address=f"127.0.0.1:{port}",
@@ -48,8 +53,8 @@ async def test_the_loop_settles_what_an_outage_left_pending(
             settle_delay=0.0,
         )
     )
-    to_shop = grpc.aio.insecure_channel(f"127.0.0.1:{ecommerce.port}")
-    to_bank = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    to_shop = auth.channel(f"127.0.0.1:{ecommerce.port}")
+    to_bank = auth.channel(f"127.0.0.1:{port}")
     try:
         shop = pb_grpc.RedemptionServiceStub(to_shop)
         admin = pb_grpc.EcommerceAdminServiceStub(to_shop)
@@ -100,7 +105,9 @@ async def test_the_loop_settles_what_an_outage_left_pending(
 
         # The bank comes back; nobody retries; the loop finishes the redemption.
         cardpoints = await start_cardpoints(
-            CardpointsSettings(address=f"127.0.0.1:{port}", database_url=cardpoints_url)
+            CardpointsSettings(
+                **SERVER_SECURITY, address=f"127.0.0.1:{port}", database_url=cardpoints_url
+            )
         )
 
         async def settled() -> bool:

@@ -16,6 +16,7 @@ _UP = re.compile(rb"cardpoints on localhost:(\d+), ecommerce on localhost:(\d+)"
 
 class DevStack:
     def __init__(self, var: Path) -> None:
+        self.var = var
         self.log_path = var / "devstack.log"
         var.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("wb")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ import pytest
 
 from pointsbridge.cardpoints.v1 import cardpoints_pb2 as cp
 from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as cp_grpc
+from pointsbridge_cli.devstack import DevKeys
 from tests.support import ROOT
 from tests.system.devstack import DevStack
 
@@ -41,16 +43,26 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
 def run(stack: DevStack, command: str) -> dict[str, object]:
     command = command.replace("localhost:50051", f"localhost:{stack.cardpoints_port}")
     command = command.replace("localhost:50052", f"localhost:{stack.ecommerce_port}")
-    done = subprocess.run(command, shell=True, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    # `pointsbridge token` signs with the stack's key, wherever its var/ folder is.
+    env = {**os.environ, "POINTSBRIDGE_SIGNING_KEY": str(keys(stack).signing_key)}
+    done = subprocess.run(
+        command, shell=True, cwd=ROOT, capture_output=True, text=True, timeout=60, env=env
+    )
     assert done.returncode == 0, (command, done.stdout, done.stderr)
     result: dict[str, object] = json.loads(done.stdout) if done.stdout.strip() else {}
     return result
 
 
+def keys(stack: DevStack) -> DevKeys:
+    return DevKeys(stack.var / "dev-keys")
+
+
 def balance(stack: DevStack, account_id: str) -> int:
     with grpc.insecure_channel(f"127.0.0.1:{stack.cardpoints_port}") as channel:
         account = cp_grpc.CardPointsServiceStub(channel).GetAccount(
-            cp.GetAccountRequest(account_id=account_id), timeout=10
+            cp.GetAccountRequest(account_id=account_id),
+            timeout=10,
+            metadata=keys(stack).bearer("tester", "admin"),
         )
     return account.account.balance
 
@@ -125,6 +137,8 @@ def test_make_demo_redeems_and_reports(stack: DevStack) -> None:
             f"localhost:{stack.cardpoints_port}",
             "--ecommerce",
             f"localhost:{stack.ecommerce_port}",
+            "--var",
+            str(stack.var),
         ],
         cwd=ROOT,
         capture_output=True,

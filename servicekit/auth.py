@@ -1,0 +1,312 @@
+"""Who is calling, and may they: bearer tokens, mTLS identities, per-RPC rules, rate limits."""
+
+from __future__ import annotations
+
+import contextvars
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from servicekit.config import ConfigError
+from servicekit.status import status_for
+
+ROLE_CUSTOMER = "customer"
+ROLE_ADMIN = "admin"
+ROLE_SERVICE = "service"
+ROLES = (ROLE_CUSTOMER, ROLE_ADMIN, ROLE_SERVICE)
+
+ISSUER = "pointsbridge"
+# Asymmetric: the services hold only the public key, so none of them can mint tokens.
+ALGORITHM = "ES256"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """An authenticated caller: a customer, an operator (admin) or a peer service."""
+
+    subject: str
+    roles: frozenset[str]
+    via: str  # "token" or "certificate"
+
+    def has(self, role: str) -> bool:
+        return role in self.roles
+
+
+principal_var: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
+    "principal", default=None
+)
+
+
+class CredentialError(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def generate_signing_key() -> tuple[bytes, bytes]:
+    """A new ES256 key pair as PEM: (private key for the issuer, public key for the services)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return private, public
+
+
+class TokenIssuer:
+    """Signs bearer tokens whose subject is a customer, an operator or a service."""
+
+    def __init__(self, private_key_pem: bytes) -> None:
+        self._key = serialization.load_pem_private_key(private_key_pem, password=None)
+
+    def issue(
+        self, subject: str, roles: list[str], ttl_seconds: int, now: float | None = None
+    ) -> str:
+        unknown = set(roles) - set(ROLES)
+        if unknown or not roles:
+            raise ValueError(f"roles must be some of {', '.join(ROLES)}")
+        issued = int(now if now is not None else time.time())
+        claims = {
+            "iss": ISSUER,
+            "sub": subject,
+            "roles": sorted(set(roles)),
+            "iat": issued,
+            "exp": issued + ttl_seconds,
+        }
+        return jwt.encode(claims, self._key, algorithm=ALGORITHM)  # type: ignore[arg-type]
+
+
+class TokenVerifier:
+    """Checks a bearer token's signature, issuer, expiry and claims."""
+
+    def __init__(self, public_key_pem: bytes) -> None:
+        self._key = serialization.load_pem_public_key(public_key_pem)
+
+    @classmethod
+    def from_file(cls, path: str) -> TokenVerifier:
+        if not path:
+            raise ConfigError("--token-public-key is required: every RPC needs credentials")
+        try:
+            return cls(Path(path).read_bytes())
+        except (OSError, ValueError) as error:
+            raise ConfigError(f"cannot load the token public key {path!r}: {error}") from None
+
+    def verify(self, token: str) -> Principal:
+        try:
+            claims = jwt.decode(
+                token,
+                self._key,  # type: ignore[arg-type]
+                algorithms=[ALGORITHM],
+                issuer=ISSUER,
+                options={"require": ["exp", "iat", "sub", "iss"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise CredentialError("INVALID_CREDENTIALS", "the token has expired") from None
+        except jwt.PyJWTError:
+            raise CredentialError("INVALID_CREDENTIALS", "the token is not valid") from None
+        roles = claims.get("roles")
+        subject = claims.get("sub")
+        if (
+            not isinstance(roles, list)
+            or not roles
+            or not all(r in ROLES for r in roles)
+            or not isinstance(subject, str)
+            or not subject
+        ):
+            raise CredentialError("INVALID_CREDENTIALS", "the token's claims are not valid")
+        return Principal(subject, frozenset(roles), "token")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Who may call one RPC. `owner_field` names the request field that must be the caller's
+    own id when the caller is a customer."""
+
+    roles: frozenset[str]
+    owner_field: str | None = None
+
+
+PUBLIC = Rule(frozenset())
+
+PUBLIC_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection")
+
+
+def admin_only() -> Rule:
+    return Rule(frozenset({ROLE_ADMIN}))
+
+
+def customer_owned(owner_field: str = "customer_id") -> Rule:
+    return Rule(frozenset({ROLE_CUSTOMER, ROLE_ADMIN}), owner_field)
+
+
+def services_only() -> Rule:
+    """Only a peer service this server works for (see AuthInterceptor.service_identities)."""
+    return Rule(frozenset({ROLE_SERVICE}))
+
+
+def services_or_admins() -> Rule:
+    return Rule(frozenset({ROLE_SERVICE, ROLE_ADMIN}))
+
+
+def anyone_signed_in() -> Rule:
+    return Rule(frozenset(ROLES))
+
+
+def _denial_reason(rule: Rule) -> str:
+    if rule.roles == {ROLE_ADMIN}:
+        return "NOT_ADMIN"
+    if ROLE_SERVICE in rule.roles:
+        return "NOT_SERVICE"
+    return "NOT_OWNER"
+
+
+@dataclass
+class RateLimiter:
+    """A token bucket per caller: `rate` calls a second, bursts up to `burst`.
+
+    Limits are per replica, in memory: they protect capacity, not correctness.
+    """
+
+    rate: float
+    burst: int
+    clock: Callable[[], float] = time.monotonic
+    _buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def allow(self, key: str) -> bool:
+        now = self.clock()
+        tokens, last = self._buckets.get(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+        if tokens < 1:
+            self._buckets[key] = (tokens, now)
+            return False
+        self._buckets[key] = (tokens - 1, now)
+        if len(self._buckets) > 100_000:  # forget idle callers rather than grow without bound
+            self._buckets.pop(next(iter(self._buckets)))
+        return True
+
+
+Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    """Authenticates every RPC but health and reflection, then applies its Rule.
+
+    A peer that presented a client certificate whose common name is in
+    `service_identities` is that service; anyone else needs a bearer token.
+    """
+
+    def __init__(
+        self,
+        tokens: TokenVerifier,
+        rules: Mapping[str, Rule],
+        *,
+        service_identities: frozenset[str] = frozenset(),
+        rate_limiter: RateLimiter | None = None,
+    ) -> None:
+        self._tokens = tokens
+        self._rules = dict(rules)
+        self._service_identities = service_identities
+        self._rate_limiter = rate_limiter
+
+    def _principal(self, metadata: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Principal:
+        auth = context.auth_context()
+        names = [n.decode() for n in auth.get("x509_common_name", [])]
+        for name in names:
+            if name in self._service_identities:
+                return Principal(name, frozenset({ROLE_SERVICE}), "certificate")
+        values = [v for k, v in metadata or () if k == "authorization"]
+        if not values:
+            raise CredentialError("MISSING_CREDENTIALS", "send authorization: Bearer <token>")
+        scheme, _, token = str(values[0]).partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise CredentialError("INVALID_CREDENTIALS", "expected authorization: Bearer <token>")
+        return self._tokens.verify(token.strip())
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        method: str = handler_call_details.method
+        service = method.lstrip("/").partition("/")[0]
+        if handler is None or service in PUBLIC_SERVICES or handler.unary_unary is None:
+            return handler
+        # An RPC without a rule is refused: forgetting one must fail closed.
+        rule = self._rules.get(method, Rule(frozenset({ROLE_ADMIN})))
+        metadata = handler_call_details.invocation_metadata
+        inner: Behavior = handler.unary_unary  # type: ignore[assignment]  # aio handlers are async
+
+        async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            try:
+                principal = self._principal(metadata, context)
+            except CredentialError as error:
+                await context.abort_with_status(
+                    status_for(grpc.StatusCode.UNAUTHENTICATED, error.reason, error.message)
+                )
+                raise AssertionError("unreachable") from None
+            allowed = bool(principal.roles & rule.roles)
+            if (
+                allowed
+                and ROLE_SERVICE in rule.roles
+                and not principal.has(ROLE_ADMIN)
+                and principal.subject not in self._service_identities
+            ):
+                allowed = False  # a service, but not one this server works for
+            if rule.roles and not allowed:
+                await context.abort_with_status(
+                    status_for(
+                        grpc.StatusCode.PERMISSION_DENIED,
+                        _denial_reason(rule),
+                        f"{method} is not open to {principal.subject!r}",
+                    )
+                )
+            if (
+                rule.owner_field
+                and not principal.has(ROLE_ADMIN)
+                and getattr(request, rule.owner_field) != principal.subject
+            ):
+                await context.abort_with_status(
+                    status_for(
+                        grpc.StatusCode.PERMISSION_DENIED,
+                        "NOT_OWNER",
+                        f"{rule.owner_field} must be the caller's own",
+                        {"field": rule.owner_field},
+                    )
+                )
+            limiter = self._rate_limiter
+            if (
+                limiter is not None
+                and principal.roles == {ROLE_CUSTOMER}
+                and not limiter.allow(principal.subject)
+            ):
+                await context.abort_with_status(
+                    status_for(
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        "RATE_LIMITED",
+                        "too many requests; slow down and retry",
+                    )
+                )
+            token = principal_var.set(principal)
+            try:
+                return await inner(request, context)
+            finally:
+                principal_var.reset(token)
+
+        return grpc.unary_unary_rpc_method_handler(
+            guarded,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
