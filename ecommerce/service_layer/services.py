@@ -550,9 +550,7 @@ def _customers_coupon(uow: UnitOfWork, customer_id: str, code: str) -> Coupon:
     if coupon is None:
         raise CouponNotFound(f"there is no coupon {code}", metadata={"code": code})
     if coupon.customer_id != customer_id:
-        raise NotOwner(
-            f"coupon {code} is not customer {customer_id!r}'s", metadata={"code": code}
-        )
+        raise NotOwner(f"coupon {code} is not customer {customer_id!r}'s", metadata={"code": code})
     return coupon
 
 
