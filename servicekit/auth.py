@@ -158,16 +158,17 @@ def services_or_admins() -> Rule:
     return Rule(frozenset({ROLE_SERVICE, ROLE_ADMIN}))
 
 
-def anyone_signed_in() -> Rule:
-    return Rule(frozenset(ROLES))
+def customers_and_admins() -> Rule:
+    return Rule(frozenset({ROLE_CUSTOMER, ROLE_ADMIN}))
 
 
 def _denial_reason(rule: Rule) -> str:
-    if rule.roles == {ROLE_ADMIN}:
-        return "NOT_ADMIN"
+    """Why a caller whose roles do not fit the rule is turned away."""
     if ROLE_SERVICE in rule.roles:
         return "NOT_SERVICE"
-    return "NOT_OWNER"
+    # Customers are only refused for acting for someone else, which is NOT_OWNER;
+    # any other caller lacked the operator (admin) role these RPCs accept.
+    return "NOT_ADMIN"
 
 
 @dataclass
@@ -201,8 +202,9 @@ Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 class AuthInterceptor(grpc.aio.ServerInterceptor):
     """Authenticates every RPC but health and reflection, then applies its Rule.
 
-    A peer that presented a client certificate whose common name is in
-    `service_identities` is that service; anyone else needs a bearer token.
+    A bearer token says who the caller is. Without one, a peer that presented a
+    client certificate whose common name is in `service_identities` is that
+    service; anyone else is turned away.
     """
 
     def __init__(
@@ -219,13 +221,13 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         self._rate_limiter = rate_limiter
 
     def _principal(self, metadata: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Principal:
-        auth = context.auth_context()
-        names = [n.decode() for n in auth.get("x509_common_name", [])]
-        for name in names:
-            if name in self._service_identities:
-                return Principal(name, frozenset({ROLE_SERVICE}), "certificate")
         values = [v for k, v in metadata or () if k == "authorization"]
         if not values:
+            # No token: a client certificate of a known service is an identity of its own.
+            names = [n.decode() for n in context.auth_context().get("x509_common_name", [])]
+            for name in names:
+                if name in self._service_identities:
+                    return Principal(name, frozenset({ROLE_SERVICE}), "certificate")
             raise CredentialError("MISSING_CREDENTIALS", "send authorization: Bearer <token>")
         scheme, _, token = str(values[0]).partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -257,14 +259,11 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                     status_for(grpc.StatusCode.UNAUTHENTICATED, error.reason, error.message)
                 )
                 raise AssertionError("unreachable") from None
-            allowed = bool(principal.roles & rule.roles)
-            if (
-                allowed
-                and ROLE_SERVICE in rule.roles
-                and not principal.has(ROLE_ADMIN)
-                and principal.subject not in self._service_identities
-            ):
-                allowed = False  # a service, but not one this server works for
+            matched = principal.roles & rule.roles
+            # Let in as a service only a service this server works for.
+            allowed = bool(matched) and (
+                matched != {ROLE_SERVICE} or principal.subject in self._service_identities
+            )
             if rule.roles and not allowed:
                 await context.abort_with_status(
                     status_for(

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from servicekit.auth import Rule, admin_only, anyone_signed_in, customer_owned
+from servicekit.auth import Rule, admin_only, customer_owned, customers_and_admins
 
 _SHOP = "/pointsbridge.ecommerce.v1.RedemptionService/"
 _ADMIN = "/pointsbridge.ecommerce.v1.EcommerceAdminService/"
 
 RULES: dict[str, Rule] = {
-    _SHOP + "ListCouponProducts": anyone_signed_in(),
+    _SHOP + "ListCouponProducts": customers_and_admins(),
     # A customer acts for themself only; operators (admin) may act for anyone.
     **{
         _SHOP + method: customer_owned("customer_id")

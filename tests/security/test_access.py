@@ -1,0 +1,367 @@
+"""Who may call what: every RPC of both services against every kind of bad credential."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf.message import Message
+from sqlalchemy import create_engine, func, inspect, select, table
+
+from cardpoints.entrypoints.server import Settings as CardpointsSettings
+from cardpoints.entrypoints.server import start as start_cardpoints
+from ecommerce.entrypoints.server import Settings, start
+from pointsbridge.cardpoints.v1 import cardpoints_pb2 as cp
+from pointsbridge.ecommerce.v1 import ecommerce_pb2 as ec
+from servicekit.auth import TokenIssuer, generate_signing_key
+from servicekit.db import normalize_url
+from servicekit.status import remote_error
+from tests import auth
+from tests.auth import ECOMMERCE_SECURITY, SERVER_SECURITY, bearer, token
+
+# A request per RPC, naming customer "bob" wherever a customer id goes.
+REQUESTS: dict[str, Callable[[], Message]] = {
+    "GetAccount": lambda: cp.GetAccountRequest(account_id="card-bob"),
+    "DeductPoints": lambda: cp.DeductPointsRequest(
+        request_id="d-1",
+        account_id="card-bob",
+        points=100,
+        coupon_quantity=1,
+        points_per_coupon=100,
+        merchant_id="shop",
+    ),
+    "GetDeduction": lambda: cp.GetDeductionRequest(request_id="d-1"),
+    "ReverseDeduction": lambda: cp.ReverseDeductionRequest(
+        request_id="r-1", deduction_request_id="d-1", points=1
+    ),
+    "ListTransactions": lambda: cp.ListTransactionsRequest(account_id="card-bob"),
+    "ListDeductions": lambda: cp.ListDeductionsRequest(),
+    "OpenAccount": lambda: cp.OpenAccountRequest(account_id="card-new", holder_name="N"),
+    "CreditPoints": lambda: cp.CreditPointsRequest(
+        request_id="c-1", account_id="card-bob", points=5
+    ),
+    "SetAccountState": lambda: cp.SetAccountStateRequest(
+        account_id="card-bob", state=cp.ACCOUNT_STATE_FROZEN
+    ),
+    "ListCouponProducts": lambda: ec.ListCouponProductsRequest(),
+    "QuoteRedemption": lambda: ec.QuoteRedemptionRequest(
+        customer_id="bob", product_id="c10", quantity=1
+    ),
+    "RedeemPoints": lambda: ec.RedeemPointsRequest(
+        request_id="rd-1", customer_id="bob", product_id="c10", quantity=1
+    ),
+    "GetRedemption": lambda: ec.GetRedemptionRequest(customer_id="bob", redemption_id="rd_x"),
+    "ListRedemptions": lambda: ec.ListRedemptionsRequest(customer_id="bob"),
+    "ListCoupons": lambda: ec.ListCouponsRequest(customer_id="bob"),
+    "UseCoupon": lambda: ec.UseCouponRequest(
+        customer_id="bob", code="2222-2222-2222-2222-22", order_id="o-1"
+    ),
+    "RefundCoupons": lambda: ec.RefundCouponsRequest(
+        request_id="f-1", customer_id="bob", redemption_id="rd_x", codes=["x"]
+    ),
+    "CreateCouponProduct": lambda: ec.CreateCouponProductRequest(
+        product_id="c20",
+        display_name="20 off",
+        face_value_minor=2000,
+        currency="CNY",
+        points_per_coupon=2000,
+        validity_days=30,
+        max_quantity_per_redemption=5,
+    ),
+    "SetExchangeRatio": lambda: ec.SetExchangeRatioRequest(product_id="c10", points_per_coupon=1),
+    "ListExchangeRatios": lambda: ec.ListExchangeRatiosRequest(product_id="c10"),
+    "SetCouponProductActive": lambda: ec.SetCouponProductActiveRequest(product_id="c10"),
+    "LinkCardAccount": lambda: ec.LinkCardAccountRequest(
+        customer_id="bob", card_account_id="card-new"
+    ),
+    "ExportRedemptions": lambda: ec.ExportRedemptionsRequest(),
+    "ListUnsettled": lambda: ec.ListUnsettledRequest(),
+}
+
+ADMIN_ONLY = {
+    "OpenAccount",
+    "CreditPoints",
+    "SetAccountState",
+    "CreateCouponProduct",
+    "SetExchangeRatio",
+    "ListExchangeRatios",
+    "SetCouponProductActive",
+    "LinkCardAccount",
+    "ExportRedemptions",
+    "ListUnsettled",
+}
+SERVICE_ONLY = {"DeductPoints", "GetDeduction", "ReverseDeduction"}
+SERVICE_OR_ADMIN = {"GetAccount", "ListTransactions", "ListDeductions"}
+CUSTOMER_OWNED = {
+    "QuoteRedemption",
+    "RedeemPoints",
+    "GetRedemption",
+    "ListRedemptions",
+    "ListCoupons",
+    "UseCoupon",
+    "RefundCoupons",
+}
+
+
+def all_methods() -> list[tuple[str, str, Any]]:
+    """(service full name, method, descriptor) for every RPC of both services."""
+    found = []
+    for module in (cp, ec):
+        for service in module.DESCRIPTOR.services_by_name.values():
+            for method in service.methods:
+                found.append((service.full_name, method.name, method))
+    return found
+
+
+def test_every_rpc_has_a_request_and_a_rule_here() -> None:
+    names = {name for _, name, _ in all_methods()}
+    assert names == set(REQUESTS)
+    assert names == ADMIN_ONLY | SERVICE_ONLY | SERVICE_OR_ADMIN | CUSTOMER_OWNED | {
+        "ListCouponProducts"
+    }
+
+
+@dataclass
+class Pair:
+    cardpoints: str
+    ecommerce: str
+    urls: tuple[str, str]
+
+    def address(self, service: str) -> str:
+        return self.cardpoints if "cardpoints" in service else self.ecommerce
+
+
+@pytest.fixture
+async def pair(make_db_url: Callable[[str], str]) -> AsyncIterator[Pair]:
+    cardpoints_url, ecommerce_url = make_db_url("cardpoints"), make_db_url("ecommerce")
+    cardpoints = await start_cardpoints(
+        CardpointsSettings(**SERVER_SECURITY, address="127.0.0.1:0", database_url=cardpoints_url)
+    )
+    ecommerce = await start(
+        Settings(
+            **ECOMMERCE_SECURITY,
+            address="127.0.0.1:0",
+            database_url=ecommerce_url,
+            cardpoints_address=f"127.0.0.1:{cardpoints.port}",
+            recovery_interval=0,
+        )
+    )
+    try:
+        yield Pair(
+            f"127.0.0.1:{cardpoints.port}",
+            f"127.0.0.1:{ecommerce.port}",
+            (cardpoints_url, ecommerce_url),
+        )
+    finally:
+        await ecommerce.stop(1)
+        await cardpoints.stop(1)
+
+
+def snapshot(urls: tuple[str, str]) -> dict[str, int]:
+    """Row counts of every table of both databases."""
+    counts = {}
+    for url in urls:
+        engine = create_engine(normalize_url(url))
+        try:
+            with engine.connect() as conn:
+                for name in inspect(engine).get_table_names():
+                    counts[f"{url}:{name}"] = conn.execute(
+                        select(func.count()).select_from(table(name))
+                    ).scalar_one()
+        finally:
+            engine.dispose()
+    return counts
+
+
+async def call(
+    pair: Pair, service: str, method: Any, metadata: tuple[tuple[str, str], ...]
+) -> tuple[grpc.StatusCode, str]:
+    request = REQUESTS[method.name]()
+    async with grpc.aio.insecure_channel(pair.address(service)) as channel:
+        stub = channel.unary_unary(
+            f"/{service}/{method.name}",
+            request_serializer=type(request).SerializeToString,
+            response_deserializer=lambda data: data,
+        )
+        try:
+            await stub(request, timeout=10, metadata=metadata)
+        except grpc.aio.AioRpcError as error:
+            failure = remote_error(error)
+            return failure.code, failure.reason
+    return grpc.StatusCode.OK, ""
+
+
+OTHER_KEY, _ = generate_signing_key()
+FORGED = TokenIssuer(OTHER_KEY).issue("ecommerce", ["admin", "service"], 3600)
+EXPIRED = auth.ISSUER.issue("ecommerce", ["admin", "service"], 60, now=time.time() - 3600)
+
+BAD_CREDENTIALS = {
+    "none": ((), "MISSING_CREDENTIALS"),
+    "expired": (bearer(EXPIRED), "INVALID_CREDENTIALS"),
+    "wrong signature": (bearer(FORGED), "INVALID_CREDENTIALS"),
+    "not a token": (bearer("not-a-jwt"), "INVALID_CREDENTIALS"),
+    "other scheme": ((("authorization", "Basic YWRtaW46YWRtaW4="),), "INVALID_CREDENTIALS"),
+}
+
+
+async def test_bad_credentials_are_refused_on_every_rpc_and_change_nothing(pair: Pair) -> None:
+    before = snapshot(pair.urls)
+    for service, name, method in all_methods():
+        for label, (metadata, reason) in BAD_CREDENTIALS.items():
+            code, got = await call(pair, service, method, metadata)
+            assert (code, got) == (grpc.StatusCode.UNAUTHENTICATED, reason), (name, label)
+    assert snapshot(pair.urls) == before
+
+
+def expected_denial(name: str, role: str, subject: str) -> str | None:
+    """The PERMISSION_DENIED reason a caller gets, or None when the rule lets it through."""
+    if name in ADMIN_ONLY:
+        return None if role == "admin" else "NOT_ADMIN"
+    if name in SERVICE_ONLY:
+        return None if role == "service" and subject == "ecommerce" else "NOT_SERVICE"
+    if name in SERVICE_OR_ADMIN:
+        if role == "admin" or (role == "service" and subject == "ecommerce"):
+            return None
+        return "NOT_SERVICE"
+    if name in CUSTOMER_OWNED:
+        if role == "admin" or (role == "customer" and subject == "bob"):
+            return None
+        return "NOT_OWNER" if role == "customer" else "NOT_ADMIN"
+    return None if role in ("customer", "admin") else "NOT_ADMIN"  # ListCouponProducts
+
+
+CALLERS = [
+    ("customer", "alice"),  # someone else's customer_id
+    ("customer", "bob"),
+    ("admin", "ops-1"),
+    ("service", "ecommerce"),
+    ("service", "rogue"),  # a service this server does not work for
+]
+
+
+async def test_each_role_reaches_only_its_own_rpcs(pair: Pair) -> None:
+    before = snapshot(pair.urls)
+    reached = 0
+    for service, name, method in all_methods():
+        for role, subject in CALLERS:
+            denial = expected_denial(name, role, subject)
+            code, reason = await call(pair, service, method, bearer(token(subject, role)))
+            if denial is None:
+                # Past authorization: whatever the use case says, it is not an access refusal.
+                assert code not in (
+                    grpc.StatusCode.UNAUTHENTICATED,
+                    grpc.StatusCode.PERMISSION_DENIED,
+                ), (name, role, subject, code, reason)
+                reached += 1
+            else:
+                assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, denial), (
+                    name,
+                    role,
+                    subject,
+                )
+    assert reached > 20
+    # Refused calls changed nothing; the admitted ones above were shaped to change nothing
+    # either (unknown accounts and products), except what the admins may create.
+    after = snapshot(pair.urls)
+    grown = {k for k in after if after[k] != before.get(k)}
+    assert all(
+        k.endswith(
+            (
+                ":accounts",
+                ":coupon_products",
+                ":exchange_ratios",
+                ":card_links",
+                ":idempotency_records",
+                ":ledger_entries",
+                ":cardpoints_alembic_version",
+            )
+        )
+        for k in grown
+    ), grown
+
+
+async def test_health_and_reflection_need_no_credentials(pair: Pair) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    for address in (pair.cardpoints, pair.ecommerce):
+        async with grpc.aio.insecure_channel(address) as channel:
+            check = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=10
+            )
+            assert check.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_a_customer_cannot_touch_another_customers_coupons(pair: Pair) -> None:
+    from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as cp_grpc
+    from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as ec_grpc
+
+    async with auth.channel(pair.cardpoints) as bank, auth.channel(pair.ecommerce) as shop:
+        for who in ("alice", "bob"):
+            await cp_grpc.CardPointsAdminServiceStub(bank).OpenAccount(
+                cp.OpenAccountRequest(account_id=f"card-{who}", holder_name=who), timeout=10
+            )
+            await cp_grpc.CardPointsAdminServiceStub(bank).CreditPoints(
+                cp.CreditPointsRequest(
+                    request_id=f"s-{who}", account_id=f"card-{who}", points=5000
+                ),
+                timeout=10,
+            )
+            await ec_grpc.EcommerceAdminServiceStub(shop).LinkCardAccount(
+                ec.LinkCardAccountRequest(customer_id=who, card_account_id=f"card-{who}"),
+                timeout=10,
+            )
+        product = REQUESTS["CreateCouponProduct"]()
+        assert isinstance(product, ec.CreateCouponProductRequest)
+        await ec_grpc.EcommerceAdminServiceStub(shop).CreateCouponProduct(product, timeout=10)
+    alice = bearer(token("alice", "customer"))
+    async with grpc.aio.insecure_channel(pair.ecommerce) as channel:
+        shop_stub = ec_grpc.RedemptionServiceStub(channel)
+        redeemed = await shop_stub.RedeemPoints(
+            ec.RedeemPointsRequest(
+                request_id="alice-1", customer_id="alice", product_id="c20", quantity=1
+            ),
+            timeout=10,
+            metadata=alice,
+        )
+        code = redeemed.redemption.coupons[0].code
+        bob = bearer(token("bob", "customer"))
+        attempts: list[Awaitable[Any]] = [
+            shop_stub.UseCoupon(
+                ec.UseCouponRequest(customer_id="bob", code=code, order_id="o-1"),
+                timeout=10,
+                metadata=bob,
+            ),
+            shop_stub.GetRedemption(
+                ec.GetRedemptionRequest(
+                    customer_id="bob", redemption_id=redeemed.redemption.redemption_id
+                ),
+                timeout=10,
+                metadata=bob,
+            ),
+            shop_stub.RefundCoupons(
+                ec.RefundCouponsRequest(
+                    request_id="bob-refund",
+                    customer_id="bob",
+                    redemption_id=redeemed.redemption.redemption_id,
+                    codes=[code],
+                ),
+                timeout=10,
+                metadata=bob,
+            ),
+        ]
+        for attempt in attempts:
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await attempt
+            failure = remote_error(refused.value)
+            assert (failure.code, failure.reason) == (
+                grpc.StatusCode.PERMISSION_DENIED,
+                "NOT_OWNER",
+            )
+        mine = await shop_stub.ListCoupons(
+            ec.ListCouponsRequest(customer_id="alice"), timeout=10, metadata=alice
+        )
+        assert [c.state for c in mine.coupons] == [ec.COUPON_STATE_ISSUED]
