@@ -57,6 +57,9 @@ run: $(GEN) ## The whole system on SQLite under var/, with demo data (Ctrl-C sto
 demo: $(GEN) ## Redeem three demo coupons on the running system; show balance and codes
 	$(PY) -m pointsbridge_cli.devstack demo
 
+certs: $(GEN) ## A development CA, service certificates and token keys in certs/ (never committed)
+	$(PY) -m servicekit.devcerts --out certs
+
 migrate: $(GEN) ## Apply the database migrations to the var/ databases
 	$(BIN)/cardpoints-server --migrate-only --database-url sqlite:///var/cardpoints.db
 	$(BIN)/ecommerce-server --migrate-only --database-url sqlite:///var/ecommerce.db

@@ -2,9 +2,11 @@
 
     python -m servicekit.devcerts --out certs
 
-Writes ca.pem, and <name>.pem / <name>-key.pem for cardpoints and ecommerce. Keys
-are created 0600 and are never committed (certs/ is ignored). For production, use
-certificates from the bank's own CA; the servers only need the file paths.
+Writes ca.pem, <name>.pem / <name>-key.pem for cardpoints and ecommerce, and the
+bearer-token key pair token-signing-key.pem / token-public-key.pem. Private keys are
+created 0600 and are never committed (certs/ is ignored). For production, use
+certificates from the bank's own CA and a signing key kept by the token issuer; the
+servers only need the file paths.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from servicekit.auth import generate_signing_key
 
 SERVICES = ("cardpoints", "ecommerce")
 
@@ -124,6 +128,9 @@ def write_dev_pki(out: Path, services: tuple[str, ...] = SERVICES) -> None:
         cert, key = make_leaf(name, ca, ca_key)
         _write(out / f"{name}.pem", cert.public_bytes(serialization.Encoding.PEM))
         _write(out / f"{name}-key.pem", _pem_key(key), private=True)
+    signing, public = generate_signing_key()
+    _write(out / "token-signing-key.pem", signing, private=True)
+    _write(out / "token-public-key.pem", public)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,7 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="certs", help="folder to write the PEM files to")
     args = parser.parse_args(argv)
     write_dev_pki(Path(args.out))
-    print(f"wrote a development CA and certificates for {', '.join(SERVICES)} to {args.out}/")
+    print(
+        f"wrote a development CA, certificates for {', '.join(SERVICES)} and a token "
+        f"signing key to {args.out}/"
+    )
     return 0
 
 
