@@ -43,6 +43,7 @@ DEMO_POINTS = 100_000
 TIMEOUT = 10.0
 
 _PORT_LINE = re.compile(r"serving on port (\d+)")
+_METRICS_LINE = re.compile(r"metrics on port (\d+)")
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ class Child:
             start_new_session=True,  # Ctrl-C reaches us; we stop the children in order
         )
         self._port: int | None = None
+        self.metrics_port: int | None = None
         self._ready = threading.Event()
         threading.Thread(target=self._relay, args=(self.process.stdout,), daemon=True).start()
 
@@ -102,6 +104,8 @@ class Child:
         assert stream is not None
         for line in stream:
             sys.stderr.write(line)
+            if self.metrics_port is None and (metrics := _METRICS_LINE.search(line)):
+                self.metrics_port = int(metrics.group(1))
             if self._port is None and (found := _PORT_LINE.search(line)):
                 self._port = int(found.group(1))
                 self._ready.set()
@@ -220,6 +224,8 @@ def run(args: argparse.Namespace) -> int:
             f"[::]:{args.cardpoints_port}",
             "--database-url",
             f"sqlite:///{var / 'cardpoints.db'}",
+            "--metrics-address",
+            f"127.0.0.1:{args.cardpoints_metrics_port}",
             *security,
             *log_format,
         ],
@@ -235,6 +241,8 @@ def run(args: argparse.Namespace) -> int:
                 f"[::]:{args.ecommerce_port}",
                 "--database-url",
                 f"sqlite:///{var / 'ecommerce.db'}",
+                "--metrics-address",
+                f"127.0.0.1:{args.ecommerce_metrics_port}",
                 "--cardpoints-address",
                 f"localhost:{cardpoints_port}",
                 *security,
@@ -250,6 +258,8 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"\nPointsBridge is up: cardpoints on localhost:{cardpoints_port}, "
             f"ecommerce on localhost:{ecommerce_port}.\n"
+            f"Metrics: cardpoints on localhost:{cardpoints.metrics_port}, "
+            f"ecommerce on localhost:{ecommerce.metrics_port} (GET /metrics).\n"
             f"Demo data: card {DEMO_CARD} ({DEMO_POINTS} points at first) linked to "
             f"{DEMO_CUSTOMER}; product {DEMO_PRODUCT} (1000 points per 10 CNY coupon).\n"
             f"Try, from another terminal in this folder:\n\n{commands}\n\n"
@@ -330,6 +340,12 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--var", default="var", help="folder for the SQLite databases")
     run_parser.add_argument("--cardpoints-port", type=int, default=50051, help="0 picks one")
     run_parser.add_argument("--ecommerce-port", type=int, default=50052, help="0 picks one")
+    run_parser.add_argument(
+        "--cardpoints-metrics-port", type=int, default=9151, help="Prometheus /metrics; 0 picks one"
+    )
+    run_parser.add_argument(
+        "--ecommerce-metrics-port", type=int, default=9152, help="Prometheus /metrics; 0 picks one"
+    )
     run_parser.set_defaults(handler=run)
     demo_parser = commands.add_parser("demo", help="redeem three coupons on a running system")
     demo_parser.add_argument("--cardpoints", default="localhost:50051", help="host:port")

@@ -12,6 +12,7 @@ from pathlib import Path
 from tests.support import ROOT
 
 _UP = re.compile(rb"cardpoints on localhost:(\d+), ecommerce on localhost:(\d+)")
+_METRICS = re.compile(rb"Metrics: cardpoints on localhost:(\d+), ecommerce on localhost:(\d+)")
 
 
 class DevStack:
@@ -32,6 +33,10 @@ class DevStack:
                 "0",
                 "--ecommerce-port",
                 "0",
+                "--cardpoints-metrics-port",
+                "0",
+                "--ecommerce-metrics-port",
+                "0",
             ],
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -39,8 +44,10 @@ class DevStack:
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            if found := _UP.search(self.log_path.read_bytes()):
+            log = self.log_path.read_bytes()
+            if (found := _UP.search(log)) and (metrics := _METRICS.search(log)):
                 self.cardpoints_port, self.ecommerce_port = int(found[1]), int(found[2])
+                self.cardpoints_metrics, self.ecommerce_metrics = int(metrics[1]), int(metrics[2])
                 return
             if self.process.poll() is not None:
                 break
