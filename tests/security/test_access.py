@@ -10,13 +10,16 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf.message import Message
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import create_engine, func, inspect, select, table
 
 from cardpoints.entrypoints.server import Settings as CardpointsSettings
 from cardpoints.entrypoints.server import start as start_cardpoints
 from ecommerce.entrypoints.server import Settings, start
 from pointsbridge.cardpoints.v1 import cardpoints_pb2 as cp
+from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as cp_grpc
 from pointsbridge.ecommerce.v1 import ecommerce_pb2 as ec
+from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as ec_grpc
 from servicekit.auth import TokenIssuer, generate_signing_key
 from servicekit.db import normalize_url
 from servicekit.status import remote_error
@@ -285,8 +288,6 @@ async def test_each_role_reaches_only_its_own_rpcs(pair: Pair) -> None:
 
 
 async def test_health_and_reflection_need_no_credentials(pair: Pair) -> None:
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
     for address in (pair.cardpoints, pair.ecommerce):
         async with grpc.aio.insecure_channel(address) as channel:
             check = await health_pb2_grpc.HealthStub(channel).Check(
@@ -296,9 +297,6 @@ async def test_health_and_reflection_need_no_credentials(pair: Pair) -> None:
 
 
 async def test_a_customer_cannot_touch_another_customers_coupons(pair: Pair) -> None:
-    from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as cp_grpc
-    from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as ec_grpc
-
     async with auth.channel(pair.cardpoints) as bank, auth.channel(pair.ecommerce) as shop:
         for who in ("alice", "bob"):
             await cp_grpc.CardPointsAdminServiceStub(bank).OpenAccount(
@@ -365,3 +363,58 @@ async def test_a_customer_cannot_touch_another_customers_coupons(pair: Pair) -> 
             ec.ListCouponsRequest(customer_id="alice"), timeout=10, metadata=alice
         )
         assert [c.state for c in mine.coupons] == [ec.COUPON_STATE_ISSUED]
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_a_flooding_customer_is_slowed_without_starving_others(
+    make_db_url: Callable[[str], str],
+) -> None:
+    cardpoints = await start_cardpoints(
+        CardpointsSettings(
+            **SERVER_SECURITY, address="127.0.0.1:0", database_url=make_db_url("cardpoints")
+        )
+    )
+    shop = await start(
+        Settings(
+            **ECOMMERCE_SECURITY,
+            address="127.0.0.1:0",
+            database_url=make_db_url("ecommerce"),
+            cardpoints_address=f"127.0.0.1:{cardpoints.port}",
+            recovery_interval=0,
+            rate_limit=1.0,
+            rate_burst=5,
+        )
+    )
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{shop.port}") as channel:
+            stub = channel.unary_unary(
+                "/pointsbridge.ecommerce.v1.RedemptionService/ListCoupons",
+                request_serializer=ec.ListCouponsRequest.SerializeToString,
+                response_deserializer=ec.ListCouponsResponse.FromString,
+            )
+
+            async def list_as(customer: str) -> tuple[grpc.StatusCode, str]:
+                try:
+                    await stub(
+                        ec.ListCouponsRequest(customer_id=customer),
+                        timeout=10,
+                        metadata=bearer(token(customer, "customer")),
+                    )
+                except grpc.aio.AioRpcError as error:
+                    failure = remote_error(error)
+                    return failure.code, failure.reason
+                return grpc.StatusCode.OK, ""
+
+            flood = [await list_as("mallory") for _ in range(12)]
+            assert flood[:5] == [(grpc.StatusCode.OK, "")] * 5
+            assert (grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED") in flood[5:]
+            # Another customer, and an operator, are not held back by mallory's flood.
+            assert await list_as("alice") == (grpc.StatusCode.OK, "")
+            async with auth.channel(f"127.0.0.1:{shop.port}", auth.ADMIN) as operator:
+                listed = await ec_grpc.RedemptionServiceStub(operator).ListCoupons(
+                    ec.ListCouponsRequest(customer_id="mallory"), timeout=10
+                )
+                assert list(listed.coupons) == []
+    finally:
+        await shop.stop(1)
+        await cardpoints.stop(1)
