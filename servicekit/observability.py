@@ -10,14 +10,12 @@ import secrets
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from prometheus_client import Counter, Histogram, start_http_server
 
-from servicekit.errors import FieldViolation
-from servicekit.status import status_for
+from servicekit.status import Undecodable
 
 REQUEST_ID_HEADER = "x-request-id"
 
@@ -54,21 +52,14 @@ def redact(text: str) -> str:
     return _CARD_NUMBER.sub(lambda m: f"[card ..{m.group(1)}]", text)
 
 
-@dataclass(frozen=True)
-class Undecodable:
-    """Stands in for a request whose bytes are not a valid message of its type."""
-
-    type_name: str
-
-
-def _safe(deserializer: Callable[[bytes], Any] | None, type_name: str) -> Callable[[bytes], Any]:
+def _safe(deserializer: Callable[[bytes], Any] | None, rpc: str) -> Callable[[bytes], Any]:
     def deserialize(data: bytes) -> Any:
         if deserializer is None:
             return data
         try:
             return deserializer(data)
         except Exception:
-            return Undecodable(type_name)
+            return Undecodable(rpc)
 
     return deserialize
 
@@ -120,16 +111,6 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             code = grpc.StatusCode.OK
             try:
                 await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
-                if isinstance(request, Undecodable):
-                    # Garbage bytes are bad input like any other, not an internal error.
-                    await context.abort_with_status(
-                        status_for(
-                            grpc.StatusCode.INVALID_ARGUMENT,
-                            "INVALID_FIELD",
-                            f"the request is not a valid {request.type_name}",
-                            violations=[FieldViolation("request", "could not be parsed")],
-                        )
-                    )
                 return await inner(request, context)
             except grpc.aio.AbortError:
                 code = context.code() or grpc.StatusCode.UNKNOWN

@@ -14,11 +14,15 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from servicekit.errors import DomainError, FieldViolation
+from servicekit.errors import DomainError, FieldViolation, InvalidField
 
 log = logging.getLogger(__name__)
 
 ERROR_DOMAIN = "pointsbridge"
+
+# Error details travel in a trailer, which clients refuse past 8 KiB.
+MAX_VIOLATIONS = 20
+MAX_DETAIL_CHARS = 200
 
 # The AIP-193 table of DESIGN.md: every reason has exactly one canonical code.
 REASON_CODES: dict[str, grpc.StatusCode] = {
@@ -76,9 +80,19 @@ def status_for(
             )
         )
     ]
+    named = list(violations)
+    if len(named) > MAX_VIOLATIONS:
+        # Trailers over 8 KiB are dropped by gRPC clients: name the first ones only.
+        hidden = len(named) - MAX_VIOLATIONS + 1
+        named = [
+            *named[: MAX_VIOLATIONS - 1],
+            FieldViolation("...", f"and {hidden} more fields like these"),
+        ]
     field_violations = [
-        error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-        for v in violations
+        error_details_pb2.BadRequest.FieldViolation(
+            field=v.field[:MAX_DETAIL_CHARS], description=v.description[:MAX_DETAIL_CHARS]
+        )
+        for v in named
     ]
     if field_violations:
         details.append(_pack(error_details_pb2.BadRequest(field_violations=field_violations)))
@@ -90,6 +104,17 @@ def status_for(
 def status_of(error: DomainError) -> grpc.Status:
     code = REASON_CODES.get(error.reason, grpc.StatusCode.FAILED_PRECONDITION)
     return status_for(code, error.reason, error.message, error.metadata, error.violations)
+
+
+@dataclass(frozen=True)
+class Undecodable:
+    """Stands in for a request whose bytes are not a valid message of its type.
+
+    The request deserializer hands it on instead of failing, so that the caller is
+    authenticated first and then told INVALID_ARGUMENT, never INTERNAL.
+    """
+
+    rpc: str
 
 
 _Servicer = TypeVar("_Servicer")
@@ -106,6 +131,11 @@ def rpc(method: _Method[_Servicer, _Request, _Response]) -> _Method[_Servicer, _
         self: _Servicer, request: _Request, context: grpc.aio.ServicerContext[Any, Any]
     ) -> _Response:
         try:
+            if isinstance(request, Undecodable):
+                raise InvalidField(
+                    f"the request to {request.rpc} is not a valid protobuf message",
+                    violations=[FieldViolation("request", "could not be parsed")],
+                )
             return await method(self, request, context)
         except DomainError as error:
             await context.abort_with_status(status_of(error))

@@ -13,7 +13,7 @@ from cardpoints.service_layer import services
 from cardpoints.service_layer.unit_of_work import UnitOfWork
 from pointsbridge.cardpoints.v1 import cardpoints_pb2 as pb
 from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as pb_grpc
-from servicekit.clock import Clock, from_timestamp, to_timestamp
+from servicekit.clock import Clock, optional_time, to_timestamp
 from servicekit.db import Database
 from servicekit.status import rpc
 
@@ -186,8 +186,8 @@ class CardPointsServicer(_Base, pb_grpc.CardPointsServiceServicer):
     async def ListDeductions(
         self, request: pb.ListDeductionsRequest, context: Context
     ) -> pb.ListDeductionsResponse:
-        start = from_timestamp(request.start_time) if request.HasField("start_time") else None
-        end = from_timestamp(request.end_time) if request.HasField("end_time") else None
+        start = optional_time(request, "start_time")
+        end = optional_time(request, "end_time")
         page = await self._read(
             lambda uow: services.list_deductions(
                 uow, start, end, request.page_size, request.page_token, self._clock

@@ -26,7 +26,7 @@ from ecommerce.service_layer.services import Dependencies
 from pointsbridge.ecommerce.v1 import ecommerce_pb2 as pb
 from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as pb_grpc
 from servicekit import paging
-from servicekit.clock import from_timestamp, to_timestamp
+from servicekit.clock import optional_time, to_timestamp
 from servicekit.status import rpc
 from servicekit.validation import Validator
 
@@ -353,8 +353,8 @@ class EcommerceAdminServicer(pb_grpc.EcommerceAdminServiceServicer):
     ) -> pb.ExportRedemptionsResponse:
         page = await services.export_redemptions(
             self._deps,
-            start=from_timestamp(request.start_time) if request.HasField("start_time") else None,
-            end=from_timestamp(request.end_time) if request.HasField("end_time") else None,
+            start=optional_time(request, "start_time"),
+            end=optional_time(request, "end_time"),
             page_size=request.page_size,
             page_token=request.page_token,
         )

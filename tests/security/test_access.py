@@ -418,3 +418,20 @@ async def test_a_flooding_customer_is_slowed_without_starving_others(
     finally:
         await shop.stop(1)
         await cardpoints.stop(1)
+
+
+async def test_garbage_from_a_stranger_is_unauthenticated_before_it_is_parsed(pair: Pair) -> None:
+    for address, rpc in (
+        (pair.cardpoints, "/pointsbridge.cardpoints.v1.CardPointsService/DeductPoints"),
+        (pair.ecommerce, "/pointsbridge.ecommerce.v1.RedemptionService/RedeemPoints"),
+    ):
+        async with grpc.aio.insecure_channel(address) as channel:
+            raw: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(rpc)
+            for metadata, expected in (
+                ((), (grpc.StatusCode.UNAUTHENTICATED, "MISSING_CREDENTIALS")),
+                (bearer(auth.SUPERUSER), (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_FIELD")),
+            ):
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await raw(b"\xff\xfe\x00garbage", timeout=10, metadata=metadata)
+                failure = remote_error(refused.value)
+                assert (failure.code, failure.reason) == expected, rpc
