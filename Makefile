@@ -10,7 +10,7 @@ GEN    := generated/.stamp
 BUF    := node_modules/.bin/buf
 PROTOS := $(shell find protos -name '*.proto' | sort)
 
-.PHONY: help venv proto lint test run demo migrate certs clean
+.PHONY: help venv proto lint test chaos run demo migrate certs clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -50,6 +50,10 @@ lint: $(GEN) $(BUF) ## ruff + mypy on hand-written code, buf lint on the contrac
 
 test: $(GEN) $(BUF) ## Every test, on SQLite and PostgreSQL
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+chaos: $(GEN) ## The long fault harness (20 SIGKILLs per run) on SQLite, then PostgreSQL
+	$(PY) -m chaos.harness --preset long --db sqlite
+	$(PY) -m chaos.harness --preset long --db postgres
 
 run: $(GEN) ## The whole system on SQLite under var/, with demo data (Ctrl-C stops it)
 	$(PY) -m pointsbridge_cli.devstack run

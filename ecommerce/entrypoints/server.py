@@ -57,6 +57,9 @@ class Settings:
     settle_delay: float = 5.0
     # Seconds after which an unsettled operation is flagged for review.
     review_after: float = 900.0
+    # Seconds a sweep holds its claim on a row; a replica that dies mid-sweep
+    # blocks its rows for no longer than this.
+    recovery_lease: float = 60.0
     # Transport to clients: TLS with these files, or plaintext only when asked for by name.
     tls_cert: str = ""
     tls_key: str = ""
@@ -177,7 +180,7 @@ async def start(settings: Settings, *, clock: Clock = utc_now) -> App:
         policy = RecoveryPolicy(
             settle_delay=timedelta(seconds=settings.settle_delay),
             review_after=timedelta(seconds=settings.review_after),
-            lease=timedelta(seconds=max(60.0, 4 * settings.deduct_timeout)),
+            lease=timedelta(seconds=max(settings.recovery_lease, 4 * settings.deduct_timeout)),
         )
         app.recovery = asyncio.create_task(
             run_recovery(deps, policy, settings.recovery_interval, app.recovery_stop)
@@ -313,6 +316,13 @@ def parse_settings(argv: Sequence[str] | None = None) -> tuple[Settings, bool]:
         "--cardpoints-token-file",
         default=defaults.cardpoints_token_file,
         help="file holding this service's bearer token for cardpoints, when not using mTLS",
+    )
+    parser.option(
+        "--recovery-lease",
+        default=defaults.recovery_lease,
+        type=float,
+        help="seconds a sweep's claim on a row lasts (at least 4x --deduct-timeout); "
+        "rows of a replica that died mid-sweep wait this long",
     )
     parser.add_argument(
         "--migrate-only",
