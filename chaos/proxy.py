@@ -19,11 +19,13 @@ no gRPC framing), but it does read the 9-byte HTTP/2 frame headers of what the u
 sends. The byte-level rule "cut at the first upstream bytes after a client request" is
 not good enough for gRPC: a server acknowledges PINGs, SETTINGS and flow-control
 windows as soon as a request arrives, before its handler has run, so that rule would
-often cut *before* the request was executed. The first HEADERS frame (type 0x1) on a
-non-zero stream is different: a unary gRPC server sends it only when the handler has
-finished (response headers, or a trailers-only error), so cutting there means "the
-request was executed and its response is lost". Frames before it in the same read are
-forwarded; everything from it on is dropped.
+often cut *before* the request was executed. Nor is the first HEADERS frame: a server
+may send its response headers (ours carry the request id) as soon as the call starts.
+The trailers are different: a HEADERS frame (type 0x1) with END_STREAM (flag 0x1) on a
+non-zero stream is sent only when the handler has finished, so cutting there means
+"the request was executed and its response is lost". Frames before it in the same read
+are forwarded (a response message without its trailers is no answer to a gRPC client);
+everything from it on is dropped.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ log = logging.getLogger(__name__)
 LOCALHOST = "127.0.0.1"
 _FRAME_HEADER = 9
 _HEADERS = 0x1
+_END_STREAM = 0x1
 _READ = 64 * 1024
 
 
@@ -66,7 +69,7 @@ class FrameScanner:
         self._skip = 0  # payload bytes of the current frame still to come
 
     def first_response_start(self, chunk: bytes) -> int | None:
-        """Offset in `chunk` of the first HEADERS frame on a stream, if one starts in it."""
+        """Offset in `chunk` of the first trailers (HEADERS with END_STREAM) on a stream."""
         at = 0
         found: int | None = None
         while at < len(chunk):
@@ -83,10 +86,12 @@ class FrameScanner:
                 break
             length = int.from_bytes(self._header[0:3], "big")
             frame_type = self._header[3]
+            flags = self._header[4]
             stream_id = int.from_bytes(self._header[5:9], "big") & 0x7FFFFFFF
             self._header.clear()
             self._skip = length
-            if found is None and frame_type == _HEADERS and stream_id != 0:
+            ends_stream = frame_type == _HEADERS and flags & _END_STREAM
+            if found is None and ends_stream and stream_id != 0:
                 found = max(start, 0)
         return found
 

@@ -291,19 +291,22 @@ def test_the_checker_names_each_broken_invariant(
 # ---------------------------------------------------------------- the proxy's frame reader
 
 
-def frame(frame_type: int, stream: int, payload: bytes) -> bytes:
-    header = len(payload).to_bytes(3, "big") + bytes([frame_type, 0]) + stream.to_bytes(4, "big")
+def frame(frame_type: int, stream: int, payload: bytes, flags: int = 0) -> bytes:
+    header = (
+        len(payload).to_bytes(3, "big") + bytes([frame_type, flags]) + stream.to_bytes(4, "big")
+    )
     return header + payload
 
 
-def test_the_proxy_finds_where_a_response_starts_across_reads() -> None:
+def test_the_proxy_finds_where_a_response_ends_across_reads() -> None:
     settings_ack = frame(0x4, 0, b"")
     ping_ack = frame(0x6, 0, b"12345678")
     window = frame(0x8, 0, b"\x00\x00\x10\x00")
-    headers = frame(0x1, 1, b"hpack")
+    headers = frame(0x1, 1, b"hpack")  # response headers: sent early, not the end
     data = frame(0x0, 1, b"\x00\x00\x00\x00\x02hi")
-    stream = settings_ack + ping_ack + window + headers + data
-    start = len(settings_ack + ping_ack + window)
+    trailers = frame(0x1, 1, b"grpc-status", flags=0x1)
+    stream = settings_ack + ping_ack + window + headers + data + trailers
+    start = len(settings_ack + ping_ack + window + headers + data)
     for cut in range(1, len(stream)):
         scanner = FrameScanner()
         first, second = stream[:cut], stream[cut:]
@@ -311,7 +314,7 @@ def test_the_proxy_finds_where_a_response_starts_across_reads() -> None:
         if cut <= start:
             assert found == [None, start - cut]
         elif cut < start + 9:
-            # The HEADERS frame header straddles the reads: the cut happens at the second.
+            # The trailers' frame header straddles the reads: the cut happens at the second.
             assert found == [None, 0]
         else:
             assert found == [start, None]
@@ -319,9 +322,11 @@ def test_the_proxy_finds_where_a_response_starts_across_reads() -> None:
 
 async def test_the_proxy_forwards_stalls_cuts_and_refuses() -> None:
     """Against a fake upstream that answers each request with a PING ack, then a response
-    (a HEADERS frame on stream 1): what the caller gets in each mode."""
+    (headers, a message and trailers on stream 1): what the caller gets in each mode."""
     ping_ack = frame(0x6, 0, b"12345678")
-    response = frame(0x1, 1, b"hpack") + frame(0x0, 1, b"\x00\x00\x00\x00\x02ok")
+    before_trailers = frame(0x1, 1, b"hpack") + frame(0x0, 1, b"\x00\x00\x00\x00\x02ok")
+    trailers = frame(0x1, 1, b"grpc-status", flags=0x1)
+    response = before_trailers + trailers
 
     async def upstream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while await reader.read(1024):
@@ -359,9 +364,9 @@ async def test_the_proxy_forwards_stalls_cuts_and_refuses() -> None:
 
         proxy.set_mode(Mode.CUT)
         reader, writer = await ask()
-        # The request went through; the acknowledgement before the response does too,
-        # the response does not, and the connection is gone.
-        assert await read_all(reader) in (ping_ack, b"<reset>")
+        # The request went through, and what came before the trailers does too; the
+        # trailers do not, so no gRPC client takes it for an answer; the connection is gone.
+        assert await read_all(reader) in (ping_ack + before_trailers, b"<reset>")
         writer.close()
         assert proxy.stats.cut == 1
 
