@@ -11,7 +11,7 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from servicekit.db import normalize_url
+from servicekit.db import create_database, drop_database, normalize_url
 
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
@@ -37,26 +37,14 @@ def provision(kind: str, workdir: Path, pg_url: str = DEFAULT_PG_URL) -> Iterato
     if admin_url.host not in ("127.0.0.1", "localhost"):
         raise ValueError(f"the harness only talks to 127.0.0.1, not {admin_url.host}")
     tag = secrets.token_hex(4)
-    names = [f"chaos_{tag}_cardpoints", f"chaos_{tag}_ecommerce"]
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     created: list[str] = []
     try:
-        with admin.connect() as conn:
-            for name in names:
-                conn.execute(text(f'CREATE DATABASE "{name}"'))
-                created.append(name)
-        plain = make_url(pg_url)
-        yield Databases(
-            *(plain.set(database=name).render_as_string(hide_password=False) for name in names)
-        )
+        for name in (f"chaos_{tag}_cardpoints", f"chaos_{tag}_ecommerce"):
+            created.append(create_database(pg_url, name))
+        yield Databases(*created)
     finally:
-        try:
-            if created:
-                with admin.connect() as conn:
-                    for name in created:
-                        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        finally:
-            admin.dispose()
+        for url in created:
+            drop_database(url)
 
 
 def delete_coupon_row(ecommerce_url: str, code: str) -> int:

@@ -9,12 +9,11 @@ from pathlib import Path
 
 import grpc
 import pytest
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from cardpoints.entrypoints.server import App as CardpointsApp
 from cardpoints.entrypoints.server import Settings as CardpointsSettings
 from cardpoints.entrypoints.server import start as start_cardpoints
+from servicekit.db import create_database, drop_database
 from tests import auth
 from tests.auth import SERVER_SECURITY
 
@@ -25,25 +24,9 @@ PG_ADMIN_URL = os.environ.get(
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
-def _create_pg_database() -> str:
-    name = f"pbtest_{secrets.token_hex(6)}"
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-    finally:
-        admin.dispose()
-    return make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-
-
-def _drop_pg_database(url: str) -> None:
-    name = make_url(url).database
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        admin.dispose()
+def create_pg_database() -> str:
+    """A fresh, empty database on the test PostgreSQL server."""
+    return create_database(PG_ADMIN_URL, f"pbtest_{secrets.token_hex(6)}")
 
 
 @pytest.fixture(params=BACKENDS)
@@ -59,13 +42,13 @@ def make_db_url(backend: str, tmp_path: Path) -> Iterator[Callable[[str], str]]:
     def make(name: str) -> str:
         if backend == "sqlite":
             return f"sqlite:///{tmp_path / name}.db"
-        url = _create_pg_database()
+        url = create_pg_database()
         created.append(url)
         return url
 
     yield make
     for url in created:
-        _drop_pg_database(url)
+        drop_database(url)
 
 
 @pytest.fixture

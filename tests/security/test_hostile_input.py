@@ -56,13 +56,13 @@ from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as cp_grpc
 from pointsbridge.ecommerce.v1 import ecommerce_pb2 as ec
 from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as ec_grpc
 from servicekit.auth import generate_signing_key
-from servicekit.db import normalize_url
+from servicekit.db import drop_database, normalize_url
 from servicekit.paging import encode_token
 from servicekit.server import MAX_MESSAGE_BYTES
 from servicekit.status import REASON_CODES, RemoteError, remote_error
 from tests import auth
 from tests.auth import ECOMMERCE_SECURITY, SERVER_SECURITY, SUPERUSER
-from tests.conftest import BACKENDS, _create_pg_database, _drop_pg_database
+from tests.conftest import BACKENDS, create_pg_database
 
 TIMEOUT = 15.0
 LOOPBACK = "127.0.0.1"
@@ -413,13 +413,13 @@ async def stack(
     def new_url(name: str) -> str:
         if backend == "sqlite":
             return f"sqlite:///{tmp_path_factory.mktemp('hostile') / name}.db"
-        url = _create_pg_database()
+        url = create_pg_database()
         created.append(url)
         return url
 
     def drop_databases() -> None:
         for url in created:
-            _drop_pg_database(url)
+            drop_database(url)
 
     async with contextlib.AsyncExitStack() as cleanup:
         cleanup.callback(drop_databases)  # last, once everything else has let go
