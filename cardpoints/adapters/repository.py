@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Row, insert, select, update
+from sqlalchemy import Connection, Row, Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from cardpoints.adapters.orm import (
@@ -29,14 +29,47 @@ from servicekit.clock import as_utc
 from servicekit.db import SqlUnitOfWork
 from servicekit.validation import INT64_MAX
 
+# The statements of the deduction path are built once, as Core statements on the tables,
+# and run on the session's connection: building and caching a statement per call costs
+# more CPU than SQLite takes to run it.
+_ACCOUNTS = cast(Table, AccountRow.__table__)
+_LEDGER = cast(Table, LedgerEntryRow.__table__)
+_DEDUCTIONS = cast(Table, DeductionRow.__table__)
+_IDEMPOTENCY = cast(Table, IdempotencyRecordRow.__table__)
+
 _ACCOUNT = select(
-    AccountRow.account_id,
-    AccountRow.holder_name,
-    AccountRow.state,
-    AccountRow.balance,
-    AccountRow.create_time,
-    AccountRow.update_time,
+    _ACCOUNTS.c.account_id,
+    _ACCOUNTS.c.holder_name,
+    _ACCOUNTS.c.state,
+    _ACCOUNTS.c.balance,
+    _ACCOUNTS.c.create_time,
+    _ACCOUNTS.c.update_time,
 )
+_GET_ACCOUNT = _ACCOUNT.where(_ACCOUNTS.c.account_id == bindparam("account_id"))
+# The guard lives in the WHERE clause: concurrent writers re-check it on the locked
+# row, so no interleaving can overdraw (I1).
+_DEBIT = (
+    update(_ACCOUNTS)
+    .where(
+        _ACCOUNTS.c.account_id == bindparam("debited_account"),
+        _ACCOUNTS.c.state == AccountState.ACTIVE.value,
+        _ACCOUNTS.c.balance >= bindparam("points"),
+    )
+    .values(balance=_ACCOUNTS.c.balance - bindparam("points"), update_time=bindparam("now"))
+    .returning(_ACCOUNTS.c.balance)
+)
+_ADD_ACCOUNT = insert(_ACCOUNTS)
+_ADD_ENTRY = insert(_LEDGER)
+_ADD_DEDUCTION = insert(_DEDUCTIONS)
+_ADD_RECORD = insert(_IDEMPOTENCY)
+_GET_RECORD = select(_IDEMPOTENCY).where(
+    _IDEMPOTENCY.c.operation == bindparam("operation"),
+    _IDEMPOTENCY.c.request_id == bindparam("request_id"),
+)
+
+
+def _connection(session: Session) -> Connection:
+    return session.connection()
 
 
 def _account(row: Row[Any]) -> Account:
@@ -55,34 +88,28 @@ class SqlAccountRepository:
         self._session = session
 
     def get(self, account_id: str) -> Account | None:
-        row = self._session.execute(_ACCOUNT.where(AccountRow.account_id == account_id)).first()
+        row = _connection(self._session).execute(_GET_ACCOUNT, {"account_id": account_id}).first()
         return None if row is None else _account(row)
 
     def add(self, account: Account) -> None:
-        self._session.execute(
-            insert(AccountRow).values(
-                account_id=account.account_id,
-                holder_name=account.holder_name,
-                state=account.state.value,
-                balance=account.balance,
-                create_time=account.create_time,
-                update_time=account.update_time,
-            )
+        _connection(self._session).execute(
+            _ADD_ACCOUNT,
+            {
+                "account_id": account.account_id,
+                "holder_name": account.holder_name,
+                "state": account.state.value,
+                "balance": account.balance,
+                "create_time": account.create_time,
+                "update_time": account.update_time,
+            },
         )
 
     def debit_if_covered(self, account_id: str, points: int, now: datetime) -> int | None:
-        # The guard lives in the WHERE clause: concurrent writers re-check it on
-        # the locked row, so no interleaving can overdraw (I1).
-        result = self._session.execute(
-            update(AccountRow)
-            .where(
-                AccountRow.account_id == account_id,
-                AccountRow.state == AccountState.ACTIVE.value,
-                AccountRow.balance >= points,
-            )
-            .values(balance=AccountRow.balance - points, update_time=now)
-            .returning(AccountRow.balance)
-        ).first()
+        result = (
+            _connection(self._session)
+            .execute(_DEBIT, {"debited_account": account_id, "points": points, "now": now})
+            .first()
+        )
         return None if result is None else int(result[0])
 
     def credit_within_int64(self, account_id: str, points: int, now: datetime) -> int | None:
@@ -121,18 +148,19 @@ class SqlLedgerRepository:
         self._session = session
 
     def add(self, entry: LedgerEntry) -> None:
-        self._session.execute(
-            insert(LedgerEntryRow).values(
-                entry_id=entry.entry_id,
-                account_id=entry.account_id,
-                type=entry.type.value,
-                amount=entry.amount,
-                balance_after=entry.balance_after,
-                request_id=entry.request_id,
-                reference_id=entry.reference_id,
-                reason=entry.reason,
-                create_time=entry.create_time,
-            )
+        _connection(self._session).execute(
+            _ADD_ENTRY,
+            {
+                "entry_id": entry.entry_id,
+                "account_id": entry.account_id,
+                "type": entry.type.value,
+                "amount": entry.amount,
+                "balance_after": entry.balance_after,
+                "request_id": entry.request_id,
+                "reference_id": entry.reference_id,
+                "reason": entry.reason,
+                "create_time": entry.create_time,
+            },
         )
 
     def get(self, entry_id: str) -> LedgerEntry | None:
@@ -168,20 +196,21 @@ class SqlDeductionRepository:
         self._session = session
 
     def add(self, deduction: Deduction) -> None:
-        self._session.execute(
-            insert(DeductionRow).values(
-                deduction_id=deduction.deduction_id,
-                request_id=deduction.request_id,
-                account_id=deduction.account_id,
-                points=deduction.points,
-                balance_after=deduction.balance_after,
-                reversed_points=deduction.reversed_points,
-                coupon_quantity=deduction.coupon_quantity,
-                points_per_coupon=deduction.points_per_coupon,
-                merchant_id=deduction.merchant_id,
-                create_time=deduction.create_time,
-                update_time=deduction.update_time,
-            )
+        _connection(self._session).execute(
+            _ADD_DEDUCTION,
+            {
+                "deduction_id": deduction.deduction_id,
+                "request_id": deduction.request_id,
+                "account_id": deduction.account_id,
+                "points": deduction.points,
+                "balance_after": deduction.balance_after,
+                "reversed_points": deduction.reversed_points,
+                "coupon_quantity": deduction.coupon_quantity,
+                "points_per_coupon": deduction.points_per_coupon,
+                "merchant_id": deduction.merchant_id,
+                "create_time": deduction.create_time,
+                "update_time": deduction.update_time,
+            },
         )
 
     def _with_reversals(self, rows: list[DeductionRow]) -> list[Deduction]:
@@ -276,7 +305,11 @@ class SqlIdempotencyRepository:
         self._session = session
 
     def get(self, operation: str, request_id: str) -> IdempotencyRecord | None:
-        row = self._session.get(IdempotencyRecordRow, (operation, request_id))
+        row = (
+            _connection(self._session)
+            .execute(_GET_RECORD, {"operation": operation, "request_id": request_id})
+            .first()
+        )
         if row is None:
             return None
         return IdempotencyRecord(
@@ -291,17 +324,18 @@ class SqlIdempotencyRepository:
         )
 
     def add(self, record: IdempotencyRecord) -> None:
-        self._session.execute(
-            insert(IdempotencyRecordRow).values(
-                operation=record.operation,
-                request_id=record.request_id,
-                fingerprint=record.fingerprint,
-                resource_id=record.resource_id,
-                refusal_reason=record.refusal_reason,
-                refusal_message=record.refusal_message,
-                refusal_metadata=json.dumps(record.refusal_metadata, sort_keys=True),
-                create_time=record.create_time,
-            )
+        _connection(self._session).execute(
+            _ADD_RECORD,
+            {
+                "operation": record.operation,
+                "request_id": record.request_id,
+                "fingerprint": record.fingerprint,
+                "resource_id": record.resource_id,
+                "refusal_reason": record.refusal_reason,
+                "refusal_message": record.refusal_message,
+                "refusal_metadata": json.dumps(record.refusal_metadata, sort_keys=True),
+                "create_time": record.create_time,
+            },
         )
 
 

@@ -206,13 +206,12 @@ def deduct_points(uow: UnitOfWork, cmd: DeductPoints, clock: Clock) -> Deduction
         record = uow.idempotency.get(operation, cmd.request_id)
         if record is not None:
             return _replay(record, cmd.fingerprint(), uow.deductions.get)
-        account = _account(uow, cmd.account_id)
         now = clock()
         try:
-            account.check_can_deduct()
+            # The guarded decrement first: it only passes an ACTIVE account that holds
+            # the points, so the account is read only to say why it did not pass.
             balance = uow.accounts.debit_if_covered(cmd.account_id, cmd.points, now)
             if balance is None:
-                # The state may have changed since the read; the fresh row says why.
                 _account(uow, cmd.account_id).check_can_deduct()
                 raise InsufficientPoints(cmd.account_id, cmd.points)
         except REPLAYED_REFUSALS as refusal:

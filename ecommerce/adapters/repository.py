@@ -4,9 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
-from sqlalchemy import ColumnElement, Select, delete, func, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Select,
+    Table,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
@@ -32,6 +43,8 @@ from ecommerce.domain.model import (
 from servicekit.paging import Page
 
 _Row = TypeVar("_Row")
+# An ORM row object or a Core Row: both carry the columns as attributes.
+_Record = Any
 
 
 # Each protocol is what the service layer relies on; the Sql* classes implement
@@ -120,6 +133,42 @@ class RefundRepository(Protocol):
     def of_redemptions(self, redemption_ids: Sequence[str]) -> dict[str, list[Refund]]: ...
 
 
+# The statements of the redemption path are built once, as Core statements on the
+# tables, and run on the session's connection: building and caching a statement per
+# call costs more CPU than the database takes to run it. Core rows are never cached in
+# the session, so each read sees what other requests committed.
+_PRODUCTS = cast(Table, CouponProductRow.__table__)
+_LINKS = cast(Table, CardLinkRow.__table__)
+_REDEMPTIONS = cast(Table, RedemptionRow.__table__)
+_COUPONS = cast(Table, CouponRow.__table__)
+_GET_PRODUCT = select(_PRODUCTS).where(_PRODUCTS.c.product_id == bindparam("product_id"))
+_GET_LINK = select(_LINKS.c.customer_id, _LINKS.c.card_account_id, _LINKS.c.link_time).where(
+    _LINKS.c.customer_id == bindparam("customer_id")
+)
+_GET_REDEMPTION = select(_REDEMPTIONS).where(
+    _REDEMPTIONS.c.redemption_id == bindparam("redemption_id")
+)
+_GET_REDEMPTION_BY_REQUEST = select(_REDEMPTIONS).where(
+    _REDEMPTIONS.c.request_id == bindparam("request_id")
+)
+_ADD_REDEMPTION = insert(_REDEMPTIONS)
+# The values to set come with each execution.
+_LEAVE_PENDING = update(_REDEMPTIONS).where(
+    _REDEMPTIONS.c.redemption_id == bindparam("pending_redemption"),
+    _REDEMPTIONS.c.state == RedemptionState.PENDING.value,
+)
+_ADD_COUPON = insert(_COUPONS)
+_COUPONS_OF = (
+    select(_COUPONS)
+    .where(_COUPONS.c.redemption_id.in_(bindparam("redemption_ids", expanding=True)))
+    .order_by(_COUPONS.c.seq)
+)
+
+
+def _connection(session: Session) -> Connection:
+    return session.connection()
+
+
 def _fresh(statement: Select[tuple[_Row]]) -> Select[tuple[_Row]]:
     """Reload rows the session already holds, so a re-read sees what other requests committed."""
     return statement.execution_options(populate_existing=True)
@@ -182,7 +231,7 @@ def _release(
         )
 
 
-def _product(row: CouponProductRow) -> CouponProduct:
+def _product(row: _Record) -> CouponProduct:
     return CouponProduct(
         product_id=row.product_id,
         display_name=row.display_name,
@@ -206,7 +255,7 @@ def _ratio(row: ExchangeRatioRow) -> ExchangeRatio:
     )
 
 
-def _redemption(row: RedemptionRow) -> Redemption:
+def _redemption(row: _Record) -> Redemption:
     return Redemption(
         redemption_id=row.redemption_id,
         request_id=row.request_id,
@@ -226,7 +275,7 @@ def _redemption(row: RedemptionRow) -> Redemption:
     )
 
 
-def _coupon(row: CouponRow) -> Coupon:
+def _coupon(row: _Record) -> Coupon:
     return Coupon(
         code=row.code,
         customer_id=row.customer_id,
@@ -261,10 +310,6 @@ class SqlProductRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def _row(self, product_id: str) -> CouponProductRow | None:
-        statement = select(CouponProductRow).where(CouponProductRow.product_id == product_id)
-        return self.session.scalars(_fresh(statement)).one_or_none()
-
     def add(self, product: CouponProduct) -> None:
         self.session.add(
             CouponProductRow(
@@ -284,7 +329,8 @@ class SqlProductRepository:
         self.session.flush()
 
     def get(self, product_id: str) -> CouponProduct | None:
-        row = self._row(product_id)
+        found = _connection(self.session).execute(_GET_PRODUCT, {"product_id": product_id})
+        row = found.one_or_none()
         return None if row is None else _product(row)
 
     def page(self, *, include_inactive: bool, after: int | None, limit: int) -> Page[CouponProduct]:
@@ -352,7 +398,8 @@ class SqlLinkRepository:
         self.session = session
 
     def get(self, customer_id: str) -> CardLink | None:
-        row = self.session.get(CardLinkRow, customer_id, populate_existing=True)
+        found = _connection(self.session).execute(_GET_LINK, {"customer_id": customer_id})
+        row = found.one_or_none()
         if row is None:
             return None
         return CardLink(row.customer_id, row.card_account_id, row.link_time)
@@ -377,47 +424,41 @@ class SqlRedemptionRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def _one(self, condition: ColumnElement[bool]) -> Redemption | None:
-        row = self.session.scalars(_fresh(select(RedemptionRow).where(condition))).one_or_none()
+    def _one(self, statement: Select[Any], params: dict[str, str]) -> Redemption | None:
+        row = _connection(self.session).execute(statement, params).one_or_none()
         return None if row is None else _redemption(row)
 
     def add(self, redemption: Redemption) -> None:
-        self.session.add(
-            RedemptionRow(
-                redemption_id=redemption.redemption_id,
-                request_id=redemption.request_id,
-                customer_id=redemption.customer_id,
-                product_id=redemption.product_id,
-                quantity=redemption.quantity,
-                points=redemption.points,
-                points_per_coupon=redemption.points_per_coupon,
-                ratio_version=redemption.ratio_version,
-                card_account_id=redemption.card_account_id,
-                state=redemption.state.value,
-                failure_reason=redemption.failure_reason,
-                deduction_id=redemption.deduction_id,
-                refunded_points=redemption.refunded_points,
-                create_time=redemption.create_time,
-                update_time=redemption.update_time,
-            )
+        _connection(self.session).execute(
+            _ADD_REDEMPTION,
+            {
+                "redemption_id": redemption.redemption_id,
+                "request_id": redemption.request_id,
+                "customer_id": redemption.customer_id,
+                "product_id": redemption.product_id,
+                "quantity": redemption.quantity,
+                "points": redemption.points,
+                "points_per_coupon": redemption.points_per_coupon,
+                "ratio_version": redemption.ratio_version,
+                "card_account_id": redemption.card_account_id,
+                "state": redemption.state.value,
+                "failure_reason": redemption.failure_reason,
+                "deduction_id": redemption.deduction_id,
+                "refunded_points": redemption.refunded_points,
+                "create_time": redemption.create_time,
+                "update_time": redemption.update_time,
+            },
         )
-        self.session.flush()
 
     def get(self, redemption_id: str) -> Redemption | None:
-        return self._one(RedemptionRow.redemption_id == redemption_id)
+        return self._one(_GET_REDEMPTION, {"redemption_id": redemption_id})
 
     def get_by_request_id(self, request_id: str) -> Redemption | None:
-        return self._one(RedemptionRow.request_id == request_id)
+        return self._one(_GET_REDEMPTION_BY_REQUEST, {"request_id": request_id})
 
     def _leave_pending(self, redemption_id: str, **values: object) -> bool:
-        result = self.session.execute(
-            update(RedemptionRow)
-            .where(
-                RedemptionRow.redemption_id == redemption_id,
-                RedemptionRow.state == RedemptionState.PENDING.value,
-            )
-            .values(**values)
-            .execution_options(synchronize_session=False)
+        result = _connection(self.session).execute(
+            _LEAVE_PENDING, {"pending_redemption": redemption_id, **values}
         )
         return _rowcount(result) == 1
 
@@ -523,23 +564,24 @@ class SqlCouponRepository:
         self.session = session
 
     def add_all(self, coupons: Iterable[Coupon]) -> None:
-        self.session.add_all(
-            CouponRow(
-                code=c.code,
-                customer_id=c.customer_id,
-                product_id=c.product_id,
-                redemption_id=c.redemption_id,
-                face_value_minor=c.face_value_minor,
-                currency=c.currency,
-                state=c.state.value,
-                issue_time=c.issue_time,
-                expire_time=c.expire_time,
-                used_order_id=c.used_order_id,
-                use_time=c.use_time,
-            )
+        rows = [
+            {
+                "code": c.code,
+                "customer_id": c.customer_id,
+                "product_id": c.product_id,
+                "redemption_id": c.redemption_id,
+                "face_value_minor": c.face_value_minor,
+                "currency": c.currency,
+                "state": c.state.value,
+                "issue_time": c.issue_time,
+                "expire_time": c.expire_time,
+                "used_order_id": c.used_order_id,
+                "use_time": c.use_time,
+            }
             for c in coupons
-        )
-        self.session.flush()
+        ]
+        if rows:
+            _connection(self.session).execute(_ADD_COUPON, rows)
 
     def get(self, code: str) -> Coupon | None:
         statement = _fresh(select(CouponRow).where(CouponRow.code == code))
@@ -550,12 +592,10 @@ class SqlCouponRepository:
         found: dict[str, list[Coupon]] = {r: [] for r in redemption_ids}
         if not redemption_ids:
             return found
-        statement = _fresh(
-            select(CouponRow)
-            .where(CouponRow.redemption_id.in_(redemption_ids))
-            .order_by(CouponRow.seq)
+        rows = _connection(self.session).execute(
+            _COUPONS_OF, {"redemption_ids": list(redemption_ids)}
         )
-        for row in self.session.scalars(statement):
+        for row in rows:
             found[row.redemption_id].append(_coupon(row))
         return found
 

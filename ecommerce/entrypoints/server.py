@@ -147,6 +147,7 @@ async def start(settings: Settings, *, clock: Clock = utc_now) -> App:
     deps = Dependencies(
         runner=database,
         uow=lambda: SqlUnitOfWork(database.sessions),
+        read_uow=lambda: SqlUnitOfWork(database.read_sessions),
         points=gateway,
         clock=clock,
         merchant_id=settings.merchant_id,

@@ -81,6 +81,9 @@ class Dependencies:
     merchant_id: str = DEFAULT_MERCHANT_ID
     # Receives the domain events of every committed step (metrics, for one).
     publish: Callable[[Sequence[object]], None] = lambda events: None
+    # Read-only units of work: on SQLite they neither take the write lock nor wait for
+    # it. Without one, reads run in `uow`'s.
+    read_uow: Callable[[], UnitOfWork] | None = None
 
     async def step(self, fn: Callable[[UnitOfWork], T]) -> T:
         uow = self.uow()
@@ -88,6 +91,11 @@ class Dependencies:
             return await self.runner.run(lambda: fn(uow))
         finally:
             self.publish(uow.committed_events)
+
+    async def read(self, fn: Callable[[UnitOfWork], T]) -> T:
+        """A step that only reads (and never commits)."""
+        uow = (self.read_uow or self.uow)()
+        return await self.runner.run(lambda: fn(uow))
 
 
 def _state_filter(v: Validator, field: str, name: str, states: type[_E]) -> _E | None:
@@ -211,7 +219,7 @@ async def list_exchange_ratios(
             page = uow.ratios.page(product_id, before=before, limit=limit)
         return page
 
-    return await deps.step(list_ratios)
+    return await deps.read(list_ratios)
 
 
 async def set_coupon_product_active(
@@ -265,7 +273,7 @@ async def list_coupon_products(
             page = uow.products.page(include_inactive=include_inactive, after=after, limit=limit)
         return page
 
-    return await deps.step(list_products)
+    return await deps.read(list_products)
 
 
 # ---------------------------------------------------------------- quotes and redemptions
@@ -288,7 +296,7 @@ async def quote_redemption(
         with uow:
             return _require_product(uow, product_id).quote(quantity), uow.links.get(customer_id)
 
-    result, link = await deps.step(quote)
+    result, link = await deps.read(quote)
     if link is None:
         return result
     try:
@@ -366,7 +374,8 @@ async def redeem_points(
 
     redemption = await deps.step(record)
     if redemption.state is RedemptionState.PENDING:
-        return await settle_redemption(deps, redemption.redemption_id)
+        # Just read in the step above: settle it without loading it again.
+        return await _settle(deps, redemption)
     return _outcome(redemption)
 
 
@@ -394,7 +403,12 @@ async def settle_redemption(deps: Dependencies, redemption_id: str) -> Redemptio
                 )
             return _with_coupons(uow, redemption, deps.clock())
 
-    redemption = await deps.step(load)
+    return await _settle(deps, await deps.read(load))
+
+
+async def _settle(deps: Dependencies, redemption: Redemption) -> Redemption:
+    """settle_redemption, from the redemption as a step has just read or created it."""
+    redemption_id = redemption.redemption_id
     if redemption.state is not RedemptionState.PENDING:
         return _outcome(redemption)
     order = DeductionOrder(
@@ -462,7 +476,7 @@ async def settle_pending_redemptions(deps: Dependencies, *, limit: int = 100) ->
             return uow.redemptions.pending_ids(limit)
 
     finished = 0
-    for redemption_id in await deps.step(pending):
+    for redemption_id in await deps.read(pending):
         try:
             await settle_redemption(deps, redemption_id)
         except PointsSystemUnavailable:
@@ -484,7 +498,7 @@ async def get_redemption(deps: Dependencies, *, customer_id: str, redemption_id:
             redemption = _customers_redemption(uow, customer_id, redemption_id)
             return _with_coupons(uow, redemption, deps.clock())
 
-    return await deps.step(get)
+    return await deps.read(get)
 
 
 async def list_redemptions(
@@ -515,7 +529,7 @@ async def list_redemptions(
         ]
         return Page(items, page.next_page_token)
 
-    return await deps.step(list_page)
+    return await deps.read(list_page)
 
 
 # ---------------------------------------------------------------- coupons
@@ -542,7 +556,7 @@ async def list_coupons(
             page = uow.coupons.page(customer_id, state=only, now=now, before=before, limit=limit)
         return Page([_as_seen(c, now) for c in page.items], page.next_page_token)
 
-    return await deps.step(list_page)
+    return await deps.read(list_page)
 
 
 def _customers_coupon(uow: UnitOfWork, customer_id: str, code: str) -> Coupon:
@@ -691,7 +705,7 @@ async def settle_refund(deps: Dependencies, refund_id: str) -> Refund:
             raise DomainError(f"no refund {refund_id!r}", reason="INTERNAL")
         return refund, redemption
 
-    refund, redemption = await deps.step(load)
+    refund, redemption = await deps.read(load)
     if refund.state is RefundState.COMPLETED:
         return refund
     metadata = {
@@ -857,7 +871,7 @@ async def list_unsettled(
         ]
         return sorted(operations, key=lambda op: op.create_time)
 
-    return await deps.step(load)
+    return await deps.read(load)
 
 
 @dataclass(frozen=True)
@@ -905,4 +919,4 @@ async def export_redemptions(
 
     if start is not None and start >= until:
         return Page([], "")
-    return await deps.step(export)
+    return await deps.read(export)
