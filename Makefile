@@ -10,7 +10,7 @@ GEN    := generated/.stamp
 BUF    := node_modules/.bin/buf
 PROTOS := $(shell find protos -name '*.proto' | sort)
 
-.PHONY: help venv proto lint test chaos run demo migrate certs clean
+.PHONY: help venv proto lint test chaos bench run demo migrate certs clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -54,6 +54,9 @@ test: $(GEN) $(BUF) ## Every test, on SQLite and PostgreSQL
 chaos: $(GEN) ## The long fault harness (20 SIGKILLs per run) on SQLite, then PostgreSQL
 	$(PY) -m chaos.harness --preset long --db sqlite
 	$(PY) -m chaos.harness --preset long --db postgres
+
+bench: $(GEN) ## Throughput and latency against empty gRPC baselines; writes docs/PERFORMANCE.md
+	$(PY) -m bench
 
 run: $(GEN) ## The whole system on SQLite under var/, with demo data (Ctrl-C stops it)
 	$(PY) -m pointsbridge_cli.devstack run
