@@ -631,7 +631,10 @@ async def test_bad_input_on_every_rpc_is_invalid_argument_naming_the_fields(
         (
             r,
             "UseCoupon",
-            pb.UseCouponRequest(customer_id="", code=code[:-1] + "X", order_id="o/1"),
+            # A different check symbol: always a typo, whatever the real one is.
+            pb.UseCouponRequest(
+                customer_id="", code=code[:-1] + ("X" if code[-1] != "X" else "Y"), order_id="o/1"
+            ),
             {"customer_id", "code", "order_id"},
         ),
         (
