@@ -39,6 +39,65 @@ class EnvParser(argparse.ArgumentParser):
             flag, default=value, type=type, choices=choices, help=f"{help} [env: {env}]"
         )
 
+    def server_options(self, defaults: Any) -> None:
+        """The options every PointsBridge server has; `defaults` is its Settings()."""
+        self.option("--address", default=defaults.address, help="host:port to listen on")
+        self.option(
+            "--database-url",
+            default=defaults.database_url,
+            help="SQLAlchemy URL: sqlite:///path.db (embedded) or postgresql://user@host/db",
+        )
+        self.option(
+            "--migrate",
+            default=defaults.migrate,
+            type=boolean,
+            help="apply pending schema migrations before serving",
+        )
+        self.option(
+            "--workers",
+            default=defaults.workers,
+            type=int,
+            help="database worker threads (and connections) running units of work",
+        )
+        self.option(
+            "--grace",
+            default=defaults.grace,
+            type=float,
+            help="seconds in-flight calls may take to finish after SIGTERM",
+        )
+        self.option(
+            "--log-level",
+            default=defaults.log_level,
+            choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+            help="log verbosity",
+        )
+        self.option(
+            "--log-format",
+            default=defaults.log_format,
+            choices=["auto", "json", "text"],
+            help="json: one JSON object per line; text: for people; auto: text on a terminal",
+        )
+        self.option(
+            "--metrics-address",
+            default=defaults.metrics_address,
+            help="host:port for the Prometheus /metrics endpoint; empty turns it off",
+        )
+        self.option(
+            "--tls-cert", default=defaults.tls_cert, help="PEM certificate to serve TLS with"
+        )
+        self.option("--tls-key", default=defaults.tls_key, help="PEM private key of --tls-cert")
+        self.option(
+            "--insecure-plaintext",
+            default=defaults.insecure_plaintext,
+            type=boolean,
+            help="serve without TLS; for local development only",
+        )
+        self.option(
+            "--token-public-key",
+            default=defaults.token_public_key,
+            help="PEM public key that verifies bearer tokens (required)",
+        )
+
 
 def boolean(text: str) -> bool:
     """Parse yes/no style values from flags and the environment."""

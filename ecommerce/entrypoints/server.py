@@ -22,7 +22,7 @@ from pointsbridge.ecommerce.v1 import ecommerce_pb2 as pb
 from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as pb_grpc
 from servicekit.auth import AuthInterceptor, RateLimiter, TokenVerifier
 from servicekit.clock import Clock, utc_now
-from servicekit.config import ConfigError, EnvParser, boolean, read_secret
+from servicekit.config import ConfigError, EnvParser, read_secret
 from servicekit.db import Database, create_db_engine, upgrade_schema
 from servicekit.observability import configure_logging, serve_metrics
 from servicekit.server import Registration, RunningServer, start_server, wait_for_stop_signal
@@ -200,12 +200,7 @@ def parse_settings(argv: Sequence[str] | None = None) -> tuple[Settings, bool]:
             "EcommerceAdminService) over gRPC, with health checking and server reflection."
         ),
     )
-    parser.option("--address", default=defaults.address, help="host:port to listen on")
-    parser.option(
-        "--database-url",
-        default=defaults.database_url,
-        help="SQLAlchemy URL: sqlite:///path.db (embedded) or postgresql://user@host/db",
-    )
+    parser.server_options(defaults)
     parser.option(
         "--cardpoints-address",
         default=defaults.cardpoints_address,
@@ -221,41 +216,6 @@ def parse_settings(argv: Sequence[str] | None = None) -> tuple[Settings, bool]:
         "--merchant-id",
         default=defaults.merchant_id,
         help="who the card-points service is told asks for each deduction",
-    )
-    parser.option(
-        "--migrate",
-        default=defaults.migrate,
-        type=boolean,
-        help="apply pending schema migrations before serving",
-    )
-    parser.option(
-        "--workers",
-        default=defaults.workers,
-        type=int,
-        help="database worker threads (and connections) running units of work",
-    )
-    parser.option(
-        "--grace",
-        default=defaults.grace,
-        type=float,
-        help="seconds in-flight calls may take to finish after SIGTERM",
-    )
-    parser.option(
-        "--log-level",
-        default=defaults.log_level,
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="log verbosity",
-    )
-    parser.option(
-        "--log-format",
-        default=defaults.log_format,
-        choices=["auto", "json", "text"],
-        help="json: one JSON object per line; text: for people; auto: text on a terminal",
-    )
-    parser.option(
-        "--metrics-address",
-        default=defaults.metrics_address,
-        help="host:port for the Prometheus /metrics endpoint; empty turns it off",
     )
     parser.option(
         "--recovery-interval",
@@ -274,19 +234,6 @@ def parse_settings(argv: Sequence[str] | None = None) -> tuple[Settings, bool]:
         default=defaults.review_after,
         type=float,
         help="seconds after which an unsettled operation is logged and listed as needing review",
-    )
-    parser.option("--tls-cert", default=defaults.tls_cert, help="PEM certificate to serve TLS with")
-    parser.option("--tls-key", default=defaults.tls_key, help="PEM private key of --tls-cert")
-    parser.option(
-        "--insecure-plaintext",
-        default=defaults.insecure_plaintext,
-        type=boolean,
-        help="serve without TLS; for local development only",
-    )
-    parser.option(
-        "--token-public-key",
-        default=defaults.token_public_key,
-        help="PEM public key that verifies bearer tokens (required)",
     )
     parser.option(
         "--rate-limit",
