@@ -261,24 +261,32 @@ def extras_tables(result: dict[str, Any]) -> str:
     return "\n\n".join(parts)
 
 
+def _profiles(result: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(column heading, summary) of each profiled server: under RedeemPoints, under DeductPoints."""
+    columns = []
+    for key, rpc in (("profile", "RedeemPoints"), ("profile_deduct", "DeductPoints")):
+        profile = result.get(key) or {}
+        for server in ("ecommerce", "cardpoints"):
+            if "categories" in profile.get(server, {}):
+                columns.append((f"{server}, {rpc}", profile[server]))
+    return columns
+
+
 def profile_table(result: dict[str, Any]) -> str:
-    profile = result.get("profile")
-    if not profile or "error" in profile:
-        return ""
-    services = [s for s in ("ecommerce", "cardpoints") if "categories" in profile.get(s, {})]
-    if not services:
+    columns = _profiles(result)
+    if not columns:
         return ""
     names: list[str] = []
-    for s in services:
-        names += [n for n in profile[s]["categories"] if n not in names]
+    for _, summary in columns:
+        names += [n for n in summary["categories"] if n not in names]
     lines = [
-        "| share of the samples | " + " | ".join(services) + " |",
-        "|---|" + "---:|" * len(services),
+        "| share of the samples | " + " | ".join(heading for heading, _ in columns) + " |",
+        "|---|" + "---:|" * len(columns),
     ]
     for n in names:
-        shares = [_fmt(profile[s]["categories"].get(n, 0.0)) + " %" for s in services]
+        shares = [_fmt(summary["categories"].get(n, 0.0)) + " %" for _, summary in columns]
         lines.append(f"| {n} | " + " | ".join(shares) + " |")
-    lines.append("| samples | " + " | ".join(_fmt(profile[s]["samples"]) for s in services) + " |")
+    lines.append("| samples | " + " | ".join(_fmt(s["samples"]) for _, s in columns) + " |")
     return "\n".join(lines)
 
 
@@ -355,14 +363,22 @@ def write_doc(path: Path, result: dict[str, Any]) -> None:
     profile = profile_table(result)
     if profile:
         p = result["profile"]
+        d = result.get("profile_deduct") or {}
+        under_deduct = (
+            ", then cardpoints alone while it served DeductPoints "
+            f"({_fmt(d['throughput_under_profiler'], 0)} calls/s)"
+            if "throughput_under_profiler" in d
+            else ""
+        )
         body += [
             "## Where the time goes",
             "",
-            f"py-spy sampled both services {p['rate_hz']} times a second for "
+            f"py-spy sampled the services {p['rate_hz']} times a second for "
             f"{p['seconds']:.0f} s, {p['mode']},",
             "while they served RedeemPoints at 64 in flight on SQLite "
-            f"({_fmt(p['throughput_under_profiler'], 0)} calls/s",
-            "under the profiler). A sample counts for the first category that its innermost",
+            f"({_fmt(p['throughput_under_profiler'], 0)} calls/s under the profiler)"
+            f"{under_deduct}.",
+            "A sample counts for the first category that its innermost",
             "frames match (bench/profiling.py); a run leaves the collapsed stacks in",
             "bench/results/ (not committed).",
             "",

@@ -512,27 +512,34 @@ class Bench:
             log(f"SQLite invariants: {_verdict(self.extra['invariants_sqlite'])}")
 
     def profile(self, cardpoints: Server, ecommerce: Server) -> None:
-        seconds = self.o.profile_seconds
+        """py-spy on the servers under RedeemPoints, then on cardpoints under DeductPoints."""
         if profiling.py_spy() is None:
             self.extra["profile"] = {"error": "py-spy is not installed"}
             return
-        log(f"py-spy on both services for {seconds:.0f} s (RedeemPoints, 64 in flight)")
-        outputs = {
-            "ecommerce": self.workdir / "profile-ecommerce.txt",
-            "cardpoints": self.workdir / "profile-cardpoints.txt",
-        }
-        pids = {"ecommerce": ecommerce.pid, "cardpoints": cardpoints.pid}
+        self.extra["profile"] = self._profile(
+            "redeem", REDEEM, ecommerce, {"ecommerce": ecommerce, "cardpoints": cardpoints}
+        )
+        self.extra["profile_deduct"] = self._profile(
+            "deduct", DEDUCT, cardpoints, {"cardpoints": cardpoints}
+        )
+
+    def _profile(
+        self, scenario: str, method: str, target: Server, servers: dict[str, Server]
+    ) -> dict[str, Any]:
+        seconds = self.o.profile_seconds
+        log(f"py-spy on {', '.join(servers)} for {seconds:.0f} s ({method}, 64 in flight)")
+        outputs = {name: self.workdir / f"profile-{scenario}-{name}.txt" for name in servers}
         spies = {
-            name: profiling.start_recording(pids[name], seconds + 1, path)
+            name: profiling.start_recording(servers[name].pid, seconds + 1, path)
             for name, path in outputs.items()
         }
         try:
             row = self.measure(
-                "redeem",
+                scenario,
                 "sqlite",
-                REDEEM,
-                [ecommerce.address],
-                {"ecommerce": ecommerce, "cardpoints": cardpoints},
+                method,
+                [target.address],
+                servers,
                 64,
                 self.all_customers(),
                 label="under py-spy",
@@ -547,6 +554,7 @@ class Bench:
                     spy.kill()
                     spy.wait()
         result: dict[str, Any] = {
+            "rpc": method,
             "seconds": seconds,
             "rate_hz": profiling.RATE,
             "mode": "GIL holder only (py-spy --gil)",
@@ -555,14 +563,14 @@ class Bench:
         for name, path in outputs.items():
             if path.exists() and path.stat().st_size:
                 result[name] = profiling.summarize(path)
-                keep = ROOT / "bench" / "results" / f"profile-{name}.txt"
+                keep = ROOT / "bench" / "results" / path.name
                 keep.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(path, keep)
             else:
                 stderr = spies[name].stderr
                 why = stderr.read().decode(errors="replace")[-500:] if stderr else "no output"
                 result[name] = {"error": why}
-        self.extra["profile"] = result
+        return result
 
     def growth(self, small_cp: Server, small_ec: Server) -> None:
         """RedeemPoints on 10k accounts against 1M accounts and 2M issued coupons, in
