@@ -60,6 +60,13 @@ class EnvParser(argparse.ArgumentParser):
             help="database worker threads (and connections) running units of work",
         )
         self.option(
+            "--group-commit",
+            default=defaults.group_commit,
+            type=positive_int,
+            help="SQLite: at most this many concurrent write units of work share one "
+            "transaction and its fsync (1 commits each alone); PostgreSQL ignores it",
+        )
+        self.option(
             "--grace",
             default=defaults.grace,
             type=float,
@@ -107,6 +114,16 @@ def boolean(text: str) -> bool:
     if lowered in ("0", "false", "no", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
 
 
 def read_secret(path: str) -> str:

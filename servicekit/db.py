@@ -23,7 +23,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,8 @@ READ_ONLY = "pointsbridge_read_only"
 WRITER_LOCK = "pointsbridge_writer_lock"
 # As long as SQLite's busy timeout: past it, the unit of work goes on without the lock.
 WRITER_LOCK_TIMEOUT = 30.0
+# Write units of work that may share one SQLite transaction and its fsync (group commit).
+GROUP_COMMIT = 64
 
 
 def normalize_url(url: str) -> str:
@@ -96,17 +98,51 @@ def _is_transient(error: DBAPIError) -> bool:
     return "database is locked" in str(error.orig)
 
 
-class Database:
-    """Runs units of work on worker threads, rerunning them on transient conflicts."""
+class _Batch:
+    """The SQLite transaction that the write units of work of one group commit share."""
 
-    def __init__(self, engine: Engine, *, workers: int = 8, attempts: int = 4) -> None:
+    def __init__(self, sessions: sessionmaker[Session], session: Session) -> None:
+        self.sessions = sessions
+        self.session = session
+        # Units of work whose savepoint was released, and the events they will have
+        # committed once the shared transaction commits.
+        self.released: list[tuple[SqlUnitOfWork, list[object]]] = []
+
+
+_batches = threading.local()
+
+
+def _joining(sessions: sessionmaker[Session]) -> _Batch | None:
+    batch: _Batch | None = getattr(_batches, "current", None)
+    return batch if batch is not None and batch.sessions is sessions else None
+
+
+class Database:
+    """Runs units of work on worker threads, rerunning them on transient conflicts.
+
+    On SQLite, concurrent write units of work are group-committed: up to
+    `group_commit` of them run one after another in one transaction, each in a
+    savepoint of its own, and share its COMMIT and fsync. Each one's outcome,
+    result or error, is delivered only once that COMMIT is durable, and a unit
+    that fails is rolled back alone, exactly as if it had run by itself.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        workers: int = 8,
+        attempts: int = 4,
+        group_commit: int = GROUP_COMMIT,
+    ) -> None:
         self.engine = engine
         # SQLite has one writer at a time. Writers of this process queue on a lock, and
         # each wakes as soon as the previous one is done, instead of polling the file
         # lock in SQLite's busy handler, which sleeps 1, 2, 5, 10 ... ms between tries.
         # Other processes still meet the busy timeout.
         writer: dict[str, Any] = {}
-        if engine.dialect.name == "sqlite":
+        sqlite = engine.dialect.name == "sqlite"
+        if sqlite:
             writer[WRITER_LOCK] = threading.RLock()
         self.sessions = sessionmaker(engine, expire_on_commit=False, info=writer)
         self.read_sessions = sessionmaker(
@@ -114,6 +150,10 @@ class Database:
         )
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="uow")
         self._attempts = attempts
+        # PostgreSQL runs writers side by side, and groups their WAL flushes itself.
+        self.group_commit = group_commit if sqlite else 1
+        self._queue: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
+        self._drainer: asyncio.Task[None] | None = None
 
     def call(self, fn: Callable[[], T]) -> T:
         """Run `fn` (which opens its own unit of work) with bounded reruns."""
@@ -130,6 +170,94 @@ class Database:
     async def run(self, fn: Callable[[], T]) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self.call, fn)
+
+    async def write(self, fn: Callable[[], T]) -> T:
+        """Like `run`, for `fn` that opens a write unit of work: group-committed on SQLite."""
+        if self.group_commit <= 1:
+            return await self.run(fn)
+        loop = asyncio.get_running_loop()
+        outcome: asyncio.Future[T] = loop.create_future()
+        self._queue.append((fn, outcome))
+        if self._drainer is None:
+            self._drainer = loop.create_task(self._drain())
+        return await outcome
+
+    async def _drain(self) -> None:
+        """Run what is queued, a batch at a time; those that queue meanwhile form the next."""
+        loop = asyncio.get_running_loop()
+        try:
+            while self._queue:
+                batch = self._queue[: self.group_commit]
+                del self._queue[: self.group_commit]
+                try:
+                    outcomes = await loop.run_in_executor(
+                        self._executor, self._call_batch, [fn for fn, _ in batch]
+                    )
+                except asyncio.CancelledError:
+                    for _, future in (*batch, *self._queue):
+                        future.cancel()
+                    self._queue.clear()
+                    raise
+                except Exception as error:  # every caller hears of it
+                    outcomes = [(False, error)] * len(batch)
+                for (_, future), (ok, value) in zip(batch, outcomes, strict=True):
+                    if future.done():
+                        continue  # the caller was cancelled; its unit of work ran regardless
+                    if ok:
+                        future.set_result(value)
+                    else:
+                        future.set_exception(value)
+        finally:
+            self._drainer = None
+
+    def _call_batch(self, fns: list[Callable[[], Any]]) -> list[tuple[bool, Any]]:
+        """One transaction for all of `fns`; if it fails as a whole, each runs alone."""
+        if len(fns) == 1:
+            return [self._outcome(fns[0])]
+        try:
+            return self._shared_transaction(fns)
+        except DBAPIError as error:
+            # Nothing of the batch committed. Run each alone, with the usual reruns, so
+            # that one failing unit of work (or a lock held by another process) costs
+            # only itself.
+            log.debug("group commit of %d rolled back (%s); one at a time", len(fns), error)
+            return [self._outcome(fn) for fn in fns]
+
+    def _outcome(self, fn: Callable[[], Any]) -> tuple[bool, Any]:
+        try:
+            return True, self.call(fn)
+        except Exception as error:  # delivered to the caller of `write`
+            return False, error
+
+    def _shared_transaction(self, fns: list[Callable[[], Any]]) -> list[tuple[bool, Any]]:
+        session = self.sessions()
+        writer: threading.RLock = session.info[WRITER_LOCK]
+        locked = writer.acquire(timeout=WRITER_LOCK_TIMEOUT)
+        batch = _Batch(self.sessions, session)
+        _batches.current = batch
+        try:
+            session.begin()
+            outcomes: list[tuple[bool, Any]] = []
+            for fn in fns:
+                try:
+                    outcomes.append((True, fn()))
+                except DBAPIError:
+                    raise  # the statement may have left the transaction unusable
+                except Exception as error:  # its savepoint is rolled back
+                    outcomes.append((False, error))
+            session.commit()
+            for uow, events in batch.released:
+                uow.committed_events += events
+            return outcomes
+        finally:
+            _batches.current = None
+            try:
+                if session.in_transaction():
+                    session.rollback()
+                session.close()
+            finally:
+                if locked:
+                    writer.release()
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
@@ -149,6 +277,8 @@ class SqlUnitOfWork:
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions
         self._writer: threading.RLock | None = None
+        self._batch: _Batch | None = None
+        self._savepoint: SessionTransaction | None = None
         self.events: list[object] = []
         self.committed_events: list[object] = []
 
@@ -157,6 +287,14 @@ class SqlUnitOfWork:
 
     def __enter__(self) -> Self:
         self.events = []
+        batch = _joining(self._sessions)
+        if batch is not None:
+            # A group commit: this unit of work is a savepoint of the shared transaction.
+            self._batch = batch
+            self.session = batch.session
+            self._savepoint = self.session.begin_nested()
+            self._start(self.session)
+            return self
         self.session = self._sessions()
         writer = self.session.info.get(WRITER_LOCK)
         if writer is not None and writer.acquire(timeout=WRITER_LOCK_TIMEOUT):
@@ -170,6 +308,17 @@ class SqlUnitOfWork:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self._batch is not None:
+            self._batch = None
+            savepoint, self._savepoint = self._savepoint, None
+            try:
+                if savepoint is not None and savepoint.is_active:
+                    savepoint.rollback()
+            finally:
+                # As closing a session would: the next unit of work of the batch must
+                # not meet objects (or stale balances) that this one loaded.
+                self.session.expunge_all()
+            return
         try:
             if self.session.in_transaction():
                 self.session.rollback()
@@ -182,11 +331,23 @@ class SqlUnitOfWork:
                     self._writer = None
 
     def commit(self) -> None:
-        self.session.commit()
-        self.committed_events += self.events
+        if self._batch is not None:
+            assert self._savepoint is not None, "a unit of work commits at most once"
+            self._savepoint.commit()
+            self._savepoint = None
+            # Committed for real when the shared transaction is.
+            self._batch.released.append((self, self.events))
+        else:
+            self.session.commit()
+            self.committed_events += self.events
         self.events = []
 
     def rollback(self) -> None:
+        if self._batch is not None:
+            if self._savepoint is not None:
+                self._savepoint.rollback()
+                self._savepoint = None
+            return
         self.session.rollback()
 
 

@@ -16,7 +16,7 @@ from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as pb_grpc
 from servicekit.auth import AuthInterceptor, TokenVerifier
 from servicekit.clock import Clock, utc_now
 from servicekit.config import ConfigError, EnvParser
-from servicekit.db import Database, create_db_engine, upgrade_schema
+from servicekit.db import GROUP_COMMIT, Database, create_db_engine, upgrade_schema
 from servicekit.observability import configure_logging, serve_metrics
 from servicekit.server import Registration, RunningServer, start_server, wait_for_stop_signal
 from servicekit.tls import ServerTransport
@@ -33,6 +33,7 @@ class Settings:
     database_url: str = "sqlite:///var/cardpoints.db"
     migrate: bool = True
     workers: int = 8
+    group_commit: int = GROUP_COMMIT
     grace: float = 10.0
     log_level: str = "INFO"
     log_format: str = "auto"
@@ -85,7 +86,7 @@ async def start(settings: Settings, *, clock: Clock = utc_now) -> App:
     engine = create_db_engine(settings.database_url, durable=True, pool_size=settings.workers)
     if settings.migrate:
         upgrade_schema(engine, MIGRATIONS, VERSION_TABLE)
-    db = Database(engine, workers=settings.workers)
+    db = Database(engine, workers=settings.workers, group_commit=settings.group_commit)
     servicer = CardPointsServicer(
         db,
         lambda: CardpointsUnitOfWork(db.sessions),
@@ -157,6 +158,7 @@ def parse_settings(argv: list[str] | None = None) -> tuple[Settings, bool]:
         database_url=args.database_url,
         migrate=args.migrate,
         workers=args.workers,
+        group_commit=args.group_commit,
         grace=args.grace,
         log_level=args.log_level,
         log_format=args.log_format,

@@ -111,7 +111,7 @@ class _Base:
         """Run a use case in a write unit of work, then publish what it committed."""
         uow = self._uow()
         try:
-            return await self._db.run(lambda: use_case(uow))
+            return await self._db.write(lambda: use_case(uow))
         finally:
             metrics.publish(uow.committed_events)
 

@@ -23,7 +23,7 @@ from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as pb_grpc
 from servicekit.auth import AuthInterceptor, RateLimiter, TokenVerifier
 from servicekit.clock import Clock, utc_now
 from servicekit.config import ConfigError, EnvParser, read_secret
-from servicekit.db import Database, create_db_engine, upgrade_schema
+from servicekit.db import GROUP_COMMIT, Database, create_db_engine, upgrade_schema
 from servicekit.observability import configure_logging, serve_metrics
 from servicekit.server import Registration, RunningServer, start_server, wait_for_stop_signal
 from servicekit.tls import ClientTransport, ServerTransport
@@ -45,6 +45,7 @@ class Settings:
     # Deadline, in seconds, of every call to cardpoints (DeductPoints included).
     deduct_timeout: float = 5.0
     workers: int = 8
+    group_commit: int = GROUP_COMMIT
     grace: float = 5.0
     log_level: str = "INFO"
     log_format: str = "auto"
@@ -137,7 +138,7 @@ async def start(settings: Settings, *, clock: Clock = utc_now) -> App:
         except BaseException:
             engine.dispose()
             raise
-    database = Database(engine, workers=settings.workers)
+    database = Database(engine, workers=settings.workers, group_commit=settings.group_commit)
     gateway = GrpcPointsGateway.connect(
         settings.cardpoints_address,
         timeout=settings.deduct_timeout,

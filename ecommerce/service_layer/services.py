@@ -88,7 +88,7 @@ class Dependencies:
     async def step(self, fn: Callable[[UnitOfWork], T]) -> T:
         uow = self.uow()
         try:
-            return await self.runner.run(lambda: fn(uow))
+            return await self.runner.write(lambda: fn(uow))
         finally:
             self.publish(uow.committed_events)
 

@@ -53,6 +53,10 @@ class StepRunner(Protocol):
 
     async def run(self, fn: Callable[[], T]) -> T: ...
 
+    async def write(self, fn: Callable[[], T]) -> T:
+        """`run`, for a step that opens a write unit of work (which may share a commit)."""
+        ...
+
 
 class SqlUnitOfWork(db.SqlUnitOfWork):
     products: ProductRepository

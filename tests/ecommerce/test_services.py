@@ -446,6 +446,9 @@ class InlineRunner:
     async def run(self, fn: Callable[[], T]) -> T:
         return fn()
 
+    async def write(self, fn: Callable[[], T]) -> T:
+        return fn()
+
 
 @dataclass
 class FakeAccount:
