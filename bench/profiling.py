@@ -18,12 +18,15 @@ CATEGORIES: Sequence[tuple[str, Sequence[str]]] = (
     ("SQLite: execute", ("execute (sqlite3", "do_execute (sqlalchemy/engine/default.py")),
     ("PostgreSQL: psycopg (wait/execute)", ("psycopg/",)),
     ("JWT ES256 verify", ("jwt/", "cryptography/")),
-    ("logging (JSON lines, redaction)", ("logging/", "observability.py:", "json/")),
+    ("logging (JSON lines, redaction)", ("logging/", "json/", "Formatter.format (", "redact (")),
     ("Prometheus metrics", ("prometheus_client/",)),
     ("SQLAlchemy ORM/Core (Python)", ("sqlalchemy/",)),
     ("protobuf (de)serialisation", ("google/protobuf/", "_pb2")),
     ("gRPC + asyncio (server and channel)", ("grpc/", "grpc_", "asyncio/", "cygrpc")),
     ("thread pool handoff", ("concurrent/futures", "threading.py")),
+    # Its own frames: mostly the wait in sending the x-request-id header, a gRPC
+    # operation of its own on every call.
+    ("ObservabilityInterceptor (request id header, RPC metrics)", ("ObservabilityInterceptor",)),
     ("service code (domain, use cases, servicers)", ("cardpoints/", "ecommerce/", "servicekit/")),
 )
 OTHER = "other"
