@@ -192,7 +192,11 @@ class Database:
         return await loop.run_in_executor(self._executor, self.call, fn)
 
     async def write(self, fn: Callable[[], T]) -> T:
-        """Like `run`, for `fn` that opens a write unit of work: group-committed on SQLite."""
+        """Like `run`, for `fn` that opens a write unit of work: group-committed on SQLite.
+
+        The batches of one Database are drained on the event loop of its first write, so
+        a Database serves one event loop (a server's).
+        """
         if self.group_commit <= 1:
             return await self.run(fn)
         loop = asyncio.get_running_loop()
