@@ -194,8 +194,8 @@ class Database:
     async def write(self, fn: Callable[[], T]) -> T:
         """Like `run`, for `fn` that opens a write unit of work: group-committed on SQLite.
 
-        The batches of one Database are drained on the event loop of its first write, so
-        a Database serves one event loop (a server's).
+        Writes queue on the event loop that is draining this Database's batches, so a
+        Database serves one event loop at a time (a server's).
         """
         if self.group_commit <= 1:
             return await self.run(fn)
