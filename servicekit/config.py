@@ -56,7 +56,7 @@ class EnvParser(argparse.ArgumentParser):
         self.option(
             "--workers",
             default=defaults.workers,
-            type=int,
+            type=positive_int,
             help="database worker threads (and connections) running units of work",
         )
         self.option(

@@ -46,16 +46,18 @@ def test_flags_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None
     assert not migrate_only
 
 
+@pytest.mark.parametrize("flag", ["--group-commit", "--workers"])
 @pytest.mark.parametrize("value", ["0", "-3", "many", "1.5"])
-def test_a_group_commit_below_one_is_refused_by_name(
-    value: str, capsys: pytest.CaptureFixture[str]
+def test_a_count_below_one_is_refused_by_name(
+    flag: str, value: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as refused:
-        parse_settings(["--group-commit", value])
+        parse_settings([flag, value])
     assert refused.value.code == 2
     error = capsys.readouterr().err
-    assert "--group-commit" in error and f"at least 1, got '{value}'" in error
-    assert parse_settings(["--group-commit", "1"])[0].group_commit == 1
+    assert flag in error and f"at least 1, got '{value}'" in error
+    settings = parse_settings([flag, "1"])[0]
+    assert getattr(settings, flag.removeprefix("--").replace("-", "_")) == 1
 
 
 async def test_two_replicas_on_one_database_redeem_each_request_once_and_drain(
