@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 from sqlalchemy import event, text
+from sqlalchemy.exc import StatementError
 
+from cardpoints.adapters.orm import AccountRow
 from cardpoints.adapters.repository import CardpointsUnitOfWork
 from cardpoints.domain.errors import InsufficientPoints
 from cardpoints.domain.events import PointsDeducted
@@ -161,6 +163,41 @@ async def test_a_database_error_costs_only_its_own_unit(database: Database) -> N
     # still reports its event once.
     deducted = [e for u in units for e in u.committed_events if isinstance(e, PointsDeducted)]
     assert len(deducted) == 2
+
+
+async def test_a_failed_flush_costs_only_its_own_unit(database: Database) -> None:
+    await funded(database, "acct-6", 100)
+
+    def unflushable() -> None:
+        with uow(database) as work:
+            # Not a datetime: the flush fails in SQLAlchemy, before the database sees it,
+            # and leaves the session needing a full rollback.
+            when: Any = "not a time"
+            work.session.add(
+                AccountRow(
+                    account_id="acct-x",
+                    holder_name="X",
+                    state="ACTIVE",
+                    balance=0,
+                    create_time=when,
+                    update_time=when,
+                )
+            )
+            work.commit()
+
+    results = await asyncio.gather(
+        database.write(deduct(database, "e", "acct-6", 10)),
+        database.write(unflushable),
+        database.write(deduct(database, "f", "acct-6", 10)),
+        return_exceptions=True,
+    )
+
+    assert isinstance(results[0], Deduction) and isinstance(results[2], Deduction)
+    assert isinstance(results[1], StatementError)
+    assert balance_and_ledger(database, "acct-6") == (80, 80, 3)
+    with database.engine.connect() as conn:
+        stray = conn.execute(text("SELECT COUNT(*) FROM accounts WHERE account_id = 'acct-x'"))
+        assert stray.scalar_one() == 0
 
 
 async def test_a_repeated_request_in_one_batch_deducts_once(database: Database) -> None:
