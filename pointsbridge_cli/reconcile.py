@@ -9,9 +9,10 @@ PENDING cannot be judged yet and is reported too.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import Message
@@ -22,6 +23,9 @@ from pointsbridge.ecommerce.v1 import ecommerce_pb2 as ec
 from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as ec_grpc
 from pointsbridge_cli.connection import Service
 from servicekit.clock import from_timestamp, to_timestamp
+
+_Request = TypeVar("_Request", bound=Message)
+_Item = TypeVar("_Item")
 
 # Each kind of mismatch, and what it means for a person reading the report.
 KINDS = {
@@ -237,6 +241,26 @@ def _compare_refunds(item: ec.ExportedRedemption, deduction: cp.Deduction, add: 
         )
 
 
+def _pages(
+    call: Callable[[_Request], Any],
+    request: Callable[[str], _Request],
+    service: Service,
+    items: Callable[[Any], Iterable[_Item]],
+) -> Iterator[_Item]:
+    """Every item of a paged window listing, page after page."""
+    token = ""
+    while True:
+        sent = request(token)
+        try:
+            page = call(sent)
+        except grpc.RpcError as error:
+            raise FetchFailed(error, service, sent) from error
+        yield from items(page)
+        token = page.next_page_token
+        if not token:
+            return
+
+
 def fetch_redemptions(
     channel: grpc.Channel,
     start: datetime,
@@ -245,22 +269,17 @@ def fetch_redemptions(
     metadata: tuple[tuple[str, str], ...] = (),
 ) -> Iterator[ec.ExportedRedemption]:
     stub = ec_grpc.EcommerceAdminServiceStub(channel)
-    token = ""
-    while True:
-        request = ec.ExportRedemptionsRequest(
+    return _pages(
+        lambda request: stub.ExportRedemptions(request, timeout=timeout, metadata=metadata),
+        lambda token: ec.ExportRedemptionsRequest(
             start_time=to_timestamp(start),
             end_time=to_timestamp(end),
             page_size=1000,
             page_token=token,
-        )
-        try:
-            page = stub.ExportRedemptions(request, timeout=timeout, metadata=metadata)
-        except grpc.RpcError as error:
-            raise FetchFailed(error, Service.ECOMMERCE, request) from error
-        yield from page.redemptions
-        token = page.next_page_token
-        if not token:
-            return
+        ),
+        Service.ECOMMERCE,
+        lambda page: page.redemptions,
+    )
 
 
 def fetch_deductions(
@@ -271,22 +290,17 @@ def fetch_deductions(
     metadata: tuple[tuple[str, str], ...] = (),
 ) -> Iterator[cp.Deduction]:
     stub = cp_grpc.CardPointsServiceStub(channel)
-    token = ""
-    while True:
-        request = cp.ListDeductionsRequest(
+    return _pages(
+        lambda request: stub.ListDeductions(request, timeout=timeout, metadata=metadata),
+        lambda token: cp.ListDeductionsRequest(
             start_time=to_timestamp(start),
             end_time=to_timestamp(end),
             page_size=1000,
             page_token=token,
-        )
-        try:
-            page = stub.ListDeductions(request, timeout=timeout, metadata=metadata)
-        except grpc.RpcError as error:
-            raise FetchFailed(error, Service.CARDPOINTS, request) from error
-        yield from page.deductions
-        token = page.next_page_token
-        if not token:
-            return
+        ),
+        Service.CARDPOINTS,
+        lambda page: page.deductions,
+    )
 
 
 def reconcile(
