@@ -15,7 +15,7 @@ from ecommerce.entrypoints.server import App as EcommerceApp
 from ecommerce.entrypoints.server import Settings as EcommerceSettings
 from ecommerce.entrypoints.server import start as start_ecommerce
 from tests.auth import ECOMMERCE_SECURITY, SUPERUSER, bearer
-from tests.cli.conftest import Cli
+from tests.cli.conftest import Cli, free_port
 
 
 @pytest.fixture
@@ -299,3 +299,12 @@ async def test_reconcile_is_clean_then_names_a_stray_deduction(shop: Cli) -> Non
 
     bad = await shop("reconcile", "--since", "yesterday")
     assert bad.returncode == 2
+
+
+async def test_reconcile_names_the_service_it_cannot_reach(shop: Cli) -> None:
+    """A failed page fetch stops the comparison and says which service and address."""
+    down = f"127.0.0.1:{free_port()}"
+    result = await Cli(cardpoints=down, ecommerce=shop.ecommerce)("reconcile", "--json")
+    assert result.returncode == 7, result.stderr
+    assert result.stderr.startswith(f"Cannot reach the cardpoints service at {down};")
+    assert result.stdout == ""
