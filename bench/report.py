@@ -86,25 +86,22 @@ def _pairs(result: dict[str, Any], scenario: str, db: str, at: int, key: str) ->
 
 
 def targets(result: dict[str, Any], at: int = TARGETS_AT) -> list[dict[str, Any]]:
-    paired = (
-        ("SQLite RedeemPoints throughput / empty 2-hop chain", "redeem", "sqlite", "throughput"),
-        ("SQLite DeductPoints throughput / empty 1-hop", "deduct", "sqlite", "throughput"),
-        ("SQLite RedeemPoints p99 / empty 2-hop chain p99", "redeem", "sqlite", "p99_ms"),
+    chain, hop = RPC_NAMES[CHAIN], RPC_NAMES[HOP]
+    paired = (  # name, scenario, database, measure, operator, limit
+        (f"SQLite RedeemPoints throughput / {chain}", "redeem", "sqlite", "throughput", ">=", 0.60),
+        (f"SQLite DeductPoints throughput / {hop}", "deduct", "sqlite", "throughput", ">=", 0.70),
+        (f"SQLite RedeemPoints p99 / {chain} p99", "redeem", "sqlite", "p99_ms", "<=", 3.0),
         (
-            "PostgreSQL RedeemPoints throughput / empty 2-hop chain",
+            f"PostgreSQL RedeemPoints throughput / {chain}",
             "redeem",
             "postgres",
             "throughput",
+            ">=",
+            0.50,
         ),
     )
-    limits = {"throughput": (">=", 0.60), "p99_ms": ("<=", 3.0)}
     out = []
-    for name, scenario, db, key in paired:
-        op, limit = limits[key]
-        if scenario == "deduct":
-            limit = 0.70
-        elif db == "postgres":
-            limit = 0.50
+    for name, scenario, db, key, op, limit in paired:
         ratios = _pairs(result, scenario, db, at, key)
         value = round(statistics.median(ratios), 3) if ratios else None
         target = _target(f"{name}, {at} in flight", value, op, limit)
