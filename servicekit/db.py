@@ -370,15 +370,6 @@ class SqlUnitOfWork:
             self.committed_events += self.events
         self.events = []
 
-    def rollback(self) -> None:
-        if self._batch is not None:
-            if self._savepoint:
-                self._savepoint = False
-                self.session.expunge_all()
-                self._batch.roll_back()
-            return
-        self.session.rollback()
-
 
 def create_database(server_url: str, name: str) -> str:
     """Create an empty PostgreSQL database on the server of `server_url`; its URL."""

@@ -438,9 +438,6 @@ class FakeUnitOfWork:
         self.committed_events += self.events
         self.events = []
 
-    def rollback(self) -> None:
-        self._state.__dict__.update(copy.deepcopy(self._database.state).__dict__)
-
 
 class InlineRunner:
     async def run(self, fn: Callable[[], T]) -> T:
