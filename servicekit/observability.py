@@ -67,7 +67,8 @@ def _safe(deserializer: Callable[[bytes], Any] | None, rpc: str) -> Callable[[by
 _REQUEST_ID_OK = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
 
 
-def _incoming_request_id(metadata: Any) -> str:
+def incoming_request_id(metadata: Any) -> str:
+    """The caller's `x-request-id` from (key, value) pairs when safe to log, else a new one."""
     for key, value in metadata or ():
         # Only accept ids that are safe to log verbatim.
         acceptable = isinstance(value, str) and 0 < len(value) <= 128
@@ -100,7 +101,7 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             return handler
         full_method: str = handler_call_details.method
         service, _, method = full_method.lstrip("/").partition("/")
-        request_id = _incoming_request_id(handler_call_details.invocation_metadata)
+        request_id = incoming_request_id(handler_call_details.invocation_metadata)
         inner: Behavior = handler.unary_unary  # type: ignore[assignment]  # aio handlers are async
         latency = RPC_LATENCY.labels(service, method)
 

@@ -1,0 +1,1 @@
+"""The storefront: the cardholder's web pages, a thin client of RedemptionService."""

@@ -1,0 +1,1 @@
+"""Adapters room: the gRPC client of the e-commerce service."""
