@@ -401,17 +401,19 @@ class Pages:
         product_id: str,
         quantity_text: str,
         *,
-        errors: Mapping[str, str] | None = None,
+        refusal: ServiceRefusal | None = None,
         notice: str = "",
         status: int = 200,
     ) -> Response:
+        """The redeem form with a fresh request id and quote, and what was refused, if anything."""
         t: i18n.Translator = request.state.t
         product = await self.client.find_product(session.token, product_id)
         if product is None:
             return self.error(request, 404)
-        shown = dict(errors or {})
+        shown: dict[str, str] = {}
         quantity = whole_number(quantity_text)
         quote: dict[str, Any] | None = None
+        answer: pb.Quote | None = None
         if quantity is None:
             shown.setdefault(
                 "quantity", t("refusal.QUANTITY_INVALID", max=product.max_quantity_per_redemption)
@@ -424,11 +426,19 @@ class Pages:
                 quote = quote_view(t, answer)
                 if not card_linked(answer):
                     shown.setdefault("card", t("refusal.CARD_NOT_LINKED"))
-            except ServiceRefusal as refusal:
-                placed = place_refusal(t, refusal, product=product)
-                if placed is None:
+            except ServiceRefusal as unquoted:
+                said = place_refusal(t, unquoted, product=product)
+                if said is None:
                     raise
-                shown.setdefault(placed.place, placed.text)
+                shown.setdefault(said.place, said.text)
+        if refusal is not None:
+            placed = place_refusal(t, refusal, product=product, quote=answer)
+            assert placed is not None  # the caller checked
+            status = placed.status
+            if placed.place in ("quote", "form"):
+                notice = placed.text
+            else:
+                shown[placed.place] = placed.text
         return self.render(
             request,
             "redeem.html",
@@ -526,20 +536,10 @@ class Pages:
                 )
             if refusal.code is grpc.StatusCode.UNAUTHENTICATED:
                 raise
-            product = await self.client.find_product(session.token, product_id)
-            placed = place_refusal(t, refusal, product=product)
-            if placed is None:
+            if place_refusal(t, refusal) is None:
                 raise
-            notice = placed.text if placed.place in ("quote", "form") else ""
-            errors = {} if notice else {placed.place: placed.text}
             return await self._render_redeem(
-                request,
-                session,
-                product_id,
-                quantity_text,
-                errors=errors,
-                notice=notice,
-                status=placed.status,
+                request, session, product_id, quantity_text, refusal=refusal
             )
         log.info(
             "redemption %s is %s", redemption.redemption_id, REDEMPTION_STATES.get(redemption.state)

@@ -1,0 +1,62 @@
+"""Debian's Chromium through Playwright: found on the system, never downloaded."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, Page, Playwright
+
+from tests.support import ROOT
+
+IMAGES = ROOT / "docs" / "images"
+DESKTOP = {"width": 1280, "height": 900}
+PHONE = {"width": 375, "height": 740}
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def chromium_path() -> str:
+    """The system Chromium; skipped locally when missing, a failure under CI=true."""
+    found = shutil.which("chromium") or (
+        "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
+    )
+    if found is None:
+        message = "Chromium is not installed (apt-get install chromium)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{message}; CI must run the browser tests")
+        pytest.skip(message)
+    return found
+
+
+async def launch(playwright: Playwright) -> Browser:
+    return await playwright.chromium.launch(
+        executable_path=chromium_path(), headless=True, args=CHROMIUM_ARGS
+    )
+
+
+async def screenshot(page: Page, name: str) -> None:
+    """docs/images/storefront-<name>-desktop.png and -phone.png of the page as it is."""
+    IMAGES.mkdir(parents=True, exist_ok=True)
+    viewport = page.viewport_size or DESKTOP
+    await page.set_viewport_size(DESKTOP)
+    await page.screenshot(path=str(IMAGES / f"storefront-{name}-desktop.png"), full_page=True)
+    await page.set_viewport_size(PHONE)
+    await page.screenshot(path=str(IMAGES / f"storefront-{name}-phone.png"), full_page=True)
+    await page.set_viewport_size({"width": viewport["width"], "height": viewport["height"]})
+
+
+async def horizontal_overflow(page: Page) -> int:
+    """How many pixels the page is wider than its viewport (0 when it fits)."""
+    return int(
+        await page.evaluate(
+            "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+        )
+    )
