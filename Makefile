@@ -45,7 +45,7 @@ $(BUF): package.json package-lock.json
 lint: $(GEN) $(BUF) ## ruff + mypy on hand-written code, buf lint on the contracts
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy $(wildcard servicekit cardpoints ecommerce pointsbridge_cli bench chaos tests)
+	$(BIN)/mypy $(wildcard servicekit cardpoints ecommerce pointsbridge_cli storefront bench chaos tests)
 	$(BUF) lint
 
 test: $(GEN) $(BUF) ## Every test, on SQLite and PostgreSQL
@@ -58,7 +58,7 @@ chaos: $(GEN) ## The long fault harness (20 SIGKILLs per run) on SQLite, then Po
 bench: $(GEN) ## Throughput and latency against empty gRPC baselines; writes docs/PERFORMANCE.md
 	$(PY) -m bench
 
-run: $(GEN) ## The whole system on SQLite under var/, with demo data (Ctrl-C stops it)
+run: $(GEN) ## The whole system on SQLite under var/, storefront on 127.0.0.1:8080, demo data
 	$(PY) -m pointsbridge_cli.devstack run
 
 demo: $(GEN) ## Redeem three demo coupons on the running system; show balance and codes

@@ -1,6 +1,6 @@
 """The whole system on one machine for development: `make run` and `make demo`.
 
-python -m pointsbridge_cli.devstack run   # both services on SQLite under var/, demo data
+python -m pointsbridge_cli.devstack run   # both services and the storefront, SQLite under var/
 python -m pointsbridge_cli.devstack demo  # a scripted redemption against a running system
 """
 
@@ -254,6 +254,22 @@ def run(args: argparse.Namespace) -> int:
         children.append(ecommerce)
         ecommerce_port = ecommerce.wait_port()
         seed(f"localhost:{cardpoints_port}", f"localhost:{ecommerce_port}", keys)
+        storefront = Child(
+            "storefront",
+            [
+                str(BIN / "storefront-server"),
+                "--address",
+                f"127.0.0.1:{args.storefront_port}",
+                "--ecommerce-address",
+                f"localhost:{ecommerce_port}",
+                "--dev-sign-in",
+                "true",
+                *log_format,
+            ],
+        )
+        children.append(storefront)
+        storefront_url = f"http://127.0.0.1:{storefront.wait_port()}"
+        demo_token = keys.issue(DEMO_CUSTOMER, ROLE_CUSTOMER, ttl=12 * 3600)
         commands = "\n\n".join(grpcurl_commands(f"localhost:{ecommerce_port}"))
         print(
             f"\nPointsBridge is up: cardpoints on localhost:{cardpoints_port}, "
@@ -262,8 +278,11 @@ def run(args: argparse.Namespace) -> int:
             f"ecommerce on localhost:{ecommerce.metrics_port} (GET /metrics).\n"
             f"Demo data: card {DEMO_CARD} ({DEMO_POINTS} points at first) linked to "
             f"{DEMO_CUSTOMER}; product {DEMO_PRODUCT} (1000 points per 10 CNY coupon).\n"
+            f"Storefront: {storefront_url} - open this link to be signed in as "
+            f"{DEMO_CUSTOMER} (development only):\n\n"
+            f"  {storefront_url}/dev/sign-in?token={demo_token}\n\n"
             f"Try, from another terminal in this folder:\n\n{commands}\n\n"
-            "Or run `make demo`. Ctrl-C stops both services.\n",
+            "Or run `make demo`. Ctrl-C stops every service.\n",
             flush=True,
         )
         stop = threading.Event()
@@ -276,7 +295,7 @@ def run(args: argparse.Namespace) -> int:
             stop.wait(0.5)
         return 0
     finally:
-        for child in reversed(children):  # ecommerce first: it calls cardpoints
+        for child in reversed(children):  # callers first: storefront, ecommerce, cardpoints
             child.stop()
         print("stopped", file=sys.stderr)
 
@@ -336,7 +355,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m pointsbridge_cli.devstack", description=__doc__.splitlines()[0]
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    run_parser = commands.add_parser("run", help="start both services with demo data")
+    run_parser = commands.add_parser(
+        "run", help="start both services and the storefront, with demo data"
+    )
     run_parser.add_argument("--var", default="var", help="folder for the SQLite databases")
     run_parser.add_argument("--cardpoints-port", type=int, default=50051, help="0 picks one")
     run_parser.add_argument("--ecommerce-port", type=int, default=50052, help="0 picks one")
@@ -345,6 +366,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     run_parser.add_argument(
         "--ecommerce-metrics-port", type=int, default=9152, help="Prometheus /metrics; 0 picks one"
+    )
+    run_parser.add_argument(
+        "--storefront-port", type=int, default=8080, help="the web pages, on loopback; 0 picks one"
     )
     run_parser.set_defaults(handler=run)
     demo_parser = commands.add_parser("demo", help="redeem three coupons on a running system")

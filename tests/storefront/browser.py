@@ -7,13 +7,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, Page, Playwright
+from playwright.async_api import Browser, Page, Playwright, ViewportSize
 
 from tests.support import ROOT
 
 IMAGES = ROOT / "docs" / "images"
-DESKTOP = {"width": 1280, "height": 900}
-PHONE = {"width": 375, "height": 740}
+DESKTOP: ViewportSize = {"width": 1280, "height": 900}
+PHONE: ViewportSize = {"width": 375, "height": 740}
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",

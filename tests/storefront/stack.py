@@ -46,19 +46,19 @@ class Stack:
         return self.storefront.url
 
     @property
-    def bank(self) -> cpb_grpc.CardPointsAdminServiceStub:
+    def bank(self) -> cpb_grpc.CardPointsAdminServiceAsyncStub:
         return cpb_grpc.CardPointsAdminServiceStub(self.to_bank)
 
     @property
-    def bank_reader(self) -> cpb_grpc.CardPointsServiceStub:
+    def bank_reader(self) -> cpb_grpc.CardPointsServiceAsyncStub:
         return cpb_grpc.CardPointsServiceStub(self.to_bank)
 
     @property
-    def admin(self) -> pb_grpc.EcommerceAdminServiceStub:
+    def admin(self) -> pb_grpc.EcommerceAdminServiceAsyncStub:
         return pb_grpc.EcommerceAdminServiceStub(self.to_shop)
 
     @property
-    def shop(self) -> pb_grpc.RedemptionServiceStub:
+    def shop(self) -> pb_grpc.RedemptionServiceAsyncStub:
         return pb_grpc.RedemptionServiceStub(self.to_shop)
 
     async def customer(self, points: int, *, linked: bool = True) -> tuple[str, str]:

@@ -13,6 +13,7 @@ from tests.support import ROOT
 
 _UP = re.compile(rb"cardpoints on localhost:(\d+), ecommerce on localhost:(\d+)")
 _METRICS = re.compile(rb"Metrics: cardpoints on localhost:(\d+), ecommerce on localhost:(\d+)")
+_SIGN_IN = re.compile(rb"(http://127\.0\.0\.1:\d+)/dev/sign-in\?token=[\w.-]+")
 
 
 class DevStack:
@@ -37,6 +38,8 @@ class DevStack:
                 "0",
                 "--ecommerce-metrics-port",
                 "0",
+                "--storefront-port",
+                "0",
             ],
             stdout=self._log,
             stderr=subprocess.STDOUT,
@@ -45,9 +48,11 @@ class DevStack:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             log = self.log_path.read_bytes()
-            if (found := _UP.search(log)) and (metrics := _METRICS.search(log)):
+            found, metrics, sign_in = _UP.search(log), _METRICS.search(log), _SIGN_IN.search(log)
+            if found and metrics and sign_in:
                 self.cardpoints_port, self.ecommerce_port = int(found[1]), int(found[2])
                 self.cardpoints_metrics, self.ecommerce_metrics = int(metrics[1]), int(metrics[2])
+                self.storefront_url, self.sign_in_url = sign_in[1].decode(), sign_in[0].decode()
                 return
             if self.process.poll() is not None:
                 break

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 
 from pointsbridge.cardpoints.v1 import cardpoints_pb2 as cp
@@ -71,6 +72,19 @@ def test_readme_has_the_commands_this_test_runs() -> None:
     methods = [c.split("/")[-1] for c in README_GRPCURL]
     assert methods[:4] == ["QuoteRedemption", "RedeemPoints", "ListCoupons", "UseCoupon"]
     assert {"OpenAccount", "CreditPoints", "ListTransactions"} <= set(methods)
+
+
+def test_the_printed_link_opens_the_storefront_signed_in(stack: DevStack) -> None:
+    with httpx.Client(timeout=10) as client:
+        page = client.get(stack.sign_in_url, follow_redirects=True)
+        assert page.status_code == 200
+        assert str(page.url) == f"{stack.storefront_url}/products"
+        assert "Signed in as demo-customer" in page.text
+        assert "100,000" in page.text
+        assert "/redeem/coupon-10" in page.text
+        health = client.get(f"{stack.storefront_url}/healthz")
+        assert health.json() == {"status": "ok"}
+    assert stack.storefront_url.startswith("http://127.0.0.1:")
 
 
 def test_the_readme_walkthrough_redeems_three_coupons(stack: DevStack) -> None:
