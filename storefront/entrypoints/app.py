@@ -176,10 +176,15 @@ def create_app(
     """The storefront app. The channel to ecommerce opens in its lifespan, never at import."""
     templates = Jinja2Templates(directory=str(HERE / "templates"))
     pages = Pages(templates, sessions or SessionStore(settings.max_sessions), settings)
+    if client is not None:
+        pages.client = client
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        pages.client = client or RedemptionClient.connect(
+        if client is not None:
+            yield
+            return
+        pages.client = RedemptionClient.connect(
             settings.ecommerce_address,
             timeout=settings.call_timeout,
             redeem_timeout=settings.redeem_timeout,
