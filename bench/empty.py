@@ -28,7 +28,6 @@ from typing import Any
 import grpc
 
 from cardpoints.entrypoints.access import RULES as CARDPOINTS_RULES
-from ecommerce.adapters.points_gateway import CHANNEL_OPTIONS
 from ecommerce.entrypoints.access import RULES as ECOMMERCE_RULES
 from pointsbridge.cardpoints.v1 import cardpoints_pb2 as cp
 from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as cp_grpc
@@ -40,6 +39,7 @@ from servicekit.config import boolean, read_secret
 from servicekit.observability import configure_logging, outgoing_metadata
 from servicekit.server import Registration, start_server, wait_for_stop_signal
 from servicekit.status import rpc
+from servicekit.tls import RECONNECT_OPTIONS
 
 log = logging.getLogger("bench.empty")
 
@@ -130,7 +130,7 @@ async def serve(args: argparse.Namespace) -> None:
                 )
             )
     else:
-        channel = grpc.aio.insecure_channel(args.next, options=CHANNEL_OPTIONS)
+        channel = grpc.aio.insecure_channel(args.next, options=RECONNECT_OPTIONS)
         token = read_secret(args.next_token_file)
         servicer_ec = EmptyRedemption(channel, token, 5.0)  # type: ignore[abstract]
         registration = Registration(

@@ -72,18 +72,7 @@ class EnvParser(argparse.ArgumentParser):
             type=float,
             help="seconds in-flight calls may take to finish after SIGTERM",
         )
-        self.option(
-            "--log-level",
-            default=defaults.log_level,
-            choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-            help="log verbosity",
-        )
-        self.option(
-            "--log-format",
-            default=defaults.log_format,
-            choices=["auto", "json", "text"],
-            help="json: one JSON object per line; text: for people; auto: text on a terminal",
-        )
+        self.log_options(defaults)
         self.option(
             "--metrics-address",
             default=defaults.metrics_address,
@@ -103,6 +92,21 @@ class EnvParser(argparse.ArgumentParser):
             "--token-public-key",
             default=defaults.token_public_key,
             help="PEM public key that verifies bearer tokens (required)",
+        )
+
+    def log_options(self, defaults: Any) -> None:
+        """--log-level and --log-format, as every PointsBridge process has them."""
+        self.option(
+            "--log-level",
+            default=defaults.log_level,
+            choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+            help="log verbosity",
+        )
+        self.option(
+            "--log-format",
+            default=defaults.log_format,
+            choices=["auto", "json", "text"],
+            help="json: one JSON object per line; text: for people; auto: text on a terminal",
         )
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -50,6 +52,15 @@ class ServerTransport:
         return grpc.ssl_server_credentials([pair])
 
 
+# A restarted server should be reachable again within a second or two, not after
+# gRPC's default reconnect backoff of up to two minutes.
+RECONNECT_OPTIONS: Sequence[tuple[str, Any]] = (
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+)
+
+
 @dataclass(frozen=True)
 class ClientTransport:
     """How a client connects: TLS trusting `ca`, presenting `cert` when mutual; or plaintext."""
@@ -72,3 +83,9 @@ class ClientTransport:
             private_key=_read(self.key, "client key") if self.key else None,
             certificate_chain=_read(self.cert, "client certificate") if self.cert else None,
         )
+
+    def channel(self, address: str) -> grpc.aio.Channel:
+        """A channel to `address` (TLS when secure) that connects lazily and reconnects fast."""
+        if self.secure:
+            return grpc.aio.secure_channel(address, self.credentials(), options=RECONNECT_OPTIONS)
+        return grpc.aio.insecure_channel(address, options=RECONNECT_OPTIONS)

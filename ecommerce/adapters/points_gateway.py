@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import grpc
 from google.protobuf.message import Message
@@ -61,14 +60,6 @@ _ACCOUNT_STATES = {
     pb.ACCOUNT_STATE_FROZEN: AccountState.FROZEN,
     pb.ACCOUNT_STATE_CLOSED: AccountState.CLOSED,
 }
-
-# A restarted cardpoints should be reachable again within a second or two, not
-# after gRPC's default reconnect backoff of up to two minutes.
-CHANNEL_OPTIONS: Sequence[tuple[str, Any]] = (
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1000),
-)
 
 
 def _deduction(message: pb.Deduction) -> Deduction:
@@ -126,12 +117,7 @@ class GrpcPointsGateway:
         With TLS, the client certificate is this service's identity; without, the
         service token is.
         """
-        if transport is not None and transport.secure:
-            channel = grpc.aio.secure_channel(
-                address, transport.credentials(), options=CHANNEL_OPTIONS
-            )
-        else:
-            channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        channel = (transport or ClientTransport()).channel(address)
         return cls(channel, timeout=timeout, attempts=attempts, token=token)
 
     async def close(self) -> None:

@@ -7,9 +7,8 @@ being served. A refused call becomes a `ServiceRefusal` that says what the statu
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import grpc
 from google.protobuf.message import Message
@@ -35,14 +34,6 @@ CALL_LATENCY = Histogram(
     "Time of a call from the storefront to RedemptionService, by method.",
     ["method"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-)
-
-# A restarted ecommerce should be reachable again within a second, not after gRPC's
-# default reconnect backoff of up to two minutes.
-CHANNEL_OPTIONS: Sequence[tuple[str, Any]] = (
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1000),
 )
 
 # The largest page RedemptionService serves, and how many pages a product search reads.
@@ -92,12 +83,7 @@ class RedemptionClient:
         transport: ClientTransport | None = None,
     ) -> RedemptionClient:
         """A client whose channel connects lazily, on the first call."""
-        if transport is not None and transport.secure:
-            channel = grpc.aio.secure_channel(
-                address, transport.credentials(), options=CHANNEL_OPTIONS
-            )
-        else:
-            channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        channel = (transport or ClientTransport()).channel(address)
         return cls(channel, timeout=timeout, redeem_timeout=redeem_timeout)
 
     async def close(self) -> None:

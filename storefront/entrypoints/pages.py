@@ -274,6 +274,16 @@ class Pages:
             return None
         return form
 
+    async def signed_in_form(self, request: Request) -> tuple[FormData, Session] | Response:
+        """A signed-in customer's posted form, or the page that refuses it (403, or sign in)."""
+        form = await self.checked_form(request)
+        if form is None:
+            return self.error(request, 403)
+        session: Session | None = request.state.session
+        if session is None:
+            return RedirectResponse("/sign-in?ended=1", status_code=303)
+        return form, session
+
     @staticmethod
     def field(form: FormData | Mapping[str, Any], name: str) -> str:
         value = form.get(name)
@@ -490,12 +500,10 @@ class Pages:
         )
 
     async def redeem(self, request: Request) -> Response:
-        form = await self.checked_form(request)
-        if form is None:
-            return self.error(request, 403)
-        session: Session | None = request.state.session
-        if session is None:
-            return RedirectResponse("/sign-in?ended=1", status_code=303)
+        posted = await self.signed_in_form(request)
+        if isinstance(posted, Response):
+            return posted
+        form, session = posted
         t: i18n.Translator = request.state.t
         product_id = request.path_params["product_id"]
         quantity_text = self.field(form, "quantity")
@@ -670,12 +678,10 @@ class Pages:
         )
 
     async def refund(self, request: Request) -> Response:
-        form = await self.checked_form(request)
-        if form is None:
-            return self.error(request, 403)
-        session: Session | None = request.state.session
-        if session is None:
-            return RedirectResponse("/sign-in?ended=1", status_code=303)
+        posted = await self.signed_in_form(request)
+        if isinstance(posted, Response):
+            return posted
+        form, session = posted
         t: i18n.Translator = request.state.t
         redemption_id = request.path_params["redemption_id"]
         request_id = self.field(form, "request_id")

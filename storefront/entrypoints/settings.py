@@ -104,17 +104,6 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
         type=float,
         help="seconds in-flight requests may take to finish after SIGTERM",
     )
-    parser.option(
-        "--log-level",
-        default=defaults.log_level,
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-        help="log verbosity",
-    )
-    parser.option(
-        "--log-format",
-        default=defaults.log_format,
-        choices=["auto", "json", "text"],
-        help="json: one JSON object per line; text: for people; auto: text on a terminal",
-    )
+    parser.log_options(defaults)
     args = parser.parse_args(argv)
     return Settings(**{f.name: getattr(args, f.name) for f in fields(Settings)})
