@@ -244,14 +244,24 @@ class Pages:
                 return JSONResponse({"ok": False, "signed_out": True}, status_code=401)
             return RedirectResponse("/sign-in?ended=1", status_code=303)
         if refusal.code is grpc.StatusCode.RESOURCE_EXHAUSTED:
-            return self.error(request, 429, "refusal.RATE_LIMITED")
-        if refusal.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            status, words = 429, "refusal.RATE_LIMITED"
+        elif refusal.code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
             log.warning("ecommerce did not answer: %s", refusal)
-            return self.error(request, 503)
-        if refusal.code is grpc.StatusCode.NOT_FOUND:
-            return self.error(request, 404)
-        log.error("ecommerce refused unexpectedly: %s", refusal)
-        return self.error(request, 500)
+            status, words = 503, "error.unavailable"
+        elif refusal.code in (
+            grpc.StatusCode.NOT_FOUND,
+            grpc.StatusCode.INVALID_ARGUMENT,
+            grpc.StatusCode.PERMISSION_DENIED,
+        ):
+            # Someone else's redemption, or an id that cannot be one: no such page.
+            status, words = 404, "error.not_found"
+        else:
+            log.error("ecommerce refused unexpectedly: %s", refusal)
+            status, words = 500, "error.body"
+        if request.url.path.startswith("/api/"):
+            t: i18n.Translator = request.state.t
+            return JSONResponse({"ok": False, "message": t(words)}, status_code=status)
+        return self.error(request, status, words)
 
     def _end_session(self, request: Request) -> None:
         session: Session | None = request.state.session

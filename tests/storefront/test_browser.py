@@ -419,3 +419,16 @@ async def test_an_unknown_page_shows_the_request_id(page: Page, stack: Stack) ->
     assert "Traceback" not in await page.content()
     await screenshot(page, "error")
     assert re.fullmatch(r"[0-9a-f]{16}", request_id)
+    # Another customer's redemption is no page of this customer's either.
+    other_id, _ = await stack.customer(5_000)
+    product_id = await stack.product()
+    await stack.shop.RedeemPoints(
+        pb.RedeemPointsRequest(
+            request_id=f"other-{other_id}", customer_id=other_id, product_id=product_id, quantity=1
+        ),
+        timeout=TIMEOUT,
+    )
+    [theirs] = await stack.redemptions(other_id)
+    response = await page.goto(f"{stack.url}/redemptions/{theirs.redemption_id}")
+    assert response is not None and response.status == 404
+    assert theirs.coupons[0].code not in await page.content()
