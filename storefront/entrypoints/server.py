@@ -15,6 +15,7 @@ import uvicorn
 
 from servicekit.config import ConfigError
 from servicekit.observability import configure_logging
+from servicekit.server import wait_for_stop_signal
 from storefront.adapters.redemption_client import RedemptionClient
 from storefront.entrypoints.app import create_app
 from storefront.entrypoints.settings import Settings, parse_settings
@@ -73,7 +74,7 @@ def _config(settings: Settings, client: RedemptionClient | None) -> uvicorn.Conf
 
 
 class _Embedded(uvicorn.Server):
-    """A server that leaves the process's signal handlers alone (tests, embedding)."""
+    """A server that leaves signals to its caller (serve() below, tests)."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -113,15 +114,21 @@ async def start(settings: Settings, *, client: RedemptionClient | None = None) -
 
 
 async def serve(settings: Settings) -> None:
-    sock = bind(settings)
-    port = int(sock.getsockname()[1])
     if not settings.ecommerce_ca:
         log.warning("INSECURE: calling ecommerce over plaintext with customers' bearer tokens")
     if settings.dev_sign_in:
         log.warning("DEVELOPMENT: /dev/sign-in signs in from a link (--dev-sign-in)")
-    server = uvicorn.Server(_config(settings, None))
-    log.info("storefront serving on port %d, ecommerce at %s", port, settings.ecommerce_address)
-    await server.serve(sockets=[sock])
+    running = await start(settings)
+    log.info(
+        "storefront serving on port %d, ecommerce at %s", running.port, settings.ecommerce_address
+    )
+    stopped = asyncio.ensure_future(wait_for_stop_signal())
+    try:
+        await asyncio.wait([stopped, running.task], return_when=asyncio.FIRST_COMPLETED)
+        log.info("draining for up to %.1f s", settings.grace)
+    finally:
+        stopped.cancel()
+        await running.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
