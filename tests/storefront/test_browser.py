@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -193,6 +194,18 @@ async def test_double_click_and_resubmit_redeem_once(page: Page, stack: Stack) -
     redemptions = await stack.redemptions(customer_id)
     assert len(redemptions) == 1 and len(redemptions[0].coupons) == 3
     assert await stack.balance(customer_id) == 7_000
+
+    # Two submissions of one form at the same moment, as a double click without the
+    # script sends them: one redemption, and both answers lead to it.
+    await page.goto(f"{stack.url}/redeem/{product_id}?quantity=2")
+    await quoted(page, "2,000")
+    posted = await form_fields(page, "#redeem-form", action="redeem")
+    url = f"{stack.url}/redeem/{product_id}"
+    first, second = await asyncio.gather(post_form(page, url, posted), post_form(page, url, posted))
+    assert first.status == second.status == 303
+    assert first.headers["location"] == second.headers["location"]
+    assert len(await stack.redemptions(customer_id)) == 2
+    assert await stack.balance(customer_id) == 5_000
 
 
 async def test_insufficient_points_are_said_next_to_the_quantity(page: Page, stack: Stack) -> None:
