@@ -10,10 +10,10 @@ GEN    := generated/.stamp
 BUF    := node_modules/.bin/buf
 PROTOS := $(shell find protos -name '*.proto' | sort)
 
-.PHONY: help venv proto lint test chaos bench run demo migrate certs clean
+.PHONY: help venv proto lint test screenshots chaos bench run demo migrate certs clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 $(DEPS): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,9 @@ lint: $(GEN) $(BUF) ## ruff + mypy on hand-written code, buf lint on the contrac
 
 test: $(GEN) $(BUF) ## Every test, on SQLite and PostgreSQL
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+screenshots: $(GEN) ## Retake docs/images/ (the storefront's pages) from the browser tests
+	POINTSBRIDGE_SCREENSHOT_DIR=docs/images $(BIN)/pytest -q tests/storefront/test_browser.py
 
 chaos: $(GEN) ## The long fault harness (20 SIGKILLs per run) on SQLite, then PostgreSQL
 	$(PY) -m chaos.harness --preset long --db sqlite

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,9 @@ from playwright.async_api import Browser, Page, Playwright, ViewportSize
 
 from tests.support import ROOT
 
-IMAGES = ROOT / "docs" / "images"
+# `make screenshots` points this at docs/images/, the README's pictures; an ordinary
+# test run writes them to a scratch folder so that it leaves the checkout unchanged.
+SCREENSHOT_DIR = "POINTSBRIDGE_SCREENSHOT_DIR"
 DESKTOP: ViewportSize = {"width": 1280, "height": 900}
 PHONE: ViewportSize = {"width": 375, "height": 740}
 CHROMIUM_ARGS = [
@@ -42,14 +45,22 @@ async def launch(playwright: Playwright) -> Browser:
     )
 
 
+def images_dir() -> Path:
+    chosen = os.environ.get(SCREENSHOT_DIR)
+    folder = Path(chosen) if chosen else Path(tempfile.gettempdir()) / "pointsbridge-screenshots"
+    folder = folder if folder.is_absolute() else ROOT / folder
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 async def screenshot(page: Page, name: str) -> None:
-    """docs/images/storefront-<name>-desktop.png and -phone.png of the page as it is."""
-    IMAGES.mkdir(parents=True, exist_ok=True)
+    """storefront-<name>-desktop.png and -phone.png of the page as it is."""
+    images = images_dir()
     viewport = page.viewport_size or DESKTOP
     await page.set_viewport_size(DESKTOP)
-    await page.screenshot(path=str(IMAGES / f"storefront-{name}-desktop.png"), full_page=True)
+    await page.screenshot(path=str(images / f"storefront-{name}-desktop.png"), full_page=True)
     await page.set_viewport_size(PHONE)
-    await page.screenshot(path=str(IMAGES / f"storefront-{name}-phone.png"), full_page=True)
+    await page.screenshot(path=str(images / f"storefront-{name}-phone.png"), full_page=True)
     await page.set_viewport_size({"width": viewport["width"], "height": viewport["height"]})
 
 
