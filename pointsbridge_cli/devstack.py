@@ -221,7 +221,7 @@ def run(args: argparse.Namespace) -> int:
         [
             str(BIN / "cardpoints-server"),
             "--address",
-            f"[::]:{args.cardpoints_port}",
+            f"127.0.0.1:{args.cardpoints_port}",
             "--database-url",
             f"sqlite:///{var / 'cardpoints.db'}",
             "--metrics-address",
@@ -238,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
             [
                 str(BIN / "ecommerce-server"),
                 "--address",
-                f"[::]:{args.ecommerce_port}",
+                f"127.0.0.1:{args.ecommerce_port}",
                 "--database-url",
                 f"sqlite:///{var / 'ecommerce.db'}",
                 "--metrics-address",

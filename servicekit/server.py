@@ -20,6 +20,10 @@ log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
+# Where a server listens when no address is given: plaintext stays on this machine.
+LOOPBACK = "127.0.0.1"
+EVERY_INTERFACE = "[::]"
+
 SERVER_OPTIONS: Sequence[tuple[str, Any]] = (
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
@@ -49,6 +53,15 @@ class RunningServer:
         """Report NOT_SERVING, let in-flight calls finish for up to `grace` seconds, stop."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
+
+
+def listen_address(address: str, default_port: int, *, tls: bool) -> str:
+    """`address` if one is given; otherwise `default_port` on every interface with TLS,
+    and on loopback only without it, so that plaintext is never reachable from the network
+    unless an operator asks for that by naming the address."""
+    if address:
+        return address
+    return f"{EVERY_INTERFACE if tls else LOOPBACK}:{default_port}"
 
 
 async def start_server(

@@ -25,12 +25,19 @@ from servicekit.clock import Clock, utc_now
 from servicekit.config import ConfigError, EnvParser, read_secret
 from servicekit.db import GROUP_COMMIT, Database, create_db_engine, upgrade_schema
 from servicekit.observability import configure_logging, serve_metrics
-from servicekit.server import Registration, RunningServer, start_server, wait_for_stop_signal
+from servicekit.server import (
+    Registration,
+    RunningServer,
+    listen_address,
+    start_server,
+    wait_for_stop_signal,
+)
 from servicekit.tls import ClientTransport, ServerTransport
 
 log = logging.getLogger("ecommerce")
 
 MIGRATIONS = "ecommerce.adapters:migrations"
+DEFAULT_PORT = 50052
 VERSION_TABLE = "ecommerce_alembic_version"
 
 REDEMPTION_SERVICE = pb.DESCRIPTOR.services_by_name["RedemptionService"].full_name
@@ -39,7 +46,8 @@ ADMIN_SERVICE = pb.DESCRIPTOR.services_by_name["EcommerceAdminService"].full_nam
 
 @dataclass(frozen=True)
 class Settings:
-    address: str = "[::]:50052"
+    # Empty: DEFAULT_PORT on loopback without TLS, on every interface with it.
+    address: str = ""
     database_url: str = "sqlite:///var/ecommerce.db"
     cardpoints_address: str = "localhost:50051"
     # Deadline, in seconds, of every call to cardpoints (DeductPoints included).
@@ -165,7 +173,7 @@ async def start(settings: Settings, *, clock: Clock = utc_now) -> App:
 
     try:
         running = await start_server(
-            settings.address,
+            listen_address(settings.address, DEFAULT_PORT, tls=bool(settings.tls_cert)),
             [
                 Registration(REDEMPTION_SERVICE, add_redemption),
                 Registration(ADMIN_SERVICE, add_admin),
@@ -201,7 +209,7 @@ def parse_settings(argv: Sequence[str] | None = None) -> tuple[Settings, bool]:
             "EcommerceAdminService) over gRPC, with health checking and server reflection."
         ),
     )
-    parser.server_options(defaults)
+    parser.server_options(defaults, DEFAULT_PORT)
     parser.option(
         "--cardpoints-address",
         default=defaults.cardpoints_address,
