@@ -26,6 +26,7 @@ from pointsbridge.cardpoints.v1 import cardpoints_pb2 as cp
 from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as cp_grpc
 from pointsbridge.ecommerce.v1 import ecommerce_pb2 as ec
 from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as ec_grpc
+from servicekit import lifeline
 from servicekit.auth import (
     ROLE_ADMIN,
     ROLE_CUSTOMER,
@@ -88,7 +89,9 @@ class Child:
     def __init__(self, name: str, command: Sequence[str]) -> None:
         self.name = name
         self.process = subprocess.Popen(
-            list(command),
+            # Tied to this process: if it dies before stopping the child (SIGKILL, a
+            # closed terminal), the child is sent SIGTERM and frees its port.
+            lifeline.command(os.getpid(), command),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

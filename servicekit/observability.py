@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 from prometheus_client import Counter, Histogram, start_http_server
 
+from servicekit.ports import check_port_free
 from servicekit.status import Undecodable
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -191,6 +192,7 @@ def configure_logging(service: str, level: str, log_format: str = "auto") -> Non
 
 def serve_metrics(address: str) -> int:
     """Expose /metrics over HTTP on "host:port" (port 0 picks one); returns the port."""
+    check_port_free(address, "metrics")
     host, _, port = address.rpartition(":")
     server, _thread = start_http_server(int(port), addr=host.strip("[]") or "0.0.0.0")  # noqa: S104
     return int(server.server_port)

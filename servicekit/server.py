@@ -14,15 +14,13 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from servicekit.config import ConfigError
 from servicekit.observability import ObservabilityInterceptor
+from servicekit.ports import check_port_free
 
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
-
-# Where a server listens when no address is given: plaintext stays on this machine.
-LOOPBACK = "127.0.0.1"
-EVERY_INTERFACE = "[::]"
 
 SERVER_OPTIONS: Sequence[tuple[str, Any]] = (
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -55,15 +53,6 @@ class RunningServer:
         await self.server.stop(grace)
 
 
-def listen_address(address: str, default_port: int, *, tls: bool) -> str:
-    """`address` if one is given; otherwise `default_port` on every interface with TLS,
-    and on loopback only without it, so that plaintext is never reachable from the network
-    unless an operator asks for that by naming the address."""
-    if address:
-        return address
-    return f"{EVERY_INTERFACE if tls else LOOPBACK}:{default_port}"
-
-
 async def start_server(
     address: str,
     registrations: Sequence[Registration],
@@ -88,12 +77,16 @@ async def start_server(
         ),
         server,
     )
-    if credentials is None:
-        port = server.add_insecure_port(address)
-    else:
-        port = server.add_secure_port(address, credentials)
+    check_port_free(address)
+    try:
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
+    except RuntimeError:
+        port = 0
     if port == 0:
-        raise OSError(f"could not bind {address}")
+        raise ConfigError(f"cannot listen on {address}")
     await server.start()
     serving = health_pb2.HealthCheckResponse.SERVING
     await health_servicer.set("", serving)

@@ -18,10 +18,10 @@ from servicekit.clock import Clock, utc_now
 from servicekit.config import ConfigError, EnvParser
 from servicekit.db import GROUP_COMMIT, Database, create_db_engine, upgrade_schema
 from servicekit.observability import configure_logging, serve_metrics
+from servicekit.ports import listen_address
 from servicekit.server import (
     Registration,
     RunningServer,
-    listen_address,
     start_server,
     wait_for_stop_signal,
 )
@@ -186,9 +186,9 @@ async def serve(settings: Settings) -> None:
         log.warning(
             "INSECURE: serving plaintext gRPC (--insecure-plaintext); for local development only"
         )
-    app = await start(settings)
     if settings.metrics_address:
         log.info("metrics on port %d", serve_metrics(settings.metrics_address))
+    app = await start(settings)
     log.info("cardpoints serving on port %d", app.port)
     await wait_for_stop_signal()
     log.info("draining for up to %.1fs", settings.grace)

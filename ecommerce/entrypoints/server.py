@@ -25,10 +25,10 @@ from servicekit.clock import Clock, utc_now
 from servicekit.config import ConfigError, EnvParser, read_secret
 from servicekit.db import GROUP_COMMIT, Database, create_db_engine, upgrade_schema
 from servicekit.observability import configure_logging, serve_metrics
+from servicekit.ports import listen_address
 from servicekit.server import (
     Registration,
     RunningServer,
-    listen_address,
     start_server,
     wait_for_stop_signal,
 )
@@ -298,9 +298,9 @@ async def serve(settings: Settings) -> None:
         )
     if not settings.cardpoints_ca:
         log.warning("INSECURE: calling cardpoints over plaintext with a bearer token")
-    app = await start(settings)
     if settings.metrics_address:
         log.info("metrics on port %d", serve_metrics(settings.metrics_address))
+    app = await start(settings)
     log.info(
         "ecommerce serving on port %d, cardpoints at %s", app.port, settings.cardpoints_address
     )

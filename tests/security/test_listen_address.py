@@ -9,7 +9,7 @@ import pytest
 
 from cardpoints.entrypoints import server as cardpoints_server
 from ecommerce.entrypoints import server as ecommerce_server
-from servicekit.server import listen_address
+from servicekit.ports import listen_address
 from tests.auth import ECOMMERCE_SECURITY, SERVER_SECURITY
 
 
@@ -49,6 +49,7 @@ async def test_a_plaintext_server_given_no_address_is_reachable_from_this_machin
     # The default port is the only thing changed: port 0, so that the test never
     # collides with a running system.
     monkeypatch.setattr(module, "DEFAULT_PORT", 0)
+    app: cardpoints_server.App | ecommerce_server.App
     if service == "cardpoints":
         app = await cardpoints_server.start(
             cardpoints_server.Settings(
