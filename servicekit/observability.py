@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import json
 import logging
@@ -83,6 +84,15 @@ def outgoing_metadata() -> tuple[tuple[str, str], ...]:
     return ((REQUEST_ID_HEADER, request_id),) if request_id else ()
 
 
+def _caller_gone(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode:
+    """What the caller saw of a call that ended under the handler: its deadline passed
+    (DEADLINE_EXCEEDED), or it went away or cancelled (CANCELLED)."""
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+    return grpc.StatusCode.CANCELLED
+
+
 Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 
 
@@ -112,13 +122,20 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             code = grpc.StatusCode.OK
             try:
                 await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
-                return await inner(request, context)
+                response = await inner(request, context)
             except grpc.aio.AbortError:
                 code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except asyncio.CancelledError:
+                code = _caller_gone(context)
                 raise
             except BaseException:
                 code = grpc.StatusCode.UNKNOWN
                 raise
+            else:
+                if context.cancelled():  # finished, but nobody was left to answer
+                    code = _caller_gone(context)
+                return response
             finally:
                 elapsed = time.perf_counter() - started
                 latency.observe(elapsed)
