@@ -73,7 +73,10 @@ async def test_a_call_the_caller_gave_up_on_is_logged_and_counted_by_what_it_saw
     }
     caplog.set_level(logging.INFO, logger="pointsbridge.rpc")
     async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-        call = channel.unary_unary(f"/{SERVICE}/{METHOD}")(b"x", timeout=0.3)
+        sleep: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
+            f"/{SERVICE}/{METHOD}"
+        )
+        call = sleep(b"x", timeout=0.3)
         if ending == "CANCELLED":
             await asyncio.wait_for(started.wait(), 5)
             call.cancel()
