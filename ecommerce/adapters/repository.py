@@ -684,6 +684,8 @@ class SqlRefundRepository:
                 update_time=refund.update_time,
             )
         )
+        # At once, not at commit: the unique request_id is what makes a concurrent
+        # copy of the same refund wait for this one and then rerun against it.
         self.session.flush()
 
     def get(self, refund_id: str) -> Refund | None:

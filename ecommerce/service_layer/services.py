@@ -660,15 +660,8 @@ async def refund_coupons(
                     raise RequestIdReused(request_id)
                 return existing
             redemption = _customers_redemption(uow, customer_id, redemption_id)
-            for code in canonical:
-                _customers_coupon(uow, customer_id, code).check_refundable(redemption_id, now)
-            refund_id = new_id("rf")
-            for code in canonical:
-                if not uow.coupons.void(code, refund_id, now):
-                    _customers_coupon(uow, customer_id, code).check_refundable(redemption_id, now)
-                    raise RuntimeError(f"coupon {code} is ISSUED yet could not be voided")
             refund = Refund(
-                refund_id=refund_id,
+                refund_id=new_id("rf"),
                 request_id=request_id,
                 customer_id=customer_id,
                 redemption_id=redemption_id,
@@ -678,7 +671,17 @@ async def refund_coupons(
                 create_time=now,
                 update_time=now,
             )
+            # The refund (the idempotency record) is written before any coupon is
+            # looked at: a concurrent copy of this request meets its unique request_id,
+            # waits for this one to finish, and its rerun returns this refund instead
+            # of finding the coupons VOID. A refusal below rolls the record back.
             uow.refunds.add(refund)
+            for code in canonical:
+                _customers_coupon(uow, customer_id, code).check_refundable(redemption_id, now)
+            for code in canonical:
+                if not uow.coupons.void(code, refund.refund_id, now):
+                    _customers_coupon(uow, customer_id, code).check_refundable(redemption_id, now)
+                    raise RuntimeError(f"coupon {code} is ISSUED yet could not be voided")
             uow.events.append(CouponsVoided(len(canonical)))
             uow.commit()
         return refund
