@@ -66,9 +66,10 @@ class Settings:
     settle_delay: float = 5.0
     # Seconds after which an unsettled operation is flagged for review.
     review_after: float = 900.0
-    # Seconds a sweep holds its claim on a row; a replica that dies mid-sweep
-    # blocks its rows for no longer than this.
-    recovery_lease: float = 60.0
+    # Seconds a sweep's claim on a row lasts unless renewed; the sweep renews it every
+    # third of that while it works, so a replica that dies mid-sweep blocks its rows
+    # for no longer than this.
+    recovery_lease: float = 10.0
     # Transport to clients: TLS with these files, or plaintext only when asked for by name.
     tls_cert: str = ""
     tls_key: str = ""
@@ -120,8 +121,22 @@ def migrate(settings: Settings) -> None:
         engine.dispose()
 
 
+def recovery_policy(settings: Settings) -> RecoveryPolicy:
+    """How the recovery loop sweeps. The lease need not cover a call to cardpoints: a
+    sweep renews its claims while it works, so a short lease only bounds how long a
+    dead replica's claims block its rows."""
+    if settings.recovery_lease <= 0:
+        raise ConfigError(f"--recovery-lease must be positive, got {settings.recovery_lease}")
+    return RecoveryPolicy(
+        settle_delay=timedelta(seconds=settings.settle_delay),
+        review_after=timedelta(seconds=settings.review_after),
+        lease=timedelta(seconds=settings.recovery_lease),
+    )
+
+
 async def start(settings: Settings, *, clock: Clock = utc_now) -> App:
     """Open the database, migrate it if asked, and serve both e-commerce services."""
+    policy = recovery_policy(settings)
     credentials = ServerTransport(
         settings.tls_cert, settings.tls_key, insecure_plaintext=settings.insecure_plaintext
     ).credentials()
@@ -187,11 +202,6 @@ async def start(settings: Settings, *, clock: Clock = utc_now) -> App:
         raise
     app = App(running, database, gateway)
     if settings.recovery_interval > 0:
-        policy = RecoveryPolicy(
-            settle_delay=timedelta(seconds=settings.settle_delay),
-            review_after=timedelta(seconds=settings.review_after),
-            lease=timedelta(seconds=max(settings.recovery_lease, 4 * settings.deduct_timeout)),
-        )
         app.recovery = asyncio.create_task(
             run_recovery(deps, policy, settings.recovery_interval, app.recovery_stop)
         )
@@ -278,8 +288,8 @@ def parse_settings(argv: Sequence[str] | None = None) -> tuple[Settings, bool]:
         "--recovery-lease",
         default=defaults.recovery_lease,
         type=float,
-        help="seconds a sweep's claim on a row lasts (at least 4x --deduct-timeout); "
-        "rows of a replica that died mid-sweep wait this long",
+        help="seconds a sweep's claim on a row lasts unless renewed (a live sweep renews "
+        "it every third of that); rows of a replica that died mid-sweep wait this long",
     )
     parser.add_argument(
         "--migrate-only",
