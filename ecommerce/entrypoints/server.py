@@ -22,7 +22,7 @@ from pointsbridge.ecommerce.v1 import ecommerce_pb2 as pb
 from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as pb_grpc
 from servicekit.auth import AuthInterceptor, RateLimiter, TokenVerifier
 from servicekit.clock import Clock, utc_now
-from servicekit.config import ConfigError, EnvParser, read_secret
+from servicekit.config import ConfigError, EnvParser
 from servicekit.db import GROUP_COMMIT, Database, create_db_engine, upgrade_schema
 from servicekit.observability import configure_logging, serve_metrics
 from servicekit.ports import listen_address
@@ -33,6 +33,7 @@ from servicekit.server import (
     wait_for_stop_signal,
 )
 from servicekit.tls import ClientTransport, ServerTransport
+from servicekit.token_file import TokenFile, watch
 
 log = logging.getLogger("ecommerce")
 
@@ -96,6 +97,8 @@ class App:
     gateway: GrpcPointsGateway
     recovery: asyncio.Task[None] | None = None
     recovery_stop: asyncio.Event = field(default_factory=asyncio.Event)
+    # Watches --cardpoints-token-file: rotation, and warnings ahead of expiry.
+    token_watch: asyncio.Task[None] | None = None
 
     @property
     def port(self) -> int:
@@ -104,9 +107,10 @@ class App:
     async def stop(self, grace: float = 5.0) -> None:
         """Finish in-flight calls (up to `grace` seconds), then release the channel and database."""
         try:
-            if self.recovery is not None:
-                self.recovery_stop.set()
-                await self.recovery
+            self.recovery_stop.set()
+            for task in (self.recovery, self.token_watch):
+                if task is not None:
+                    await task
             await self.server.drain(grace)
         finally:
             await self.gateway.close()
@@ -148,8 +152,10 @@ async def start(settings: Settings, *, clock: Clock = utc_now) -> App:
     to_cardpoints = ClientTransport(
         settings.cardpoints_ca, settings.cardpoints_cert, settings.cardpoints_key
     )
-    service_token = read_secret(settings.cardpoints_token_file)
-    if not to_cardpoints.secure and not service_token:
+    service_token = (
+        TokenFile(settings.cardpoints_token_file) if settings.cardpoints_token_file else None
+    )
+    if not to_cardpoints.secure and service_token is None:
         raise ConfigError(
             "calls to cardpoints need credentials: --cardpoints-ca with --cardpoints-cert and "
             "--cardpoints-key (mutual TLS), or --cardpoints-token-file"
@@ -166,7 +172,7 @@ async def start(settings: Settings, *, clock: Clock = utc_now) -> App:
         settings.cardpoints_address,
         timeout=settings.deduct_timeout,
         transport=to_cardpoints,
-        token=service_token,
+        token=service_token or "",
     )
     deps = Dependencies(
         runner=database,
@@ -201,6 +207,15 @@ async def start(settings: Settings, *, clock: Clock = utc_now) -> App:
         database.close()
         raise
     app = App(running, database, gateway)
+    if service_token is not None:
+        token_file = service_token
+
+        def seconds_left() -> float:
+            left = token_file.seconds_left()
+            return float("nan") if left is None else left
+
+        metrics.CARDPOINTS_TOKEN_EXPIRY.set_function(seconds_left)
+        app.token_watch = asyncio.create_task(watch(token_file, app.recovery_stop))
     if settings.recovery_interval > 0:
         app.recovery = asyncio.create_task(
             run_recovery(deps, policy, settings.recovery_interval, app.recovery_stop)
@@ -282,7 +297,9 @@ def parse_settings(argv: Sequence[str] | None = None) -> tuple[Settings, bool]:
     parser.option(
         "--cardpoints-token-file",
         default=defaults.cardpoints_token_file,
-        help="file holding this service's bearer token for cardpoints, when not using mTLS",
+        help="file holding this service's bearer token for cardpoints, when not using mTLS; "
+        "re-read whenever it changes (replace it atomically to rotate), warned about in "
+        "the log and ecommerce_cardpoints_token_expiry_seconds before it expires",
     )
     parser.option(
         "--recovery-lease",

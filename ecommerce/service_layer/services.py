@@ -427,7 +427,7 @@ async def _settle(deps: Dependencies, redemption: Redemption) -> Redemption:
     try:
         deduction = await deps.points.deduct_points(order)
     except PointsSystemUnavailable as error:
-        raise PointsSystemUnavailable(
+        raise type(error)(
             f"{error.message}; redemption {redemption_id} is PENDING: retry with the same "
             "request_id",
             metadata={"redemption_id": redemption_id, "request_id": redemption.request_id},
@@ -730,7 +730,7 @@ async def settle_refund(deps: Dependencies, refund_id: str) -> Refund:
     try:
         reversal = await deps.points.reverse_deduction(order)
     except PointsSystemUnavailable as error:
-        raise PointsSystemUnavailable(
+        raise type(error)(
             f"{error.message}; refund {refund_id} is PENDING: retry with the same request_id",
             metadata=metadata,
         ) from error
