@@ -35,6 +35,7 @@ from pointsbridge.cardpoints.v1 import cardpoints_pb2 as pb
 from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as pb_grpc
 from servicekit.observability import outgoing_metadata
 from servicekit.status import remote_error
+from servicekit.targets import balanced_options, grpc_target
 from servicekit.tls import ClientTransport
 from servicekit.token_file import TokenFile
 
@@ -66,6 +67,8 @@ _ACCOUNT_STATES = {
 
 # Cardpoints refused this service's own credentials: nothing was done there.
 _CREDENTIALS_REFUSED = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+
+CARDPOINTS_SERVICE = pb.DESCRIPTOR.services_by_name["CardPointsService"].full_name
 
 # A restarted cardpoints should be reachable again within a second or two, not
 # after gRPC's default reconnect backoff of up to two minutes.
@@ -139,15 +142,17 @@ class GrpcPointsGateway:
     ) -> GrpcPointsGateway:
         """A gateway whose channel connects lazily, on the first call.
 
-        With TLS, the client certificate is this service's identity; without, the
-        service token is.
+        `address` is one host:port (every address it resolves to is used), or several
+        ip:port separated by commas: calls go round robin to the replicas whose health
+        check says SERVING (servicekit.targets). With TLS, the client certificate is
+        this service's identity; without, the service token is.
         """
+        target = grpc_target(address, "--cardpoints-address")
+        options = (*CHANNEL_OPTIONS, *balanced_options(CARDPOINTS_SERVICE))
         if transport is not None and transport.secure:
-            channel = grpc.aio.secure_channel(
-                address, transport.credentials(), options=CHANNEL_OPTIONS
-            )
+            channel = grpc.aio.secure_channel(target, transport.credentials(), options=options)
         else:
-            channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+            channel = grpc.aio.insecure_channel(target, options=options)
         return cls(channel, timeout=timeout, attempts=attempts, token=token)
 
     async def close(self) -> None:

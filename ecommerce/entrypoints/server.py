@@ -238,7 +238,9 @@ def parse_settings(argv: Sequence[str] | None = None) -> tuple[Settings, bool]:
     parser.option(
         "--cardpoints-address",
         default=defaults.cardpoints_address,
-        help="host:port of the card-points service",
+        help="the card-points service: host:port (a DNS name may resolve to several "
+        "replicas), or several replicas as ip:port,ip:port; calls go round robin to "
+        "those whose health check says SERVING",
     )
     parser.option(
         "--deduct-timeout",
