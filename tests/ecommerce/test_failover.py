@@ -24,6 +24,7 @@ from servicekit.status import remote_error
 from servicekit.targets import grpc_target
 from tests import auth
 from tests.auth import ECOMMERCE_SECURITY, SERVER_SECURITY
+from tests.ecommerce.seed import seed_over_grpc
 from tests.support import ServerProcess
 
 CARDPOINTS = [sys.executable, "-m", "cardpoints.entrypoints.server"]
@@ -66,31 +67,7 @@ async def test_redemptions_carry_on_when_one_of_two_cardpoints_replicas_is_kille
     to_shop = auth.channel(f"127.0.0.1:{ecommerce.port}")
     to_bank = auth.channel(f"127.0.0.1:{replicas[1].port}")
     try:
-        bank = cpb_grpc.CardPointsAdminServiceStub(to_bank)
-        await bank.OpenAccount(
-            cpb.OpenAccountRequest(account_id="card-a", holder_name="A"), timeout=TIMEOUT
-        )
-        await bank.CreditPoints(
-            cpb.CreditPointsRequest(request_id="seed", account_id="card-a", points=1_000_000),
-            timeout=TIMEOUT,
-        )
-        admin = pb_grpc.EcommerceAdminServiceStub(to_shop)
-        await admin.CreateCouponProduct(
-            pb.CreateCouponProductRequest(
-                product_id="c1",
-                display_name="1 off",
-                face_value_minor=100,
-                currency="CNY",
-                points_per_coupon=10,
-                validity_days=30,
-                max_quantity_per_redemption=10,
-            ),
-            timeout=TIMEOUT,
-        )
-        await admin.LinkCardAccount(
-            pb.LinkCardAccountRequest(customer_id="alice", card_account_id="card-a"),
-            timeout=TIMEOUT,
-        )
+        await seed_over_grpc(to_bank, to_shop, points=1_000_000, points_per_coupon=10)
         shop = pb_grpc.RedemptionServiceStub(to_shop)
         failures: list[str] = []
         done = 0
@@ -101,7 +78,7 @@ async def test_redemptions_carry_on_when_one_of_two_cardpoints_replicas_is_kille
                 if time.monotonic() > stop_at:
                     return
                 request = pb.RedeemPointsRequest(
-                    request_id=f"w{worker}-{i}", customer_id="alice", product_id="c1", quantity=1
+                    request_id=f"w{worker}-{i}", customer_id="alice", product_id="c10", quantity=1
                 )
                 try:
                     answer = await shop.RedeemPoints(request, timeout=TIMEOUT)

@@ -19,6 +19,7 @@ from ecommerce.service_layer.unit_of_work import SqlUnitOfWork, UnitOfWork
 from servicekit.clock import utc_now
 from servicekit.config import ConfigError
 from servicekit.db import Database, create_db_engine, upgrade_schema
+from tests.ecommerce.seed import seed_use_cases
 from tests.ecommerce.test_services import FakePointsGateway
 
 LEASE = timedelta(seconds=1)
@@ -68,18 +69,7 @@ async def shop(make_db_url: Callable[[str], str]) -> AsyncIterator[Shop]:
     database = Database(engine, workers=4)
     points = SlowPointsGateway()
     deps = Shop(database, points).replica(points)
-    await services.create_coupon_product(
-        deps,
-        product_id="coupon-10",
-        display_name="10 off",
-        face_value_minor=1000,
-        currency="CNY",
-        points_per_coupon=1000,
-        validity_days=30,
-        max_quantity_per_redemption=20,
-    )
-    points.open("card-alice", 10_000)
-    await services.link_card_account(deps, customer_id="alice", card_account_id="card-alice")
+    await seed_use_cases(deps, points)
     # An outage leaves one redemption PENDING for the sweeps.
     points.unreachable = 1
     with pytest.raises(PointsSystemUnavailable):

@@ -16,6 +16,7 @@ from ecommerce.service_layer import services
 from ecommerce.service_layer.unit_of_work import SqlUnitOfWork
 from servicekit.clock import utc_now
 from servicekit.db import Database, create_db_engine, upgrade_schema
+from tests.ecommerce.seed import seed_use_cases
 from tests.ecommerce.test_services import FakePointsGateway
 
 
@@ -95,18 +96,7 @@ async def test_concurrent_duplicates_of_one_refund_both_get_the_same_refund(
         clock=utc_now,
     )
     try:
-        await services.create_coupon_product(
-            deps,
-            product_id="coupon-10",
-            display_name="10 off",
-            face_value_minor=1000,
-            currency="CNY",
-            points_per_coupon=1000,
-            validity_days=30,
-            max_quantity_per_redemption=20,
-        )
-        points.open("card-alice", 10_000)
-        await services.link_card_account(deps, customer_id="alice", card_account_id="card-alice")
+        await seed_use_cases(deps, points)
         redemption = await services.redeem_points(
             deps,
             request_id="redeem-1",

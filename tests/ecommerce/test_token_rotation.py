@@ -24,6 +24,7 @@ from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as pb_grpc
 from servicekit.status import remote_error
 from tests import auth
 from tests.auth import SERVER_SECURITY
+from tests.ecommerce.seed import seed_over_grpc
 
 TIMEOUT = 10.0
 SHORT_TTL = 4
@@ -76,32 +77,8 @@ async def test_an_expired_token_is_named_the_redemption_waits_and_a_rotated_one_
     to_shop = auth.channel(f"127.0.0.1:{ecommerce.port}")
     to_bank = auth.channel(f"127.0.0.1:{cardpoints.port}")
     try:
+        await seed_over_grpc(to_bank, to_shop)
         shop = pb_grpc.RedemptionServiceStub(to_shop)
-        admin = pb_grpc.EcommerceAdminServiceStub(to_shop)
-        bank = cpb_grpc.CardPointsAdminServiceStub(to_bank)
-        await bank.OpenAccount(
-            cpb.OpenAccountRequest(account_id="card-a", holder_name="A"), timeout=TIMEOUT
-        )
-        await bank.CreditPoints(
-            cpb.CreditPointsRequest(request_id="seed", account_id="card-a", points=10_000),
-            timeout=TIMEOUT,
-        )
-        await admin.CreateCouponProduct(
-            pb.CreateCouponProductRequest(
-                product_id="c10",
-                display_name="10 off",
-                face_value_minor=1000,
-                currency="CNY",
-                points_per_coupon=1000,
-                validity_days=30,
-                max_quantity_per_redemption=10,
-            ),
-            timeout=TIMEOUT,
-        )
-        await admin.LinkCardAccount(
-            pb.LinkCardAccountRequest(customer_id="alice", card_account_id="card-a"),
-            timeout=TIMEOUT,
-        )
 
         def redeem(request_id: str) -> pb.RedeemPointsRequest:
             return pb.RedeemPointsRequest(
