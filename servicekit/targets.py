@@ -50,6 +50,18 @@ def grpc_target(address: str, what: str = "--address") -> str:
     return f"{'ipv4' if versions == {4} else 'ipv6'}:{','.join(parts)}"
 
 
+def tls_name(address: str) -> str:
+    """The name a server's certificate is checked against when none is given: the host
+    of `address`, the first one when several are listed (gRPC would otherwise check the
+    whole list, which no certificate names)."""
+    text = address.strip()
+    for scheme in _SCHEMES:
+        text = text.removeprefix(scheme)
+    first = text.lstrip("/").split(",")[0].strip()
+    host, colon, _port = first.rpartition(":")
+    return (host if colon else first).strip("[]")
+
+
 def balanced_options(health_service: str) -> Sequence[tuple[str, Any]]:
     """Channel options: round robin over the replicas whose health check of
     `health_service` (grpc.health.v1) says SERVING. The config is ours alone: DNS

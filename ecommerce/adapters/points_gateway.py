@@ -35,7 +35,7 @@ from pointsbridge.cardpoints.v1 import cardpoints_pb2 as pb
 from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as pb_grpc
 from servicekit.observability import outgoing_metadata
 from servicekit.status import remote_error
-from servicekit.targets import balanced_options, grpc_target
+from servicekit.targets import balanced_options, grpc_target, tls_name
 from servicekit.tls import ClientTransport
 from servicekit.token_file import TokenFile
 
@@ -139,17 +139,24 @@ class GrpcPointsGateway:
         attempts: int = 3,
         transport: ClientTransport | None = None,
         token: str | TokenFile = "",
+        server_name: str = "",
     ) -> GrpcPointsGateway:
         """A gateway whose channel connects lazily, on the first call.
 
         `address` is one host:port (every address it resolves to is used), or several
         ip:port separated by commas: calls go round robin to the replicas whose health
         check says SERVING (servicekit.targets). With TLS, the client certificate is
-        this service's identity; without, the service token is.
+        this service's identity, and each replica's certificate must be valid for
+        `server_name` (by default the host of the first address); without TLS, the
+        service token is the identity.
         """
         target = grpc_target(address, "--cardpoints-address")
         options = (*CHANNEL_OPTIONS, *balanced_options(CARDPOINTS_SERVICE))
         if transport is not None and transport.secure:
+            # Every replica's certificate is checked against one name: `server_name`,
+            # or the (first) host of `address`.
+            name = server_name or tls_name(address)
+            options = (*options, ("grpc.ssl_target_name_override", name))
             channel = grpc.aio.secure_channel(target, transport.credentials(), options=options)
         else:
             channel = grpc.aio.insecure_channel(target, options=options)

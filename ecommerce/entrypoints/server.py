@@ -84,6 +84,9 @@ class Settings:
     cardpoints_ca: str = ""
     cardpoints_cert: str = ""
     cardpoints_key: str = ""
+    # The name cardpoints' certificates must be valid for; empty: the (first) host of
+    # cardpoints_address.
+    cardpoints_tls_name: str = ""
     # ... or, without TLS, a file holding this service's bearer token.
     cardpoints_token_file: str = ""
 
@@ -173,6 +176,7 @@ async def start(settings: Settings, *, clock: Clock = utc_now) -> App:
         timeout=settings.deduct_timeout,
         transport=to_cardpoints,
         token=service_token or "",
+        server_name=settings.cardpoints_tls_name,
     )
     deps = Dependencies(
         runner=database,
@@ -295,6 +299,12 @@ def parse_settings(argv: Sequence[str] | None = None) -> tuple[Settings, bool]:
     )
     parser.option(
         "--cardpoints-key", default=defaults.cardpoints_key, help="PEM key of --cardpoints-cert"
+    )
+    parser.option(
+        "--cardpoints-tls-name",
+        default=defaults.cardpoints_tls_name,
+        help="with --cardpoints-ca: the name every cardpoints replica's certificate must be "
+        "valid for; empty: the host of --cardpoints-address (the first, when several)",
     )
     parser.option(
         "--cardpoints-token-file",

@@ -6,6 +6,7 @@ import asyncio
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 import pytest
@@ -14,14 +15,17 @@ from grpc_health.v1 import health_pb2
 from cardpoints.entrypoints.server import Settings as CardpointsSettings
 from cardpoints.entrypoints.server import start as start_cardpoints
 from ecommerce.adapters.points_gateway import GrpcPointsGateway
+from ecommerce.domain.errors import AccountNotFound
 from ecommerce.entrypoints.server import Settings, start
 from pointsbridge.cardpoints.v1 import cardpoints_pb2 as cpb
 from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as cpb_grpc
 from pointsbridge.ecommerce.v1 import ecommerce_pb2 as pb
 from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as pb_grpc
 from servicekit.config import ConfigError
+from servicekit.devcerts import write_dev_pki
 from servicekit.status import remote_error
-from servicekit.targets import grpc_target
+from servicekit.targets import grpc_target, tls_name
+from servicekit.tls import ClientTransport
 from tests import auth
 from tests.auth import ECOMMERCE_SECURITY, SERVER_SECURITY
 from tests.ecommerce.seed import seed_over_grpc
@@ -36,6 +40,8 @@ def test_addresses_become_grpc_targets_and_host_names_in_a_list_are_refused() ->
     assert grpc_target("127.0.0.1:1, 127.0.0.1:2") == "ipv4:127.0.0.1:1,127.0.0.1:2"
     assert grpc_target("[::1]:1,[::1]:2") == "ipv6:[::1]:1,[::1]:2"
     assert grpc_target("dns:///cardpoints:50051") == "dns:///cardpoints:50051"
+    assert tls_name("dns:///cardpoints.internal:50051") == "cardpoints.internal"
+    assert tls_name("[::1]:1,[::1]:2") == "::1"
     for bad in ("a:1,b:2", "127.0.0.1:1,[::1]:2", "127.0.0.1:1,", "", "127.0.0.1:x,127.0.0.1:2"):
         with pytest.raises(ConfigError):
             grpc_target(bad, "--cardpoints-address")
@@ -148,5 +154,50 @@ async def test_a_replica_whose_health_check_says_not_serving_takes_no_calls(
             assert (await gateway.get_account("card-h")).account_id == "card-h"
     finally:
         await gateway.close()
+        for app in apps:
+            await app.stop(grace=0)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_replicas_listed_by_ip_are_reached_over_mutual_tls(
+    make_db_url: Callable[[str], str], tmp_path: Path
+) -> None:
+    write_dev_pki(tmp_path)
+    url = make_db_url("cardpoints")
+    apps = [
+        await start_cardpoints(
+            CardpointsSettings(
+                address="127.0.0.1:0",
+                database_url=url,
+                tls_cert=str(tmp_path / "cardpoints.pem"),
+                tls_key=str(tmp_path / "cardpoints-key.pem"),
+                tls_client_ca=str(tmp_path / "ca.pem"),
+                token_public_key=str(auth.PUBLIC_KEY),
+            )
+        )
+        for _ in range(2)
+    ]
+    transport = ClientTransport(
+        str(tmp_path / "ca.pem"),
+        str(tmp_path / "ecommerce.pem"),
+        str(tmp_path / "ecommerce-key.pem"),
+    )
+    listed = ",".join(f"127.0.0.1:{app.port}" for app in apps)
+    assert tls_name(listed) == "127.0.0.1"
+    gateways = [
+        GrpcPointsGateway.connect(listed, timeout=TIMEOUT, transport=transport),
+        # A name every replica's certificate carries, as a bank's CA would issue them.
+        GrpcPointsGateway.connect(
+            listed, timeout=TIMEOUT, transport=transport, server_name="cardpoints"
+        ),
+    ]
+    try:
+        for gateway in gateways:
+            for _ in range(6):  # round robin: each replica several times
+                with pytest.raises(AccountNotFound):
+                    await gateway.get_account("no-such-card")
+    finally:
+        for gateway in gateways:
+            await gateway.close()
         for app in apps:
             await app.stop(grace=0)
