@@ -19,12 +19,7 @@ from servicekit.config import ConfigError, EnvParser
 from servicekit.db import GROUP_COMMIT, Database, create_db_engine, upgrade_schema
 from servicekit.observability import configure_logging, serve_metrics
 from servicekit.ports import listen_address
-from servicekit.server import (
-    Registration,
-    RunningServer,
-    start_server,
-    wait_for_stop_signal,
-)
+from servicekit.server import Registration, RunningServer, start_server, wait_for_stop_signal
 from servicekit.tls import ServerTransport
 
 log = logging.getLogger("cardpoints")
