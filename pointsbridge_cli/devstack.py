@@ -84,7 +84,11 @@ class DevKeys:
 
 
 class Child:
-    """A service process whose log is relayed to ours; its port is read from its log."""
+    """A service process whose log is relayed to ours; its port is read from its log.
+
+    Create children from the main thread: the kernel's parent-death signal
+    (servicekit.lifeline) follows the thread that started the child, not the process.
+    """
 
     def __init__(self, name: str, command: Sequence[str]) -> None:
         self.name = name
@@ -247,7 +251,7 @@ def run(args: argparse.Namespace) -> int:
                 "--metrics-address",
                 f"127.0.0.1:{args.ecommerce_metrics_port}",
                 "--cardpoints-address",
-                f"localhost:{cardpoints_port}",
+                f"127.0.0.1:{cardpoints_port}",  # where cardpoints listens, and only there
                 *security,
                 "--cardpoints-token-file",
                 str(keys.service_token),
