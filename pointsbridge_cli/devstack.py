@@ -121,7 +121,11 @@ class Child:
     def wait_port(self, timeout: float = 60) -> int:
         self._ready.wait(timeout)
         if self._port is None:
-            raise SystemExit(f"{self.name} did not start (exit code {self.process.poll()})")
+            try:  # its log has ended: it is exiting, or hangs with its output closed
+                code: int | None = self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                code = None
+            raise SystemExit(f"{self.name} did not start (exit code {code})")
         return self._port
 
     def stop(self) -> int:

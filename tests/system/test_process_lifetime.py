@@ -127,3 +127,27 @@ def test_the_services_end_and_free_their_ports_when_the_supervisor_is_sigkilled(
             if _alive(child):
                 os.kill(child, signal.SIGKILL)
         stack.stop()
+
+
+def test_make_run_on_a_taken_port_names_it_and_exits_non_zero(
+    taken_port: int, tmp_path: Path
+) -> None:
+    done = _run(
+        "pointsbridge_cli.devstack",
+        "run",
+        "--var",
+        str(tmp_path / "var"),
+        "--cardpoints-port",
+        str(taken_port),
+        "--ecommerce-port",
+        "0",
+        "--cardpoints-metrics-port",
+        "0",
+        "--ecommerce-metrics-port",
+        "0",
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output
+    assert "Traceback" not in output
+    assert f"port {taken_port} is already in use" in output
+    assert "cardpoints did not start (exit code 2)" in output
