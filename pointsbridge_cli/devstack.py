@@ -26,6 +26,7 @@ from pointsbridge.cardpoints.v1 import cardpoints_pb2 as cp
 from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as cp_grpc
 from pointsbridge.ecommerce.v1 import ecommerce_pb2 as ec
 from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as ec_grpc
+from servicekit import lifeline
 from servicekit.auth import (
     ROLE_ADMIN,
     ROLE_CUSTOMER,
@@ -83,12 +84,18 @@ class DevKeys:
 
 
 class Child:
-    """A service process whose log is relayed to ours; its port is read from its log."""
+    """A service process whose log is relayed to ours; its port is read from its log.
+
+    Create children from the main thread: the kernel's parent-death signal
+    (servicekit.lifeline) follows the thread that started the child, not the process.
+    """
 
     def __init__(self, name: str, command: Sequence[str]) -> None:
         self.name = name
         self.process = subprocess.Popen(
-            list(command),
+            # Tied to this process: if it dies before stopping the child (SIGKILL, a
+            # closed terminal), the child is sent SIGTERM and frees its port.
+            lifeline.command(os.getpid(), command),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -114,7 +121,11 @@ class Child:
     def wait_port(self, timeout: float = 60) -> int:
         self._ready.wait(timeout)
         if self._port is None:
-            raise SystemExit(f"{self.name} did not start (exit code {self.process.poll()})")
+            try:  # its log has ended: it is exiting, or hangs with its output closed
+                code: int | None = self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                code = None
+            raise SystemExit(f"{self.name} did not start (exit code {code})")
         return self._port
 
     def stop(self) -> int:
@@ -221,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
         [
             str(BIN / "cardpoints-server"),
             "--address",
-            f"[::]:{args.cardpoints_port}",
+            f"127.0.0.1:{args.cardpoints_port}",
             "--database-url",
             f"sqlite:///{var / 'cardpoints.db'}",
             "--metrics-address",
@@ -238,13 +249,13 @@ def run(args: argparse.Namespace) -> int:
             [
                 str(BIN / "ecommerce-server"),
                 "--address",
-                f"[::]:{args.ecommerce_port}",
+                f"127.0.0.1:{args.ecommerce_port}",
                 "--database-url",
                 f"sqlite:///{var / 'ecommerce.db'}",
                 "--metrics-address",
                 f"127.0.0.1:{args.ecommerce_metrics_port}",
                 "--cardpoints-address",
-                f"localhost:{cardpoints_port}",
+                f"127.0.0.1:{cardpoints_port}",  # where cardpoints listens, and only there
                 *security,
                 "--cardpoints-token-file",
                 str(keys.service_token),
@@ -261,7 +272,7 @@ def run(args: argparse.Namespace) -> int:
                 "--address",
                 f"127.0.0.1:{args.storefront_port}",
                 "--ecommerce-address",
-                f"localhost:{ecommerce_port}",
+                f"127.0.0.1:{ecommerce_port}",
                 "--dev-sign-in",
                 "true",
                 *log_format,

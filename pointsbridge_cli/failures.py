@@ -114,6 +114,11 @@ REASON_SENTENCES: dict[str, tuple[str, ...]] = {
         "the card-points system did not answer, so this is still PENDING; retry with the "
         "same request id to finish it.",
     ),
+    "POINTS_SYSTEM_CREDENTIALS_REJECTED": (
+        "the card-points system refused the credentials of the e-commerce service itself "
+        "(its token for cardpoints may have expired), so no points moved and this is "
+        "still PENDING; it is finished once a valid token is in its --cardpoints-token-file.",
+    ),
     "UNAVAILABLE": (
         "the {service} service could not reach a service it depends on; try again later.",
     ),

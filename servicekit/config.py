@@ -39,9 +39,14 @@ class EnvParser(argparse.ArgumentParser):
             flag, default=value, type=type, choices=choices, help=f"{help} [env: {env}]"
         )
 
-    def server_options(self, defaults: Any) -> None:
+    def server_options(self, defaults: Any, default_port: int) -> None:
         """The options every PointsBridge server has; `defaults` is its Settings()."""
-        self.option("--address", default=defaults.address, help="host:port to listen on")
+        self.option(
+            "--address",
+            default=defaults.address,
+            help=f"host:port to listen on; empty: 127.0.0.1:{default_port} (this machine "
+            f"only) without TLS, [::]:{default_port} (every interface) with --tls-cert",
+        )
         self.option(
             "--database-url",
             default=defaults.database_url,

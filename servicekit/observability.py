@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import json
 import logging
@@ -15,6 +16,7 @@ from typing import Any
 import grpc
 from prometheus_client import Counter, Histogram, start_http_server
 
+from servicekit.ports import check_port_free
 from servicekit.status import Undecodable
 
 REQUEST_ID_HEADER = "x-request-id"
@@ -83,6 +85,15 @@ def outgoing_metadata() -> tuple[tuple[str, str], ...]:
     return ((REQUEST_ID_HEADER, request_id),) if request_id else ()
 
 
+def _caller_gone(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode:
+    """What the caller saw of a call that ended under the handler: its deadline passed
+    (DEADLINE_EXCEEDED), or it went away or cancelled (CANCELLED)."""
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        return grpc.StatusCode.DEADLINE_EXCEEDED
+    return grpc.StatusCode.CANCELLED
+
+
 Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 
 
@@ -112,13 +123,20 @@ class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
             code = grpc.StatusCode.OK
             try:
                 await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
-                return await inner(request, context)
+                response = await inner(request, context)
             except grpc.aio.AbortError:
                 code = context.code() or grpc.StatusCode.UNKNOWN
+                raise
+            except asyncio.CancelledError:
+                code = _caller_gone(context)
                 raise
             except BaseException:
                 code = grpc.StatusCode.UNKNOWN
                 raise
+            else:
+                if context.cancelled():  # finished, but nobody was left to answer
+                    code = _caller_gone(context)
+                return response
             finally:
                 elapsed = time.perf_counter() - started
                 latency.observe(elapsed)
@@ -192,6 +210,7 @@ def configure_logging(service: str, level: str, log_format: str = "auto") -> Non
 
 def serve_metrics(address: str) -> int:
     """Expose /metrics over HTTP on "host:port" (port 0 picks one); returns the port."""
+    check_port_free(address, "metrics")
     host, _, port = address.rpartition(":")
     server, _thread = start_http_server(int(port), addr=host.strip("[]") or "0.0.0.0")  # noqa: S104
     return int(server.server_port)

@@ -48,6 +48,8 @@ REASON_CODES: dict[str, grpc.StatusCode] = {
     "ACCOUNT_ALREADY_EXISTS": grpc.StatusCode.ALREADY_EXISTS,
     "PRODUCT_ALREADY_EXISTS": grpc.StatusCode.ALREADY_EXISTS,
     "POINTS_SYSTEM_UNAVAILABLE": grpc.StatusCode.UNAVAILABLE,
+    # Cardpoints refused ecommerce's own credentials: the caller can only retry later.
+    "POINTS_SYSTEM_CREDENTIALS_REJECTED": grpc.StatusCode.UNAVAILABLE,
     "UNAVAILABLE": grpc.StatusCode.UNAVAILABLE,
     "MISSING_CREDENTIALS": grpc.StatusCode.UNAUTHENTICATED,
     "INVALID_CREDENTIALS": grpc.StatusCode.UNAUTHENTICATED,

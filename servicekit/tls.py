@@ -84,8 +84,21 @@ class ClientTransport:
             certificate_chain=_read(self.cert, "client certificate") if self.cert else None,
         )
 
-    def channel(self, address: str) -> grpc.aio.Channel:
-        """A channel to `address` (TLS when secure) that connects lazily and reconnects fast."""
+    def channel(
+        self,
+        target: str,
+        *,
+        options: Sequence[tuple[str, Any]] = (),
+        server_name: str | None = None,
+    ) -> grpc.aio.Channel:
+        """A channel to `target` (TLS when secure) that connects lazily and reconnects fast.
+
+        With TLS, `server_name` is the name every server's certificate is checked
+        against, for a target that names several replicas by address.
+        """
+        options = (*RECONNECT_OPTIONS, *options)
         if self.secure:
-            return grpc.aio.secure_channel(address, self.credentials(), options=RECONNECT_OPTIONS)
-        return grpc.aio.insecure_channel(address, options=RECONNECT_OPTIONS)
+            if server_name is not None:
+                options = (*options, ("grpc.ssl_target_name_override", server_name))
+            return grpc.aio.secure_channel(target, self.credentials(), options=options)
+        return grpc.aio.insecure_channel(target, options=options)

@@ -18,18 +18,21 @@ from servicekit.clock import Clock, utc_now
 from servicekit.config import ConfigError, EnvParser
 from servicekit.db import GROUP_COMMIT, Database, create_db_engine, upgrade_schema
 from servicekit.observability import configure_logging, serve_metrics
+from servicekit.ports import listen_address
 from servicekit.server import Registration, RunningServer, start_server, wait_for_stop_signal
 from servicekit.tls import ServerTransport
 
 log = logging.getLogger("cardpoints")
 
 MIGRATIONS = str(Path(__file__).resolve().parent.parent / "adapters" / "migrations")
+DEFAULT_PORT = 50051
 VERSION_TABLE = "cardpoints_alembic_version"
 
 
 @dataclass(frozen=True)
 class Settings:
-    address: str = "[::]:50051"
+    # Empty: DEFAULT_PORT on loopback without TLS, on every interface with it.
+    address: str = ""
     database_url: str = "sqlite:///var/cardpoints.db"
     migrate: bool = True
     workers: int = 8
@@ -101,7 +104,7 @@ async def start(settings: Settings, *, clock: Clock = utc_now) -> App:
     )
     try:
         running = await start_server(
-            settings.address,
+            listen_address(settings.address, DEFAULT_PORT, tls=bool(settings.tls_cert)),
             [
                 Registration(
                     pb.DESCRIPTOR.services_by_name["CardPointsService"].full_name,
@@ -135,7 +138,7 @@ def parse_settings(argv: list[str] | None = None) -> tuple[Settings, bool]:
             "CardPointsAdminService) over gRPC, with health checking and server reflection."
         ),
     )
-    parser.server_options(defaults)
+    parser.server_options(defaults, DEFAULT_PORT)
     parser.option(
         "--tls-client-ca",
         default=defaults.tls_client_ca,
@@ -178,9 +181,9 @@ async def serve(settings: Settings) -> None:
         log.warning(
             "INSECURE: serving plaintext gRPC (--insecure-plaintext); for local development only"
         )
-    app = await start(settings)
     if settings.metrics_address:
         log.info("metrics on port %d", serve_metrics(settings.metrics_address))
+    app = await start(settings)
     log.info("cardpoints serving on port %d", app.port)
     await wait_for_stop_signal()
     log.info("draining for up to %.1fs", settings.grace)

@@ -26,6 +26,7 @@ from ecommerce.domain.errors import (
     InsufficientPoints,
     InvalidField,
     PointsMismatch,
+    PointsSystemCredentialsRejected,
     PointsSystemUnavailable,
     ReversalExceedsDeduction,
 )
@@ -33,7 +34,9 @@ from pointsbridge.cardpoints.v1 import cardpoints_pb2 as pb
 from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as pb_grpc
 from servicekit.observability import outgoing_metadata
 from servicekit.status import remote_error
+from servicekit.targets import balanced_options, grpc_target, tls_name
 from servicekit.tls import ClientTransport
+from servicekit.token_file import TokenFile
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +64,11 @@ _ACCOUNT_STATES = {
     pb.ACCOUNT_STATE_CLOSED: AccountState.CLOSED,
 }
 
+# Cardpoints refused this service's own credentials: nothing was done there.
+_CREDENTIALS_REFUSED = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+
+CARDPOINTS_SERVICE = pb.DESCRIPTOR.services_by_name["CardPointsService"].full_name
+
 
 def _deduction(message: pb.Deduction) -> Deduction:
     return Deduction(
@@ -82,6 +90,11 @@ class GrpcPointsGateway:
     errors with the same reason; everything else (a deadline, UNAVAILABLE to the
     end, an INTERNAL, a reason we do not know) is an unknown outcome, which
     callers resolve by resending the same idempotent request later.
+
+    The token, when there is one, may come from a TokenFile: it is re-read when the
+    file changes, and at once when cardpoints refuses it, and a refused call is sent
+    again with the new token. Credentials refused to the end are
+    PointsSystemCredentialsRejected, not an unknown outcome: nothing was done.
     """
 
     def __init__(
@@ -91,16 +104,22 @@ class GrpcPointsGateway:
         timeout: float,
         attempts: int = 3,
         backoff: float = 0.05,
-        token: str = "",
+        token: str | TokenFile = "",
     ) -> None:
         self._channel = channel
         self._stub = pb_grpc.CardPointsServiceStub(channel)
         self._timeout = timeout
         self._attempts = attempts
         self._backoff = backoff
-        self._credentials: tuple[tuple[str, str], ...] = (
-            (("authorization", f"Bearer {token}"),) if token else ()
-        )
+        self._token = token
+
+    def _credentials(self) -> tuple[tuple[str, str], ...]:
+        token = self._token.token() if isinstance(self._token, TokenFile) else self._token
+        return (("authorization", f"Bearer {token}"),) if token else ()
+
+    def _fresh_token(self) -> bool:
+        """After a refusal: whether the token file now holds another token to try."""
+        return isinstance(self._token, TokenFile) and self._token.reload()
 
     @classmethod
     def connect(
@@ -110,14 +129,26 @@ class GrpcPointsGateway:
         timeout: float,
         attempts: int = 3,
         transport: ClientTransport | None = None,
-        token: str = "",
+        token: str | TokenFile = "",
+        server_name: str = "",
     ) -> GrpcPointsGateway:
         """A gateway whose channel connects lazily, on the first call.
 
-        With TLS, the client certificate is this service's identity; without, the
-        service token is.
+        `address` is one host:port (every address it resolves to is used), or several
+        ip:port separated by commas: calls go round robin to the replicas whose health
+        check says SERVING (servicekit.targets). With TLS, the client certificate is
+        this service's identity, and each replica's certificate must be valid for
+        `server_name` (by default the host of the first address); without TLS, the
+        service token is the identity.
         """
-        channel = (transport or ClientTransport()).channel(address)
+        target = grpc_target(address, "--cardpoints-address")
+        # Every replica's certificate is checked against one name: `server_name`, or
+        # the (first) host of `address`.
+        channel = (transport or ClientTransport()).channel(
+            target,
+            options=balanced_options(CARDPOINTS_SERVICE),
+            server_name=server_name or tls_name(address),
+        )
         return cls(channel, timeout=timeout, attempts=attempts, token=token)
 
     async def close(self) -> None:
@@ -134,7 +165,7 @@ class GrpcPointsGateway:
                 return await method(
                     request,
                     timeout=self._timeout,
-                    metadata=(*outgoing_metadata(), *self._credentials),
+                    metadata=(*outgoing_metadata(), *self._credentials()),
                 )
             except grpc.aio.AioRpcError as error:
                 remote = remote_error(error)
@@ -142,6 +173,22 @@ class GrpcPointsGateway:
                 if refusal is not None:
                     raise refusal(
                         remote.message, metadata=remote.metadata, violations=remote.violations
+                    ) from error
+                if remote.code in _CREDENTIALS_REFUSED:
+                    if attempt < self._attempts and self._fresh_token():
+                        continue
+                    log.error(
+                        "cardpoints refused this service's credentials for %s: %s %s %s; "
+                        "check --cardpoints-token-file (or the client certificate)",
+                        what,
+                        remote.code.name,
+                        remote.reason,
+                        remote.message,
+                        extra={"cardpoints_code": remote.code.name, "reason": remote.reason},
+                    )
+                    raise PointsSystemCredentialsRejected(
+                        f"the card-points system refused this service's credentials for "
+                        f"{what} ({remote.code.name} {remote.reason}: {remote.message})"
                     ) from error
                 if remote.code is grpc.StatusCode.UNAVAILABLE and attempt < self._attempts:
                     await asyncio.sleep(self._backoff * 2 ** (attempt - 1))

@@ -94,6 +94,7 @@ class RedemptionRepository(Protocol):
     def claim_pending(
         self, *, now: datetime, untouched_since: datetime, lease_until: datetime, limit: int
     ) -> list[str]: ...
+    def renew(self, redemption_ids: Sequence[str], lease_until: datetime) -> None: ...
     def release(self, redemption_ids: Sequence[str]) -> None: ...
     def unsettled(self, limit: int) -> list[Redemption]: ...
     def window(
@@ -128,6 +129,7 @@ class RefundRepository(Protocol):
     def claim_pending(
         self, *, now: datetime, untouched_since: datetime, lease_until: datetime, limit: int
     ) -> list[str]: ...
+    def renew(self, refund_ids: Sequence[str], lease_until: datetime) -> None: ...
     def release(self, refund_ids: Sequence[str]) -> None: ...
     def unsettled(self, limit: int) -> list[Refund]: ...
     def of_redemptions(self, redemption_ids: Sequence[str]) -> dict[str, list[Refund]]: ...
@@ -216,17 +218,22 @@ def _claim(
     return ids
 
 
-def _release(
+def _set_claim(
     session: Session,
     table: type[RedemptionRow] | type[RefundRow],
     id_column: InstrumentedAttribute[str],
     ids: Sequence[str],
+    until: datetime | None,
 ) -> None:
+    """Renew the claims on `ids` that are still PENDING until `until`, or release all (None)."""
     if ids:
+        rows: ColumnElement[bool] = id_column.in_(ids)
+        if until is not None:
+            rows = rows & (table.state == "PENDING")
         session.execute(
             update(table)
-            .where(id_column.in_(ids))
-            .values(claim_until=None)
+            .where(rows)
+            .values(claim_until=until)
             .execution_options(synchronize_session=False)
         )
 
@@ -530,8 +537,13 @@ class SqlRedemptionRepository:
             limit=limit,
         )
 
+    def renew(self, redemption_ids: Sequence[str], lease_until: datetime) -> None:
+        _set_claim(
+            self.session, RedemptionRow, RedemptionRow.redemption_id, redemption_ids, lease_until
+        )
+
     def release(self, redemption_ids: Sequence[str]) -> None:
-        _release(self.session, RedemptionRow, RedemptionRow.redemption_id, redemption_ids)
+        _set_claim(self.session, RedemptionRow, RedemptionRow.redemption_id, redemption_ids, None)
 
     def unsettled(self, limit: int) -> list[Redemption]:
         rows = self.session.scalars(
@@ -684,6 +696,8 @@ class SqlRefundRepository:
                 update_time=refund.update_time,
             )
         )
+        # At once, not at commit: the unique request_id is what makes a concurrent
+        # copy of the same refund wait for this one and then rerun against it.
         self.session.flush()
 
     def get(self, refund_id: str) -> Refund | None:
@@ -722,8 +736,11 @@ class SqlRefundRepository:
             limit=limit,
         )
 
+    def renew(self, refund_ids: Sequence[str], lease_until: datetime) -> None:
+        _set_claim(self.session, RefundRow, RefundRow.refund_id, refund_ids, lease_until)
+
     def release(self, refund_ids: Sequence[str]) -> None:
-        _release(self.session, RefundRow, RefundRow.refund_id, refund_ids)
+        _set_claim(self.session, RefundRow, RefundRow.refund_id, refund_ids, None)
 
     def unsettled(self, limit: int) -> list[Refund]:
         rows = self.session.scalars(

@@ -19,6 +19,7 @@ __all__ = [
     "InsufficientPoints",
     "InvalidField",
     "PointsMismatch",
+    "PointsSystemCredentialsRejected",
     "PointsSystemUnavailable",
     "ProductAlreadyExists",
     "ProductInactive",
@@ -120,3 +121,14 @@ class PointsSystemUnavailable(DomainError):
     """
 
     reason = "POINTS_SYSTEM_UNAVAILABLE"
+
+
+class PointsSystemCredentialsRejected(PointsSystemUnavailable):
+    """The card-points system refused this service's own credentials (an expired or
+    wrong token, a certificate without the service identity), before doing anything.
+
+    Not the caller's fault, and not final: what was being done stays PENDING and is
+    settled once valid credentials are in place, by a retry or the recovery loop.
+    """
+
+    reason = "POINTS_SYSTEM_CREDENTIALS_REJECTED"

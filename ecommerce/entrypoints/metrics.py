@@ -31,6 +31,10 @@ COUPONS = Counter(
     "Coupon lifecycle events: issued, used, voided (refunded), restored (refund refused).",
     ["event"],
 )
+CARDPOINTS_TOKEN_EXPIRY = Gauge(
+    "ecommerce_cardpoints_token_expiry_seconds",
+    "Seconds until the bearer token presented to cardpoints expires; negative once it has.",
+)
 UNSETTLED = Gauge(
     "ecommerce_unsettled_operations",
     "PENDING redemptions and refunds at the last recovery sweep, by kind and review flag.",

@@ -22,15 +22,18 @@ from pointsbridge.ecommerce.v1 import ecommerce_pb2 as pb
 from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as pb_grpc
 from servicekit.auth import AuthInterceptor, RateLimiter, TokenVerifier
 from servicekit.clock import Clock, utc_now
-from servicekit.config import ConfigError, EnvParser, read_secret
+from servicekit.config import ConfigError, EnvParser
 from servicekit.db import GROUP_COMMIT, Database, create_db_engine, upgrade_schema
 from servicekit.observability import configure_logging, serve_metrics
+from servicekit.ports import listen_address
 from servicekit.server import Registration, RunningServer, start_server, wait_for_stop_signal
 from servicekit.tls import ClientTransport, ServerTransport
+from servicekit.token_file import TokenFile, watch
 
 log = logging.getLogger("ecommerce")
 
 MIGRATIONS = "ecommerce.adapters:migrations"
+DEFAULT_PORT = 50052
 VERSION_TABLE = "ecommerce_alembic_version"
 
 REDEMPTION_SERVICE = pb.DESCRIPTOR.services_by_name["RedemptionService"].full_name
@@ -39,7 +42,8 @@ ADMIN_SERVICE = pb.DESCRIPTOR.services_by_name["EcommerceAdminService"].full_nam
 
 @dataclass(frozen=True)
 class Settings:
-    address: str = "[::]:50052"
+    # Empty: DEFAULT_PORT on loopback without TLS, on every interface with it.
+    address: str = ""
     database_url: str = "sqlite:///var/ecommerce.db"
     cardpoints_address: str = "localhost:50051"
     # Deadline, in seconds, of every call to cardpoints (DeductPoints included).
@@ -58,9 +62,10 @@ class Settings:
     settle_delay: float = 5.0
     # Seconds after which an unsettled operation is flagged for review.
     review_after: float = 900.0
-    # Seconds a sweep holds its claim on a row; a replica that dies mid-sweep
-    # blocks its rows for no longer than this.
-    recovery_lease: float = 60.0
+    # Seconds a sweep's claim on a row lasts unless renewed; the sweep renews it every
+    # third of that while it works, so a replica that dies mid-sweep blocks its rows
+    # for no longer than this.
+    recovery_lease: float = 10.0
     # Transport to clients: TLS with these files, or plaintext only when asked for by name.
     tls_cert: str = ""
     tls_key: str = ""
@@ -74,6 +79,9 @@ class Settings:
     cardpoints_ca: str = ""
     cardpoints_cert: str = ""
     cardpoints_key: str = ""
+    # The name cardpoints' certificates must be valid for; empty: the (first) host of
+    # cardpoints_address.
+    cardpoints_tls_name: str = ""
     # ... or, without TLS, a file holding this service's bearer token.
     cardpoints_token_file: str = ""
 
@@ -87,6 +95,8 @@ class App:
     gateway: GrpcPointsGateway
     recovery: asyncio.Task[None] | None = None
     recovery_stop: asyncio.Event = field(default_factory=asyncio.Event)
+    # Watches --cardpoints-token-file: rotation, and warnings ahead of expiry.
+    token_watch: asyncio.Task[None] | None = None
 
     @property
     def port(self) -> int:
@@ -95,9 +105,10 @@ class App:
     async def stop(self, grace: float = 5.0) -> None:
         """Finish in-flight calls (up to `grace` seconds), then release the channel and database."""
         try:
-            if self.recovery is not None:
-                self.recovery_stop.set()
-                await self.recovery
+            self.recovery_stop.set()
+            for task in (self.recovery, self.token_watch):
+                if task is not None:
+                    await task
             await self.server.drain(grace)
         finally:
             await self.gateway.close()
@@ -112,8 +123,22 @@ def migrate(settings: Settings) -> None:
         engine.dispose()
 
 
+def recovery_policy(settings: Settings) -> RecoveryPolicy:
+    """How the recovery loop sweeps. The lease need not cover a call to cardpoints: a
+    sweep renews its claims while it works, so a short lease only bounds how long a
+    dead replica's claims block its rows."""
+    if settings.recovery_lease <= 0:
+        raise ConfigError(f"--recovery-lease must be positive, got {settings.recovery_lease}")
+    return RecoveryPolicy(
+        settle_delay=timedelta(seconds=settings.settle_delay),
+        review_after=timedelta(seconds=settings.review_after),
+        lease=timedelta(seconds=settings.recovery_lease),
+    )
+
+
 async def start(settings: Settings, *, clock: Clock = utc_now) -> App:
     """Open the database, migrate it if asked, and serve both e-commerce services."""
+    policy = recovery_policy(settings)
     credentials = ServerTransport(
         settings.tls_cert, settings.tls_key, insecure_plaintext=settings.insecure_plaintext
     ).credentials()
@@ -125,8 +150,10 @@ async def start(settings: Settings, *, clock: Clock = utc_now) -> App:
     to_cardpoints = ClientTransport(
         settings.cardpoints_ca, settings.cardpoints_cert, settings.cardpoints_key
     )
-    service_token = read_secret(settings.cardpoints_token_file)
-    if not to_cardpoints.secure and not service_token:
+    service_token = (
+        TokenFile(settings.cardpoints_token_file) if settings.cardpoints_token_file else None
+    )
+    if not to_cardpoints.secure and service_token is None:
         raise ConfigError(
             "calls to cardpoints need credentials: --cardpoints-ca with --cardpoints-cert and "
             "--cardpoints-key (mutual TLS), or --cardpoints-token-file"
@@ -143,7 +170,8 @@ async def start(settings: Settings, *, clock: Clock = utc_now) -> App:
         settings.cardpoints_address,
         timeout=settings.deduct_timeout,
         transport=to_cardpoints,
-        token=service_token,
+        token=service_token or "",
+        server_name=settings.cardpoints_tls_name,
     )
     deps = Dependencies(
         runner=database,
@@ -165,7 +193,7 @@ async def start(settings: Settings, *, clock: Clock = utc_now) -> App:
 
     try:
         running = await start_server(
-            settings.address,
+            listen_address(settings.address, DEFAULT_PORT, tls=bool(settings.tls_cert)),
             [
                 Registration(REDEMPTION_SERVICE, add_redemption),
                 Registration(ADMIN_SERVICE, add_admin),
@@ -178,12 +206,16 @@ async def start(settings: Settings, *, clock: Clock = utc_now) -> App:
         database.close()
         raise
     app = App(running, database, gateway)
+    if service_token is not None:
+        token_file = service_token
+
+        def seconds_left() -> float:
+            left = token_file.seconds_left()
+            return float("nan") if left is None else left
+
+        metrics.CARDPOINTS_TOKEN_EXPIRY.set_function(seconds_left)
+        app.token_watch = asyncio.create_task(watch(token_file, app.recovery_stop))
     if settings.recovery_interval > 0:
-        policy = RecoveryPolicy(
-            settle_delay=timedelta(seconds=settings.settle_delay),
-            review_after=timedelta(seconds=settings.review_after),
-            lease=timedelta(seconds=max(settings.recovery_lease, 4 * settings.deduct_timeout)),
-        )
         app.recovery = asyncio.create_task(
             run_recovery(deps, policy, settings.recovery_interval, app.recovery_stop)
         )
@@ -201,11 +233,13 @@ def parse_settings(argv: Sequence[str] | None = None) -> tuple[Settings, bool]:
             "EcommerceAdminService) over gRPC, with health checking and server reflection."
         ),
     )
-    parser.server_options(defaults)
+    parser.server_options(defaults, DEFAULT_PORT)
     parser.option(
         "--cardpoints-address",
         default=defaults.cardpoints_address,
-        help="host:port of the card-points service",
+        help="the card-points service: host:port (a DNS name may resolve to several "
+        "replicas), or several replicas as ip:port,ip:port; calls go round robin to "
+        "those whose health check says SERVING",
     )
     parser.option(
         "--deduct-timeout",
@@ -262,16 +296,24 @@ def parse_settings(argv: Sequence[str] | None = None) -> tuple[Settings, bool]:
         "--cardpoints-key", default=defaults.cardpoints_key, help="PEM key of --cardpoints-cert"
     )
     parser.option(
+        "--cardpoints-tls-name",
+        default=defaults.cardpoints_tls_name,
+        help="with --cardpoints-ca: the name every cardpoints replica's certificate must be "
+        "valid for; empty: the host of --cardpoints-address (the first, when several)",
+    )
+    parser.option(
         "--cardpoints-token-file",
         default=defaults.cardpoints_token_file,
-        help="file holding this service's bearer token for cardpoints, when not using mTLS",
+        help="file holding this service's bearer token for cardpoints, when not using mTLS; "
+        "re-read whenever it changes (replace it atomically to rotate), warned about in "
+        "the log and ecommerce_cardpoints_token_expiry_seconds before it expires",
     )
     parser.option(
         "--recovery-lease",
         default=defaults.recovery_lease,
         type=float,
-        help="seconds a sweep's claim on a row lasts (at least 4x --deduct-timeout); "
-        "rows of a replica that died mid-sweep wait this long",
+        help="seconds a sweep's claim on a row lasts unless renewed (a live sweep renews "
+        "it every third of that); rows of a replica that died mid-sweep wait this long",
     )
     parser.add_argument(
         "--migrate-only",
@@ -290,9 +332,9 @@ async def serve(settings: Settings) -> None:
         )
     if not settings.cardpoints_ca:
         log.warning("INSECURE: calling cardpoints over plaintext with a bearer token")
-    app = await start(settings)
     if settings.metrics_address:
         log.info("metrics on port %d", serve_metrics(settings.metrics_address))
+    app = await start(settings)
     log.info(
         "ecommerce serving on port %d, cardpoints at %s", app.port, settings.cardpoints_address
     )

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import enum
+import functools
+import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -56,6 +60,7 @@ from servicekit.paging import Page
 from servicekit.validation import CURRENCY_PATTERN, INT32_MAX, Validator, checked_mul
 
 T = TypeVar("T")
+log = logging.getLogger("ecommerce.recovery")
 _E = TypeVar("_E", bound=enum.StrEnum)
 
 DEFAULT_MERCHANT_ID = "pointsbridge-ecommerce"
@@ -422,7 +427,7 @@ async def _settle(deps: Dependencies, redemption: Redemption) -> Redemption:
     try:
         deduction = await deps.points.deduct_points(order)
     except PointsSystemUnavailable as error:
-        raise PointsSystemUnavailable(
+        raise type(error)(
             f"{error.message}; redemption {redemption_id} is PENDING: retry with the same "
             "request_id",
             metadata={"redemption_id": redemption_id, "request_id": redemption.request_id},
@@ -660,15 +665,8 @@ async def refund_coupons(
                     raise RequestIdReused(request_id)
                 return existing
             redemption = _customers_redemption(uow, customer_id, redemption_id)
-            for code in canonical:
-                _customers_coupon(uow, customer_id, code).check_refundable(redemption_id, now)
-            refund_id = new_id("rf")
-            for code in canonical:
-                if not uow.coupons.void(code, refund_id, now):
-                    _customers_coupon(uow, customer_id, code).check_refundable(redemption_id, now)
-                    raise RuntimeError(f"coupon {code} is ISSUED yet could not be voided")
             refund = Refund(
-                refund_id=refund_id,
+                refund_id=new_id("rf"),
                 request_id=request_id,
                 customer_id=customer_id,
                 redemption_id=redemption_id,
@@ -678,7 +676,17 @@ async def refund_coupons(
                 create_time=now,
                 update_time=now,
             )
+            # The refund (the idempotency record) is written before any coupon is
+            # looked at: a concurrent copy of this request meets its unique request_id,
+            # waits for this one to finish, and its rerun returns this refund instead
+            # of finding the coupons VOID. A refusal below rolls the record back.
             uow.refunds.add(refund)
+            for code in canonical:
+                _customers_coupon(uow, customer_id, code).check_refundable(redemption_id, now)
+            for code in canonical:
+                if not uow.coupons.void(code, refund.refund_id, now):
+                    _customers_coupon(uow, customer_id, code).check_refundable(redemption_id, now)
+                    raise RuntimeError(f"coupon {code} is ISSUED yet could not be voided")
             uow.events.append(CouponsVoided(len(canonical)))
             uow.commit()
         return refund
@@ -722,7 +730,7 @@ async def settle_refund(deps: Dependencies, refund_id: str) -> Refund:
     try:
         reversal = await deps.points.reverse_deduction(order)
     except PointsSystemUnavailable as error:
-        raise PointsSystemUnavailable(
+        raise type(error)(
             f"{error.message}; refund {refund_id} is PENDING: retry with the same request_id",
             metadata=metadata,
         ) from error
@@ -762,7 +770,9 @@ class RecoveryPolicy:
     `settle_delay`, so the loop does not race a first attempt still in flight."""
 
     batch: int = 100
-    lease: timedelta = timedelta(seconds=60)
+    # How long a claim lasts unless renewed; a sweep renews its claims every third of
+    # it while it works, so only a dead sweeper's claims run out, within `lease`.
+    lease: timedelta = timedelta(seconds=10)
     settle_delay: timedelta = timedelta(seconds=5)
     review_after: timedelta = timedelta(minutes=15)
 
@@ -807,13 +817,21 @@ async def recover(deps: Dependencies, policy: RecoveryPolicy) -> RecoveryReport:
         return claimed
 
     redemption_ids, refund_ids = await deps.step(claim)
+    held = _Claims(set(redemption_ids), set(refund_ids))
+    renewing = asyncio.create_task(_keep_claims(deps, policy.lease, held))
     settled = 0
     try:
         for redemption_id in redemption_ids:
             settled += await _settled(settle_redemption(deps, redemption_id))
+            held.redemptions.discard(redemption_id)
         for refund_id in refund_ids:
             settled += await _settled(settle_refund(deps, refund_id))
+            held.refunds.discard(refund_id)
     finally:
+        # Stopped, and its last renewal finished, before the release: a renewal
+        # landing after it would hold the rows for another lease.
+        held.done.set()
+        await renewing
 
         def release(uow: UnitOfWork) -> None:
             with uow:
@@ -823,6 +841,49 @@ async def recover(deps: Dependencies, policy: RecoveryPolicy) -> RecoveryReport:
 
         await deps.step(release)
     return RecoveryReport(settled, await list_unsettled(deps, policy.review_after, policy.batch))
+
+
+@dataclass
+class _Claims:
+    """The rows a sweep still works on, and whether it is over."""
+
+    redemptions: set[str]
+    refunds: set[str]
+    done: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+
+
+async def _keep_claims(deps: Dependencies, lease: timedelta, held: _Claims) -> None:
+    """Renew `held`'s claims every third of `lease` until the sweep is done.
+
+    A renewal that fails only lets a claim run out: another replica may then settle the
+    same row, which is safe (every settle is idempotent), merely redundant.
+    """
+    every = lease.total_seconds() / 3
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(held.done.wait(), every)
+        if held.done.is_set():
+            return
+        try:
+            await deps.step(
+                functools.partial(
+                    _renew_claims,
+                    sorted(held.redemptions),
+                    sorted(held.refunds),
+                    deps.clock() + lease,
+                )
+            )
+        except Exception:
+            log.warning("could not renew recovery claims; they may lapse", exc_info=True)
+
+
+def _renew_claims(
+    redemptions: list[str], refunds: list[str], lease_until: datetime, uow: UnitOfWork
+) -> None:
+    with uow:
+        uow.redemptions.renew(redemptions, lease_until)
+        uow.refunds.renew(refunds, lease_until)
+        uow.commit()
 
 
 async def _settled(attempt: Awaitable[object]) -> int:

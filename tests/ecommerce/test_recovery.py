@@ -18,6 +18,7 @@ from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as pb_grpc
 from servicekit.status import remote_error
 from tests import auth
 from tests.auth import ECOMMERCE_SECURITY, SERVER_SECURITY
+from tests.ecommerce.seed import seed_over_grpc
 
 TIMEOUT = 10.0
 
@@ -58,30 +59,7 @@ async def test_the_loop_settles_what_an_outage_left_pending(
     try:
         shop = pb_grpc.RedemptionServiceStub(to_shop)
         admin = pb_grpc.EcommerceAdminServiceStub(to_shop)
-        bank_admin = cpb_grpc.CardPointsAdminServiceStub(to_bank)
-        await bank_admin.OpenAccount(
-            cpb.OpenAccountRequest(account_id="card-a", holder_name="A"), timeout=TIMEOUT
-        )
-        await bank_admin.CreditPoints(
-            cpb.CreditPointsRequest(request_id="seed", account_id="card-a", points=10_000),
-            timeout=TIMEOUT,
-        )
-        await admin.CreateCouponProduct(
-            pb.CreateCouponProductRequest(
-                product_id="c10",
-                display_name="10 off",
-                face_value_minor=1000,
-                currency="CNY",
-                points_per_coupon=1000,
-                validity_days=30,
-                max_quantity_per_redemption=10,
-            ),
-            timeout=TIMEOUT,
-        )
-        await admin.LinkCardAccount(
-            pb.LinkCardAccountRequest(customer_id="alice", card_account_id="card-a"),
-            timeout=TIMEOUT,
-        )
+        await seed_over_grpc(to_bank, to_shop)
 
         await cardpoints.stop(0)
         redeem = pb.RedeemPointsRequest(

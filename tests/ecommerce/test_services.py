@@ -229,6 +229,14 @@ class FakeRedemptions:
             limit=limit,
         )
 
+    def renew(self, redemption_ids: Sequence[str], lease_until: datetime) -> None:
+        _renew(
+            self.s,
+            [r.redemption_id for r in self.unsettled(len(self.s.redemptions))],
+            redemption_ids,
+            lease_until,
+        )
+
     def release(self, redemption_ids: Sequence[str]) -> None:
         for redemption_id in redemption_ids:
             self.s.claims.pop(redemption_id, None)
@@ -270,6 +278,11 @@ def _claim(
     for row_id in claimed:
         state.claims[row_id] = lease_until
     return claimed
+
+
+def _renew(state: FakeState, pending: list[str], ids: Sequence[str], lease_until: datetime) -> None:
+    for row_id in set(ids) & set(pending):
+        state.claims[row_id] = lease_until
 
 
 class FakeCoupons:
@@ -384,6 +397,14 @@ class FakeRefunds:
             untouched_since=untouched_since,
             lease_until=lease_until,
             limit=limit,
+        )
+
+    def renew(self, refund_ids: Sequence[str], lease_until: datetime) -> None:
+        _renew(
+            self.s,
+            [f.refund_id for f in self.unsettled(len(self.s.refunds))],
+            refund_ids,
+            lease_until,
         )
 
     def release(self, refund_ids: Sequence[str]) -> None:

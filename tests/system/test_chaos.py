@@ -30,7 +30,8 @@ from tests.support import ROOT
 HARNESS = [sys.executable, "-m", "chaos.harness"]
 SUMMARY = re.compile(
     r"^ops=(?P<ops>\d+) kills=cardpoints:(?P<cardpoints>\d+),ecommerce:(?P<ecommerce>\d+) "
-    r"pending=(?P<pending>\d+) violations=(?P<violations>\d+) reconcile=(?P<reconcile>\w+) "
+    r"pending=(?P<pending>\d+) settled_after_last_kill=(?P<settled>\d+\.\ds|-) "
+    r"violations=(?P<violations>\d+) reconcile=(?P<reconcile>\w+) "
     r"seed=(?P<seed>\d+) db=(?P<db>\w+)$",
     re.MULTILINE,
 )
@@ -65,6 +66,7 @@ def test_the_short_preset_survives_kills_with_every_invariant_intact(
     )
     assert code == 0, output[-8000:]
     assert summary["pending"] == "0"
+    assert summary["settled"] != "-"  # the time from the last kill to 0 PENDING
     assert summary["violations"] == "0"
     assert summary["reconcile"] == "clean"
     assert (summary["seed"], summary["db"]) == ("7", db)
