@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,6 +130,22 @@ class Stack:
                 workers=2,
             )
         )
+
+    async def until_ecommerce_reaches_cardpoints(self, customer_id: str, product_id: str) -> None:
+        """Wait (bounded) until ecommerce's quotes carry the balance again after a restart.
+
+        ecommerce reconnects with a backoff; a click in that window would find the
+        points system still unreachable, as a customer would, and only try again later.
+        """
+        request = pb.QuoteRedemptionRequest(
+            customer_id=customer_id, product_id=product_id, quantity=1
+        )
+        for _ in range(100):
+            reply = await self.shop.QuoteRedemption(request, timeout=TIMEOUT)
+            if reply.quote.HasField("available_points"):
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError("ecommerce did not reach the restarted cardpoints within 10 s")
 
     async def close(self) -> None:
         await self.storefront.stop()

@@ -318,6 +318,7 @@ async def test_a_pending_redemption_is_finished_by_try_again(
         await screenshot(page, "pending")
 
         await stack.restart_cardpoints()
+        await stack.until_ecommerce_reaches_cardpoints(customer_id, product_id)
         await page.get_by_role("button", name="Try again").click()
         await expect(page.locator("#completed")).to_contain_text("2,000 points")
         [done] = await stack.redemptions(customer_id)
