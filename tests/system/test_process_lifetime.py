@@ -107,9 +107,11 @@ def test_the_services_end_and_free_their_ports_when_the_supervisor_is_sigkilled(
         stack.ecommerce_port,
         stack.cardpoints_metrics,
         stack.ecommerce_metrics,
+        int(stack.storefront_url.rsplit(":", 1)[1]),
     ]
     try:
-        assert len(children) == 2
+        # cardpoints, ecommerce and the storefront
+        assert len(children) == 3
         assert all(_accepts(port) for port in ports)
         # Each child keeps a session (and process group) of its own.
         assert all(os.getsid(child) == child for child in children)
