@@ -124,7 +124,11 @@ REASON_SENTENCES: dict[str, tuple[str, ...]] = {
     ),
     "MISSING_CREDENTIALS": ("the {service} service needs credentials, and none were sent.",),
     "INVALID_CREDENTIALS": ("the {service} service did not accept the credentials.",),
-    "NOT_OWNER": ("these credentials may not act for {customer}.",),
+    "NOT_OWNER": (
+        "these credentials may not act for {customer}: {field} must be the caller's own.",
+        "{owned} belongs to another customer, not {customer}.",
+        "these credentials may not act for {customer}.",
+    ),
     "NOT_ADMIN": ("this needs operator credentials for the {service} service.",),
     "NOT_SERVICE": ("only a PointsBridge service may make this call to the {service} service.",),
     "RATE_LIMITED": (
@@ -205,6 +209,10 @@ def sentence(failure: CallFailed) -> str:
     """One sentence for the operator: from the reason if known, else from the status."""
     error = failure.error
     known = _with_subjects(_details(failure))
+    # What an operator was told belongs to someone else: a coupon or a redemption.
+    for key, subject in (("code", "coupon"), ("redemption_id", "redemption")):
+        if error.reason == "NOT_OWNER" and key in error.metadata:
+            known.setdefault("owned", known[subject])
     if error.reason in REASON_SENTENCES:
         return _as_sentence(_first_that_fits(REASON_SENTENCES[error.reason], known))
     if error.code in _TRANSPORT_SENTENCES:

@@ -45,6 +45,12 @@ principal_var: contextvars.ContextVar[Principal | None] = contextvars.ContextVar
 )
 
 
+def caller_has(role: str) -> bool:
+    """Whether the caller of the RPC being served holds `role` (False outside an RPC)."""
+    principal = principal_var.get()
+    return principal is not None and principal.has(role)
+
+
 class CredentialError(Exception):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
 from typing import Any, TypeVar
 
 import grpc
 
+from ecommerce.domain.errors import NotOwner
 from ecommerce.domain.model import (
     CardLink,
     Coupon,
@@ -26,6 +28,7 @@ from ecommerce.service_layer.services import Dependencies
 from pointsbridge.ecommerce.v1 import ecommerce_pb2 as pb
 from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as pb_grpc
 from servicekit import paging
+from servicekit.auth import ROLE_ADMIN, caller_has
 from servicekit.clock import optional_time, to_timestamp
 from servicekit.status import rpc
 from servicekit.validation import Validator
@@ -53,6 +56,29 @@ REFUND_STATES: Mapping[RefundState, pb.RefundState] = {
     RefundState.PENDING: pb.REFUND_STATE_PENDING,
     RefundState.COMPLETED: pb.REFUND_STATE_COMPLETED,
 }
+
+
+_Request = TypeVar("_Request")
+_Response = TypeVar("_Response")
+_Method = Callable[[Any, _Request, Context], Awaitable[_Response]]
+
+
+def conceals_owners(method: _Method[_Request, _Response]) -> _Method[_Request, _Response]:
+    """To anyone but an operator, another customer's coupon or redemption does not exist.
+
+    Telling a customer NOT_OWNER would confirm that a guessed code is real.
+    """
+
+    @functools.wraps(method)
+    async def guarded(self: Any, request: _Request, context: Context) -> _Response:
+        try:
+            return await method(self, request, context)
+        except NotOwner as error:
+            if caller_has(ROLE_ADMIN):
+                raise
+            raise error.concealed from None
+
+    return guarded
 
 
 def state_name(value: int, states: Mapping[_State, int]) -> str:
@@ -216,6 +242,7 @@ class RedemptionServicer(pb_grpc.RedemptionServiceServicer):
         return pb.RedeemPointsResponse(redemption=redemption_pb(redemption))
 
     @rpc
+    @conceals_owners
     async def GetRedemption(
         self, request: pb.GetRedemptionRequest, context: Context
     ) -> pb.GetRedemptionResponse:
@@ -257,6 +284,7 @@ class RedemptionServicer(pb_grpc.RedemptionServiceServicer):
         )
 
     @rpc
+    @conceals_owners
     async def UseCoupon(
         self, request: pb.UseCouponRequest, context: Context
     ) -> pb.UseCouponResponse:
@@ -269,6 +297,7 @@ class RedemptionServicer(pb_grpc.RedemptionServiceServicer):
         return pb.UseCouponResponse(coupon=coupon_pb(coupon))
 
     @rpc
+    @conceals_owners
     async def RefundCoupons(
         self, request: pb.RefundCouponsRequest, context: Context
     ) -> pb.RefundCouponsResponse:

@@ -566,23 +566,29 @@ async def list_coupons(
 
 def _customers_coupon(uow: UnitOfWork, customer_id: str, code: str) -> Coupon:
     coupon = uow.coupons.get(code)
+    missing = CouponNotFound(f"there is no coupon {code}", metadata={"code": code})
     if coupon is None:
-        raise CouponNotFound(f"there is no coupon {code}", metadata={"code": code})
+        raise missing
     if coupon.customer_id != customer_id:
-        raise NotOwner(f"coupon {code} is not customer {customer_id!r}'s", metadata={"code": code})
+        raise NotOwner(
+            f"coupon {code} is not customer {customer_id!r}'s",
+            concealed=missing,
+            metadata={"code": code},
+        )
     return coupon
 
 
 def _customers_redemption(uow: UnitOfWork, customer_id: str, redemption_id: str) -> Redemption:
     redemption = uow.redemptions.get(redemption_id)
+    missing = RedemptionNotFound(
+        f"there is no redemption {redemption_id!r}", metadata={"redemption_id": redemption_id}
+    )
     if redemption is None:
-        raise RedemptionNotFound(
-            f"there is no redemption {redemption_id!r}",
-            metadata={"redemption_id": redemption_id},
-        )
+        raise missing
     if redemption.customer_id != customer_id:
         raise NotOwner(
             f"redemption {redemption_id!r} is not customer {customer_id!r}'s",
+            concealed=missing,
             metadata={"redemption_id": redemption_id},
         )
     return redemption

@@ -140,3 +140,18 @@ def test_an_unreachable_service_is_named_with_its_address() -> None:
     )
     assert sentence(down).startswith("Cannot reach the ecommerce service at shop:50052;")
     assert "POINTSBRIDGE_CLI_ECOMMERCE" in sentence(down)
+
+
+def test_not_owner_says_whether_the_caller_or_the_thing_is_someone_elses() -> None:
+    redeem = ec.RedeemPointsRequest(customer_id="bob")
+    acting = failed(
+        grpc.StatusCode.PERMISSION_DENIED, "NOT_OWNER", metadata={"field": "customer_id"}
+    )
+    acting = CallFailed(acting.error, Service.ECOMMERCE, ENDPOINTS, redeem)
+    assert sentence(acting) == (
+        "These credentials may not act for customer 'bob': customer_id must be the caller's own."
+    )
+    # An operator is told the truth about a coupon of another customer.
+    coupon = failed(grpc.StatusCode.PERMISSION_DENIED, "NOT_OWNER", metadata={"code": "2222-X"})
+    coupon = CallFailed(coupon.error, Service.ECOMMERCE, ENDPOINTS, redeem)
+    assert sentence(coupon) == "Coupon '2222-X' belongs to another customer, not customer 'bob'."
