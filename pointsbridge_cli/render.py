@@ -162,6 +162,26 @@ def account(value: cp.Account) -> Panel:
     )
 
 
+def accounts(response: cp.ListAccountsResponse) -> Group:
+    rows = [
+        (
+            a.account_id,
+            a.holder_name,
+            enum_label(cp.AccountState, a.state),
+            a.balance,
+            timestamp(a, "create_time"),
+            timestamp(a, "update_time"),
+        )
+        for a in response.accounts
+    ]
+    listing = table(
+        "Card accounts, by account id",
+        ["Account", "Holder", "State", "Balance", "Opened", "Updated"],
+        rows,
+    )
+    return with_more(listing, len(rows), response.next_page_token)
+
+
 def credit(response: cp.CreditPointsResponse) -> Group:
     entry = response.entry
     line = Text(
@@ -346,10 +366,12 @@ def redemption(value: ec.Redemption) -> Group:
     return Group(panel, table("Coupons", _COUPON_COLUMNS, coupon_rows(value.coupons)))
 
 
-def redemptions(response: ec.ListRedemptionsResponse) -> Group:
+def redemptions(response: ec.ListRedemptionsResponse, *, customers: bool = False) -> Group:
+    """The listing; with `customers`, of several customers, so each row names its own."""
     rows = [
         (
             r.redemption_id,
+            *((r.customer_id,) if customers else ()),
             enum_label(ec.RedemptionState, r.state),
             r.product_id,
             r.quantity,
@@ -360,11 +382,10 @@ def redemptions(response: ec.ListRedemptionsResponse) -> Group:
         )
         for r in response.redemptions
     ]
-    listing = table(
-        "Redemptions, newest first",
-        ["Redemption", "State", "Product", "Qty", "Points", "Refunded", "Failure", "Created"],
-        rows,
-    )
+    columns = ["Redemption", "State", "Product", "Qty", "Points", "Refunded", "Failure", "Created"]
+    if customers:
+        columns.insert(1, "Customer")
+    listing = table("Redemptions, newest first", columns, rows)
     return with_more(listing, len(rows), response.next_page_token)
 
 

@@ -84,7 +84,7 @@ class RedemptionRepository(Protocol):
     def add_refunded_points(self, redemption_id: str, points: int, now: datetime) -> None: ...
     def page(
         self,
-        customer_id: str,
+        customer_id: str | None,  # None: every customer's
         *,
         state: RedemptionState | None,
         before: int | None,
@@ -496,18 +496,15 @@ class SqlRedemptionRepository:
 
     def page(
         self,
-        customer_id: str,
+        customer_id: str | None,
         *,
         state: RedemptionState | None,
         before: int | None,
         limit: int,
     ) -> Page[Redemption]:
-        statement = (
-            select(RedemptionRow)
-            .where(RedemptionRow.customer_id == customer_id)
-            .order_by(RedemptionRow.seq.desc())
-            .limit(limit + 1)
-        )
+        statement = select(RedemptionRow).order_by(RedemptionRow.seq.desc()).limit(limit + 1)
+        if customer_id is not None:
+            statement = statement.where(RedemptionRow.customer_id == customer_id)
         if state is not None:
             statement = statement.where(RedemptionRow.state == state.value)
         if before is not None:

@@ -509,13 +509,15 @@ async def get_redemption(deps: Dependencies, *, customer_id: str, redemption_id:
 async def list_redemptions(
     deps: Dependencies,
     *,
-    customer_id: str,
+    customer_id: str | None,
     page_size: int,
     page_token: str,
     state: str,
 ) -> Page[Redemption]:
+    """A customer's redemptions, or with customer_id None every customer's, newest first."""
     v = Validator()
-    v.customer_id("customer_id", customer_id)
+    if customer_id is not None:
+        v.customer_id("customer_id", customer_id)
     only = _state_filter(v, "state", state, RedemptionState)
     limit = paging.page_size(v, "page_size", page_size)
     before = paging.decode_token(v, "page_token", page_token)

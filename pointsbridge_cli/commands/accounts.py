@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import sys
 from typing import Annotated
 
@@ -21,7 +22,10 @@ from pointsbridge_cli.params import (
 from pointsbridge_cli.session import Session
 
 app = typer.Typer(
-    help="Open, credit, inspect, freeze, unfreeze and close card accounts (card-points service).",
+    help=(
+        "Open, credit, list, inspect, freeze, unfreeze and close card accounts "
+        "(card-points service)."
+    ),
     no_args_is_help=True,
 )
 
@@ -193,6 +197,57 @@ def close(
             )
         typer.confirm(f"Close {account_id} for good?", abort=True)
     _set_state(ctx, account_id, cp.ACCOUNT_STATE_CLOSED, reason, json)
+
+
+class AccountStateChoice(enum.StrEnum):
+    active = "active"
+    frozen = "frozen"
+    closed = "closed"
+
+
+_ACCOUNT_STATES = {
+    AccountStateChoice.active: cp.ACCOUNT_STATE_ACTIVE,
+    AccountStateChoice.frozen: cp.ACCOUNT_STATE_FROZEN,
+    AccountStateChoice.closed: cp.ACCOUNT_STATE_CLOSED,
+}
+
+
+@app.command("list")
+def list_accounts(
+    ctx: typer.Context,
+    state: Annotated[
+        AccountStateChoice | None,
+        typer.Option(
+            "--state",
+            help="Only accounts in this state, e.g. --state frozen. Default: all.",
+            show_default=False,
+        ),
+    ] = None,
+    page_size: PageSizeOption = None,
+    page_token: PageTokenOption = "",
+    all_pages: AllPagesOption = False,
+    json: JsonOption = False,
+) -> None:
+    """List card accounts in account id order, with their state and balance (operators only).
+
+    Example:
+
+    ```
+    pointsbridge accounts list --state frozen --page-size 50
+    ```
+    """
+    session = Session.of(ctx, json)
+
+    def fetch(token: str) -> cp.ListAccountsResponse:
+        request = cp.ListAccountsRequest(
+            state=_ACCOUNT_STATES[state] if state else cp.ACCOUNT_STATE_UNSPECIFIED,
+            page_size=page_size or 0,
+            page_token=token,
+        )
+        return session.call(session.connection.cardpoints_admin.ListAccounts, request)
+
+    response = session.listing(fetch, page_token, every_page=all_pages, items_field="accounts")
+    session.emit(response, render.accounts)
 
 
 @app.command("transactions")

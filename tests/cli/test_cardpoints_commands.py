@@ -52,6 +52,29 @@ async def test_open_credit_show_and_page_through_transactions(cli: Cli) -> None:
     assert ledger["next_page_token"] == ""
 
 
+async def test_operators_list_accounts_paged_and_by_state(cli: Cli) -> None:
+    for name in ("carol-card", "alice-card", "bob-card"):
+        await cli.ok("accounts", "open", name, "--holder", name.split("-")[0].title())
+    await cli.ok("accounts", "credit", "bob-card", "700", "--request-id", "b-1")
+    await cli.ok("accounts", "freeze", "carol-card")
+
+    listed = await cli.ok("accounts", "list")
+    assert re.search(r"alice-card\s+Alice\s+ACTIVE\s+0\s", listed), listed
+    assert re.search(r"bob-card\s+Bob\s+ACTIVE\s+700\s", listed), listed
+    assert re.search(r"carol-card\s+Carol\s+FROZEN\s+0\s", listed), listed
+    assert listed.index("alice-card") < listed.index("bob-card") < listed.index("carol-card")
+
+    frozen = await cli.json("accounts", "list", "--state", "frozen")
+    assert [a["account_id"] for a in frozen["accounts"]] == ["carol-card"]
+    first = await cli.ok("accounts", "list", "--page-size", "2")
+    token = re.search(r"More: rerun with --page-token (\S+)", first)
+    assert token is not None and "carol-card" not in first, first
+    rest = await cli.json("accounts", "list", "--page-size", "2", "--page-token", token[1])
+    assert [a["account_id"] for a in rest["accounts"]] == ["carol-card"]
+    every = await cli.json("accounts", "list", "--page-size", "1", "--all")
+    assert [a["account_id"] for a in every["accounts"]] == ["alice-card", "bob-card", "carol-card"]
+
+
 async def test_the_address_comes_from_the_environment(cli: Cli) -> None:
     result = await cli(
         "accounts",

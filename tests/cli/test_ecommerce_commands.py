@@ -155,6 +155,27 @@ async def test_quote_redeem_use_and_refund(shop: Cli) -> None:
     assert [r["refunded_points"] for r in history["redemptions"]] == ["1000"]
 
 
+async def test_operators_list_every_customers_redemptions(shop: Cli) -> None:
+    await asyncio.gather(
+        _coffee_product(shop),
+        _customer_with_points(shop, "alice@example", "alice-card", 5000),
+        _customer_with_points(shop, "bob@example", "bob-card", 5000),
+    )
+    alice = await shop.json("redeem", "alice@example", "coffee-10", "1")
+    bob = await shop.json("redeem", "bob@example", "coffee-10", "2")
+    listed = await shop.ok("redemptions", "list")
+    for who, redeemed in (("alice@example", alice), ("bob@example", bob)):
+        rid = redeemed["redemption"]["redemption_id"]
+        assert re.search(rf"{rid}\s+{who}\s+COMPLETED", listed), listed
+    every = await shop.json(
+        "redemptions", "list", "--state", "completed", "--page-size", "1", "--all"
+    )
+    assert [r["customer_id"] for r in every["redemptions"]] == ["bob@example", "alice@example"]
+    # One customer's, as before.
+    mine = await shop.json("redemptions", "list", "alice@example")
+    assert [r["customer_id"] for r in mine["redemptions"]] == ["alice@example"]
+
+
 async def test_redeem_refusals_exit_5_with_the_reason(shop: Cli) -> None:
     await asyncio.gather(
         _coffee_product(shop), _customer_with_points(shop, "bob@example", "bob-card", 1500)

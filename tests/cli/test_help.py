@@ -28,7 +28,8 @@ LEAVES = {path: c for path, c in COMMANDS.items() if isinstance(c, TyperCommand)
 
 def test_the_commands_are_the_ones_operators_were_promised() -> None:
     assert {" ".join(path) for path in LEAVES} == {
-        *(f"accounts {c}" for c in ("open", "credit", "show", "freeze", "unfreeze", "close")),
+        *(f"accounts {c}" for c in ("open", "credit", "show", "list", "freeze", "unfreeze")),
+        "accounts close",
         "accounts transactions",
         *(f"products {c}" for c in ("create", "list", "set-ratio", "ratios")),
         "products activate",

@@ -194,13 +194,18 @@ class FakeRedemptions:
         )
 
     def page(
-        self, customer_id: str, *, state: RedemptionState | None, before: int | None, limit: int
+        self,
+        customer_id: str | None,
+        *,
+        state: RedemptionState | None,
+        before: int | None,
+        limit: int,
     ) -> Page[Redemption]:
         rows = sorted(
             (
                 (seq, r)
                 for seq, r in self.s.redemptions.values()
-                if r.customer_id == customer_id
+                if customer_id in (None, r.customer_id)
                 and (state is None or r.state is state)
                 and (before is None or seq < before)
             ),

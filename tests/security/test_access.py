@@ -51,6 +51,7 @@ REQUESTS: dict[str, Callable[[], Message]] = {
     "SetAccountState": lambda: cp.SetAccountStateRequest(
         account_id="card-bob", state=cp.ACCOUNT_STATE_FROZEN
     ),
+    "ListAccounts": lambda: cp.ListAccountsRequest(),
     "ListCouponProducts": lambda: ec.ListCouponProductsRequest(),
     "QuoteRedemption": lambda: ec.QuoteRedemptionRequest(
         customer_id="bob", product_id="c10", quantity=1
@@ -90,6 +91,7 @@ ADMIN_ONLY = {
     "OpenAccount",
     "CreditPoints",
     "SetAccountState",
+    "ListAccounts",
     "CreateCouponProduct",
     "SetExchangeRatio",
     "ListExchangeRatios",
@@ -302,7 +304,8 @@ def mistype(code: str) -> str:
     return ("2" if code[0] != "2" else "3") + code[1:]
 
 
-async def test_another_customers_coupon_looks_like_one_that_does_not_exist(pair: Pair) -> None:
+async def redemptions_of_alice_and_bob(pair: Pair) -> tuple[ec.Redemption, ec.Redemption]:
+    """Alice and bob, each with a linked card and one coupon redeemed by themself."""
     async with auth.channel(pair.cardpoints) as bank, auth.channel(pair.ecommerce) as shop:
         for who in ("alice", "bob"):
             await cp_grpc.CardPointsAdminServiceStub(bank).OpenAccount(
@@ -321,21 +324,45 @@ async def test_another_customers_coupon_looks_like_one_that_does_not_exist(pair:
         product = REQUESTS["CreateCouponProduct"]()
         assert isinstance(product, ec.CreateCouponProductRequest)
         await ec_grpc.EcommerceAdminServiceStub(shop).CreateCouponProduct(product, timeout=10)
-
+    redeemed = []
     async with grpc.aio.insecure_channel(pair.ecommerce) as channel:
-        stub = ec_grpc.RedemptionServiceStub(channel)
-
-        async def redeem(who: str) -> ec.Redemption:
-            answer = await stub.RedeemPoints(
+        for who in ("alice", "bob"):
+            answer = await ec_grpc.RedemptionServiceStub(channel).RedeemPoints(
                 ec.RedeemPointsRequest(
                     request_id=f"{who}-1", customer_id=who, product_id="c20", quantity=1
                 ),
                 timeout=10,
                 metadata=bearer(token(who, "customer")),
             )
-            return answer.redemption
+            redeemed.append(answer.redemption)
+    return redeemed[0], redeemed[1]
 
-        alices, bobs = await redeem("alice"), await redeem("bob")
+
+async def test_only_an_operator_lists_every_customers_redemptions(pair: Pair) -> None:
+    alices, bobs = await redemptions_of_alice_and_bob(pair)
+    async with grpc.aio.insecure_channel(pair.ecommerce) as channel:
+        stub = ec_grpc.RedemptionServiceStub(channel)
+        everyone = await stub.ListRedemptions(
+            ec.ListRedemptionsRequest(), timeout=10, metadata=bearer(auth.ADMIN)
+        )
+        assert [r.redemption_id for r in everyone.redemptions] == [
+            bobs.redemption_id,
+            alices.redemption_id,
+        ]
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.ListRedemptions(
+                ec.ListRedemptionsRequest(),
+                timeout=10,
+                metadata=bearer(token("alice", "customer")),
+            )
+        failure = remote_error(refused.value)
+        assert (failure.code, failure.reason) == (grpc.StatusCode.PERMISSION_DENIED, "NOT_OWNER")
+
+
+async def test_another_customers_coupon_looks_like_one_that_does_not_exist(pair: Pair) -> None:
+    alices, bobs = await redemptions_of_alice_and_bob(pair)
+    async with grpc.aio.insecure_channel(pair.ecommerce) as channel:
+        stub = ec_grpc.RedemptionServiceStub(channel)
         alices_code = alices.coupons[0].code
         made_up_code, made_up_id = coupon_codes.new_code(), "rd_0000000000000000"
 
