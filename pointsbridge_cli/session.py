@@ -44,6 +44,8 @@ class Session:
 
     connection: Connection
     json: bool = False
+    # A request id this invocation made up: told once the call that carries it is answered.
+    fresh_request_id: str = ""
 
     @classmethod
     def of(cls, ctx: typer.Context, json: bool) -> Session:
@@ -58,21 +60,38 @@ class Session:
         self, method: grpc.UnaryUnaryMultiCallable[_Request, _Response], request: _Request
     ) -> _Response:
         """Call; a failure is told on stderr and ends the command with its exit code."""
+        carries_fresh_id = bool(self.fresh_request_id) and (
+            getattr(request, "request_id", None) == self.fresh_request_id
+        )
         try:
-            return self.connection.call(method, request)
+            response = self.connection.call(method, request)
         except CallFailed as failure:
+            # No word of the id after a refusal: repeating it can only repeat the refusal,
+            # and where the outcome is unknown the failure's sentence names the id itself.
             fail(failure)
+        except KeyboardInterrupt:
+            if carries_fresh_id:
+                print(
+                    "Interrupted before the answer came: the outcome is unknown; run the same "
+                    f"command with --request-id {self.fresh_request_id} to learn it without "
+                    "repeating the change.",
+                    file=sys.stderr,
+                )
+            raise typer.Exit(130) from None
+        if carries_fresh_id:
+            print(
+                f"Request id: {self.fresh_request_id} (rerunning with --request-id "
+                f"{self.fresh_request_id} returns this same outcome and changes nothing more)",
+                file=sys.stderr,
+            )
+        return response
 
     def request_id(self, given: str | None) -> str:
-        """The given idempotency key, or a fresh one that is printed so a retry can reuse it."""
+        """The given idempotency key, or a fresh one, printed once its call is answered."""
         if given is not None:
             return given
-        fresh = str(uuid.uuid4())
-        print(
-            f"Request id: {fresh} (to retry safely, pass --request-id {fresh})",
-            file=sys.stderr,
-        )
-        return fresh
+        self.fresh_request_id = str(uuid.uuid4())
+        return self.fresh_request_id
 
     def listing(
         self,

@@ -67,6 +67,10 @@ class ProductRepository(Protocol):
 class RatioRepository(Protocol):
     def add(self, ratio: ExchangeRatio) -> None: ...
     def latest_version(self, product_id: str) -> int: ...
+    def newest_at(self, product_id: str, points_per_coupon: int) -> ExchangeRatio | None:
+        """The newest version of the product's ratio that was `points_per_coupon`."""
+        ...
+
     def page(self, product_id: str, *, before: int | None, limit: int) -> Page[ExchangeRatio]: ...
 
 
@@ -386,6 +390,19 @@ class SqlRatioRepository:
             ExchangeRatioRow.product_id == product_id
         )
         return self.session.scalar(statement) or 0
+
+    def newest_at(self, product_id: str, points_per_coupon: int) -> ExchangeRatio | None:
+        statement = (
+            select(ExchangeRatioRow)
+            .where(
+                ExchangeRatioRow.product_id == product_id,
+                ExchangeRatioRow.points_per_coupon == points_per_coupon,
+            )
+            .order_by(ExchangeRatioRow.version.desc())
+            .limit(1)
+        )
+        row = self.session.scalars(statement).first()
+        return None if row is None else _ratio(row)
 
     def page(self, product_id: str, *, before: int | None, limit: int) -> Page[ExchangeRatio]:
         statement = (

@@ -18,6 +18,7 @@ from ecommerce.domain.errors import (
     ProductInactive,
     QuantityLimitExceeded,
 )
+from servicekit.errors import counted
 from servicekit.validation import checked_mul
 
 
@@ -78,7 +79,7 @@ class CouponProduct:
             )
         if quantity > self.max_quantity_per_redemption:
             raise QuantityLimitExceeded(
-                f"at most {self.max_quantity_per_redemption} coupons of "
+                f"at most {counted(self.max_quantity_per_redemption, 'coupon')} of "
                 f"{self.product_id!r} per redemption",
                 metadata={
                     "product_id": self.product_id,

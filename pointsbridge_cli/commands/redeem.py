@@ -72,8 +72,9 @@ def redeem(
             "--expected-points",
             parser=int64_amount,
             help=(
-                "The points the quote gave; if the ratio changed since, nothing is deducted "
-                "(exit 5), e.g. --expected-points 2000."
+                "The points the quote gave; if the redemption costs otherwise now, nothing is "
+                "deducted: exit 5 when the ratio changed since the quote, exit 3 when no "
+                "ratio ever cost that, e.g. --expected-points 2000."
             ),
             show_default=False,
         ),

@@ -6,7 +6,9 @@ import asyncio
 import json
 import re
 import subprocess
+import time
 
+from tests import auth
 from tests.cli.conftest import Cli, flat, free_port
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -73,6 +75,26 @@ async def test_operators_list_accounts_paged_and_by_state(cli: Cli) -> None:
     assert [a["account_id"] for a in rest["accounts"]] == ["carol-card"]
     every = await cli.json("accounts", "list", "--page-size", "1", "--all")
     assert [a["account_id"] for a in every["accounts"]] == ["alice-card", "bob-card", "carol-card"]
+
+
+async def test_credentials_refusals_say_what_is_wrong(cli: Cli) -> None:
+    await cli.ok("accounts", "open", "dan-card", "--holder", "Dan")
+    expired = auth.ISSUER.issue("ops-1", ["admin"], 60, now=time.time() - 3600)
+    refused = await cli("accounts", "show", "dan-card", env={"POINTSBRIDGE_TOKEN": expired})
+    assert refused.returncode == 8
+    assert re.fullmatch(
+        r"The token expired at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ, so the cardpoints service "
+        r"refused it; get a new one \(e\.g\. `pointsbridge token --admin ops-1`\) and pass it "
+        r"in POINTSBRIDGE_TOKEN\.",
+        refused.stderr.strip(),
+    ), refused.stderr
+    customer = auth.token("dan", "customer")
+    denied = await cli("accounts", "show", "dan-card", env={"POINTSBRIDGE_TOKEN": customer})
+    assert denied.returncode == 8
+    assert denied.stderr.strip() == (
+        "Only a PointsBridge service or an operator (a token with the admin role) may make "
+        "this call to the cardpoints service, and these credentials are neither."
+    )
 
 
 async def test_the_address_comes_from_the_environment(cli: Cli) -> None:

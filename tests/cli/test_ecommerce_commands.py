@@ -7,7 +7,7 @@ import json
 import re
 
 from tests.auth import SUPERUSER, bearer
-from tests.cli.conftest import Cli, free_port
+from tests.cli.conftest import Cli, flat, free_port
 
 
 async def _customer_with_points(shop: Cli, customer: str, card: str, points: int) -> None:
@@ -193,12 +193,32 @@ async def test_redeem_refusals_exit_5_with_the_reason(shop: Cli) -> None:
     )
     assert short.returncode == 5
     assert short.stderr.strip().endswith("does not have enough points, so nothing was deducted.")
+    # A final refusal: the same request id could only repeat it, so none is suggested.
+    for final in (
+        await shop("redeem", "bob@example", "coffee-10", "2"),
+        await shop("redeem", "nolink@example", "coffee-10", "1"),
+    ):
+        assert final.returncode == 5
+        assert "request-id" not in final.stderr and "Request id" not in final.stderr, final.stderr
+        assert len(final.stderr.strip().splitlines()) == 1, final.stderr
+
+    # No ratio ever cost 999 points a coupon: the points were never a quote.
+    unquoted = await shop("redeem", "bob@example", "coffee-10", "1", "--expected-points", "999")
+    assert unquoted.returncode == 3
+    assert flat(unquoted.stderr).startswith(
+        "999 points is not what 1 coupon of coupon product 'coffee-10' cost, at this or any "
+        "earlier exchange ratio: they cost 1000 points (ratio version 1), so nothing was "
+        "deducted; quote again and pass those points."
+    ), unquoted.stderr
+    assert "expected_points: must be 1000, the quote's points" in unquoted.stderr
 
     await shop.ok("products", "set-ratio", "coffee-10", "1200")
     stale = await shop("redeem", "bob@example", "coffee-10", "1", "--expected-points", "1000")
     assert stale.returncode == 5
-    assert stale.stderr.splitlines()[-1].startswith(
-        "The exchange ratio of coupon product 'coffee-10' changed since the quote"
+    assert stale.stderr.strip() == (
+        "The exchange ratio of coupon product 'coffee-10' changed since the quote: the quote "
+        "was 1000 points at ratio version 1, and it is now 1200 points at ratio version 2, so "
+        "nothing was deducted; quote again and redeem with the new points."
     )
 
     await shop.ok("accounts", "freeze", "bob-card")

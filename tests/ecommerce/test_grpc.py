@@ -613,7 +613,8 @@ async def test_bad_input_on_every_rpc_is_invalid_argument_naming_the_fields(
             r,
             "ListRedemptions",
             pb.ListRedemptionsRequest(
-                customer_id="",
+                # Empty would list every customer's (operators only); this is no id at all.
+                customer_id="not an id",
                 page_size=1001,
                 page_token="x",
                 state=cast(pb.RedemptionState, 9),

@@ -127,6 +127,17 @@ class FakeRatios:
     def latest_version(self, product_id: str) -> int:
         return max((r.version for r in self.s.ratios if r.product_id == product_id), default=0)
 
+    def newest_at(self, product_id: str, points_per_coupon: int) -> ExchangeRatio | None:
+        return max(
+            (
+                r
+                for r in self.s.ratios
+                if r.product_id == product_id and r.points_per_coupon == points_per_coupon
+            ),
+            key=lambda r: r.version,
+            default=None,
+        )
+
     def page(self, product_id: str, *, before: int | None, limit: int) -> Page[ExchangeRatio]:
         rows = sorted(
             (
@@ -944,12 +955,45 @@ async def test_rate_changed_between_quote_and_redeem_stores_and_deducts_nothing(
         await redeem(shop, quantity=2, expected_points=quote.points_required)
     assert refused(excinfo) == (
         "RATE_CHANGED",
-        {"points_required": "3000", "ratio_version": "2"},
+        {
+            "expected_points": "2000",
+            "quoted_ratio_version": "1",
+            "points_required": "3000",
+            "ratio_version": "2",
+        },
+    )
+    assert excinfo.value.message == (
+        "the quote was 2000 points, at ratio version 1; "
+        "the ratio has changed since: at ratio version 2 it costs 3000 points"
     )
     assert stored_redemptions(shop) == []
     assert "DeductPoints" not in shop.points.calls
     fresh = await redeem(shop, quantity=2, expected_points=3000)
     assert (fresh.points, fresh.ratio_version) == (3000, 2)
+
+
+async def test_expected_points_that_no_ratio_ever_quoted_are_a_mismatch_not_a_rate_change(
+    shop: World,
+) -> None:
+    # 999 for one coupon: the ratio did not change, the points were never a quote.
+    for expected, quantity in ((999, 1), (1999, 2), (1500, 2)):
+        with pytest.raises(DomainError) as excinfo:
+            await redeem(shop, f"r-{expected}", quantity=quantity, expected_points=expected)
+        assert refused(excinfo) == (
+            "POINTS_MISMATCH",
+            {
+                "expected_points": str(expected),
+                "points_required": str(1000 * quantity),
+                "ratio_version": "1",
+            },
+        )
+        assert excinfo.value.message == (
+            f"expected_points {expected} is not what {quantity} x coupon-10 cost at any ratio "
+            f"version; at ratio version 1 it costs {1000 * quantity} points"
+        )
+        assert [v.field for v in excinfo.value.violations] == ["expected_points"]
+    assert stored_redemptions(shop) == []
+    assert "DeductPoints" not in shop.points.calls
 
 
 @pytest.mark.parametrize(

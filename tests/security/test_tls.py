@@ -328,3 +328,50 @@ async def test_the_operator_certificate_reaches_mtls_cardpoints_but_cannot_deduc
             assert account.account.balance == 500
     finally:
         await bank.stop(1)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_the_cli_says_what_is_wrong_with_tls_not_that_the_service_is_down(
+    pki: Pki, bank: CardpointsApp, make_db_url: Callable[[str], str]
+) -> None:
+    admin = {"POINTSBRIDGE_TOKEN": ADMIN}
+    mutual = f"localhost:{bank.port}"
+
+    async def show(address: str, *tls: str) -> str:
+        result = await run_cli(
+            "--cardpoints", address, "--timeout", "5", *tls, "accounts", "show", "a", env=admin
+        )
+        assert result.returncode == 7, (tls, result.stdout, result.stderr)
+        assert "check that" not in result.stderr, result.stderr
+        return " ".join(result.stderr.split())
+
+    assert "it expects TLS; pass --tls-ca" in await show(mutual)
+    without_cert = await show(mutual, "--tls-ca", pki["ca.pem"])
+    assert "it requires a client certificate; pass --tls-cert and --tls-key" in without_cert
+    rogue = await show(
+        mutual,
+        "--tls-ca",
+        pki["ca.pem"],
+        "--tls-cert",
+        pki["rogue.pem"],
+        "--tls-key",
+        pki["rogue-key.pem"],
+    )
+    assert f"it does not accept the client certificate {pki['rogue.pem']}" in rogue
+    # Trusting another CA than the one that signed the service's certificate.
+    wrong_ca = await show(mutual, "--tls-ca", pki["rogue.pem"])
+    assert f"is not signed by the CA in --tls-ca {pki['rogue.pem']}" in wrong_ca
+    plaintext = await start_cardpoints(
+        CardpointsSettings(
+            address="127.0.0.1:0",
+            database_url=make_db_url("plain"),
+            insecure_plaintext=True,
+            token_public_key=str(PUBLIC_KEY),
+        )
+    )
+    try:
+        assert "does not speak TLS (it serves plaintext)" in await show(
+            f"localhost:{plaintext.port}", "--tls-ca", pki["ca.pem"]
+        )
+    finally:
+        await plaintext.stop(1)
