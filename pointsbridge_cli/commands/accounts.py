@@ -13,11 +13,12 @@ from pointsbridge_cli import render
 from pointsbridge_cli.params import (
     AccountIdArgument,
     AllPagesOption,
-    JsonOption,
     PageSizeOption,
     PageTokenOption,
-    RequestIdOption,
+    WholeNumberArguments,
     int64_amount,
+    json_option,
+    request_id_option,
 )
 from pointsbridge_cli.session import Session
 
@@ -50,7 +51,7 @@ def open_account(
             show_default=False,
         ),
     ],
-    json: JsonOption = False,
+    json: Annotated[bool, json_option(".account.state")] = False,
 ) -> None:
     """Open a card account with a zero balance.
 
@@ -69,7 +70,7 @@ def open_account(
     session.emit(response, lambda r: render.account(r.account))
 
 
-@app.command("credit")
+@app.command("credit", cls=WholeNumberArguments)
 def credit(
     ctx: typer.Context,
     account_id: AccountIdArgument,
@@ -83,8 +84,8 @@ def credit(
         ),
     ],
     reason: ReasonOption = "",
-    request_id: RequestIdOption = None,
-    json: JsonOption = False,
+    request_id: Annotated[str | None, request_id_option("welcome-2026-01")] = None,
+    json: Annotated[bool, json_option(".entry.balance_after")] = False,
 ) -> None:
     """Credit earned points to a card account, exactly once per request id.
 
@@ -106,7 +107,11 @@ def credit(
 
 
 @app.command("show")
-def show(ctx: typer.Context, account_id: AccountIdArgument, json: JsonOption = False) -> None:
+def show(
+    ctx: typer.Context,
+    account_id: AccountIdArgument,
+    json: Annotated[bool, json_option(".account.balance")] = False,
+) -> None:
     """Show a card account: holder, state and balance.
 
     Example:
@@ -135,7 +140,7 @@ def freeze(
     ctx: typer.Context,
     account_id: AccountIdArgument,
     reason: ReasonOption = "",
-    json: JsonOption = False,
+    json: Annotated[bool, json_option(".account.state")] = False,
 ) -> None:
     """Freeze a card account: deductions are refused, credits and reversals still apply.
 
@@ -153,7 +158,7 @@ def unfreeze(
     ctx: typer.Context,
     account_id: AccountIdArgument,
     reason: ReasonOption = "",
-    json: JsonOption = False,
+    json: Annotated[bool, json_option(".account.state")] = False,
 ) -> None:
     """Make a frozen card account active again.
 
@@ -178,7 +183,7 @@ def close(
             help="Close without asking; required when stdin is not a terminal, e.g. --yes.",
         ),
     ] = False,
-    json: JsonOption = False,
+    json: Annotated[bool, json_option(".account.state")] = False,
 ) -> None:
     """Close a card account for good: everything but reads is refused afterwards.
 
@@ -226,7 +231,7 @@ def list_accounts(
     page_size: PageSizeOption = None,
     page_token: PageTokenOption = "",
     all_pages: AllPagesOption = False,
-    json: JsonOption = False,
+    json: Annotated[bool, json_option("'.accounts[].account_id'")] = False,
 ) -> None:
     """List card accounts in account id order, with their state and balance (operators only).
 
@@ -257,7 +262,7 @@ def transactions(
     page_size: PageSizeOption = None,
     page_token: PageTokenOption = "",
     all_pages: AllPagesOption = False,
-    json: JsonOption = False,
+    json: Annotated[bool, json_option("'.transactions[].amount'")] = False,
 ) -> None:
     """List a card account's points ledger, newest first: credits, deductions, reversals.
 

@@ -12,9 +12,9 @@ from pointsbridge_cli import render
 from pointsbridge_cli.params import (
     AllPagesOption,
     CustomerIdArgument,
-    JsonOption,
     PageSizeOption,
     PageTokenOption,
+    json_option,
 )
 from pointsbridge_cli.session import Session
 
@@ -52,7 +52,7 @@ def show(
             show_default=False,
         ),
     ],
-    json: JsonOption = False,
+    json: Annotated[bool, json_option(".redemption.state")] = False,
 ) -> None:
     """Show one of a customer's redemptions, with its coupons.
 
@@ -74,7 +74,7 @@ def list_redemptions(
     customer_id: Annotated[
         str,
         typer.Argument(
-            metavar="[CUSTOMER_ID]",
+            metavar="CUSTOMER_ID",
             help=(
                 "Only this customer's, 1-64 characters of [A-Za-z0-9._@-], e.g. alice@example. "
                 "Left out, every customer's (operator credentials only)."
@@ -93,7 +93,7 @@ def list_redemptions(
     page_size: PageSizeOption = None,
     page_token: PageTokenOption = "",
     all_pages: AllPagesOption = False,
-    json: JsonOption = False,
+    json: Annotated[bool, json_option("'.redemptions[].redemption_id'")] = False,
 ) -> None:
     """List a customer's redemptions, or every customer's, newest first.
 

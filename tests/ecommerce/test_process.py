@@ -7,11 +7,13 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import fields
+from pathlib import Path
 
 import grpc
 import pytest
 
 from cardpoints.entrypoints.server import Settings as CardpointsSettings
+from cardpoints.entrypoints.server import parse_settings as parse_cardpoints_settings
 from cardpoints.entrypoints.server import start as start_cardpoints
 from ecommerce.entrypoints.server import Settings, parse_settings
 from pointsbridge.cardpoints.v1 import cardpoints_pb2 as cpb
@@ -142,3 +144,56 @@ async def test_two_replicas_on_one_database_redeem_each_request_once_and_drain(
         exit_codes = [r.stop() for r in replicas]
         await cardpoints.stop(1)
     assert exit_codes == [0, 0], [r.log_path.read_text() for r in replicas]
+
+
+@pytest.mark.parametrize(
+    ("argv", "plaintext", "migrate"),
+    [
+        (["--insecure-plaintext"], True, True),
+        (["--insecure-plaintext", "true", "--migrate", "false"], True, False),
+        (["--migrate", "--insecure-plaintext"], True, True),
+        (["--migrate=no", "--insecure-plaintext=yes"], True, False),
+        (["--insecure-plaintext", "off", "--workers", "2"], False, True),
+        ([], False, True),
+    ],
+)
+def test_switches_take_a_value_or_none(argv: list[str], plaintext: bool, migrate: bool) -> None:
+    for parse in (parse_settings, parse_cardpoints_settings):
+        settings = parse(argv)[0]
+        assert (settings.insecure_plaintext, settings.migrate) == (plaintext, migrate), parse
+
+
+def test_switches_show_as_switches_in_help() -> None:
+    shown = subprocess.run(
+        [*MODULE, "--help"], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout
+    assert "--insecure-plaintext [true|false]" in shown
+    assert "--migrate [true|false]" in shown
+
+
+def test_a_refusal_to_start_is_not_preceded_by_warnings(tmp_path: Path) -> None:
+    refused = subprocess.run(
+        [
+            *MODULE,
+            "--insecure-plaintext",
+            "--token-public-key",
+            str(auth.PUBLIC_KEY),
+            "--database-url",
+            f"sqlite:///{tmp_path}/ec.db",
+            "--address",
+            "127.0.0.1:0",
+            "--log-format",
+            "text",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert refused.returncode == 2, refused.stderr
+    assert "--cardpoints-token-file" in refused.stderr
+    # One line, the refusal: no warning about a token over plaintext it does not have.
+    assert refused.stderr.strip().splitlines() == [
+        line for line in refused.stderr.strip().splitlines() if "--cardpoints-token-file" in line
+    ], refused.stderr
+    assert "INSECURE" not in refused.stderr
