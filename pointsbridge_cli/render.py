@@ -298,7 +298,12 @@ def card_link(value: ec.CardLink) -> Panel:
 
 
 def quote(value: ec.Quote) -> Panel:
-    available = str(value.available_points) if value.HasField("available_points") else NONE
+    if not value.card_linked:
+        available = "no linked card: redeeming needs one (pointsbridge cards link)"
+    elif value.HasField("available_points"):
+        available = str(value.available_points)
+    else:
+        available = "unknown: the card-points system did not say"
     return record(
         "Quote",
         [

@@ -56,6 +56,7 @@ class Quote:
     face_value_total_minor: int
     currency: str
     available_points: int | None = None
+    card_linked: bool = False
 
 
 @dataclass(frozen=True)

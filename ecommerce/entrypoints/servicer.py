@@ -134,6 +134,7 @@ def quote_pb(quote: Quote) -> pb.Quote:
         ratio_version=quote.ratio_version,
         face_value_total_minor=quote.face_value_total_minor,
         currency=quote.currency,
+        card_linked=quote.card_linked,
     )
     if quote.available_points is not None:
         message.available_points = quote.available_points

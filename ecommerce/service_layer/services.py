@@ -307,6 +307,7 @@ async def quote_redemption(
     result, link = await deps.read(quote)
     if link is None:
         return result
+    result = dataclasses.replace(result, card_linked=True)
     try:
         account = await deps.points.get_account(link.card_account_id)
     except (PointsSystemUnavailable, AccountNotFound):

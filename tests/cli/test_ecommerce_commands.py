@@ -98,6 +98,12 @@ async def test_quote_redeem_use_and_refund(shop: Cli) -> None:
     quote = await shop.json("quote", "alice@example", "coffee-10", "2")
     assert quote["quote"]["points_required"] == "2000"
     assert quote["quote"]["available_points"] == "5000"
+    assert quote["quote"]["card_linked"] is True
+    unlinked = await shop.ok("quote", "nolink@example", "coffee-10", "1")
+    assert re.search(r"Available points\s+no linked card: redeeming needs one", unlinked), unlinked
+    assert (await shop.json("quote", "nolink@example", "coffee-10", "1"))["quote"][
+        "card_linked"
+    ] is False
 
     redeemed = await shop.json(
         "redeem",

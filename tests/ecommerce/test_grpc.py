@@ -260,6 +260,12 @@ async def test_happy_path_deducts_quantity_times_ratio_and_issues_that_many_coup
         3000,
     )
     assert quote.HasField("available_points") and quote.available_points == 100_000
+    assert quote.card_linked
+    unlinked = await system.redemption.QuoteRedemption(
+        pb.QuoteRedemptionRequest(customer_id="nobody", product_id="coupon-10", quantity=1),
+        timeout=TIMEOUT,
+    )
+    assert not unlinked.quote.card_linked and not unlinked.quote.HasField("available_points")
 
     redemption = await system.redeem("r-1", expected_points=quote.points_required)
 

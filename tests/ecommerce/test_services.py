@@ -830,10 +830,12 @@ async def test_quote_is_exact_and_shows_the_balance_when_linked(shop: World) -> 
         10_000,
     )
     assert (quote.points_per_coupon, quote.ratio_version, quote.currency) == (1000, 1, "CNY")
+    assert quote.card_linked
     unlinked = await services.quote_redemption(
         shop.deps, customer_id="nobody", product_id="coupon-10", quantity=1
     )
-    assert unlinked.available_points is None
+    # Redeeming would be refused with CARD_NOT_LINKED: the quote says so up front.
+    assert (unlinked.available_points, unlinked.card_linked) == (None, False)
 
 
 async def test_quote_without_cardpoints_leaves_the_balance_out(shop: World) -> None:
@@ -841,7 +843,7 @@ async def test_quote_without_cardpoints_leaves_the_balance_out(shop: World) -> N
     quote = await services.quote_redemption(
         shop.deps, customer_id="alice", product_id="coupon-10", quantity=2
     )
-    assert (quote.points_required, quote.available_points) == (2000, None)
+    assert (quote.points_required, quote.available_points, quote.card_linked) == (2000, None, True)
 
 
 async def test_quote_overflow_is_refused_not_wrapped(world: World) -> None:
