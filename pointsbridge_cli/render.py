@@ -298,10 +298,10 @@ def card_link(value: ec.CardLink) -> Panel:
 
 
 def quote(value: ec.Quote) -> Panel:
-    if not value.card_linked:
-        available = "no linked card: redeeming needs one (pointsbridge cards link)"
-    elif value.HasField("available_points"):
+    if value.HasField("available_points"):
         available = str(value.available_points)
+    elif not value.card_linked:
+        available = "no linked card: redeeming needs one (pointsbridge cards link)"
     else:
         available = "unknown: the card-points system did not say"
     return record(

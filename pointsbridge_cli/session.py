@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
+import textwrap
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -71,18 +73,16 @@ class Session:
             fail(failure)
         except KeyboardInterrupt:
             if carries_fresh_id:
-                print(
+                tell(
                     "Interrupted before the answer came: the outcome is unknown; run the same "
                     f"command with --request-id {self.fresh_request_id} to learn it without "
-                    "repeating the change.",
-                    file=sys.stderr,
+                    "repeating the change."
                 )
             raise typer.Exit(130) from None
         if carries_fresh_id:
-            print(
-                f"Request id: {self.fresh_request_id} (rerunning with --request-id "
-                f"{self.fresh_request_id} returns this same outcome and changes nothing more)",
-                file=sys.stderr,
+            tell(
+                f"Request id: {self.fresh_request_id} (rerun with --request-id "
+                f"{self.fresh_request_id} to get this same outcome, changing nothing more)"
             )
         return response
 
@@ -124,7 +124,16 @@ class Session:
             _stdout_console().print(render(response))
 
 
+def tell(line: str) -> None:
+    """A line for the operator on stderr; on a terminal, wrapped between words."""
+    if sys.stderr.isatty():
+        indent = line[: len(line) - len(line.lstrip())]
+        width = shutil.get_terminal_size().columns
+        line = textwrap.fill(line, width, subsequent_indent=indent + "  ", break_on_hyphens=False)
+    print(line, file=sys.stderr)
+
+
 def fail(failure: CallFailed) -> NoReturn:
     for line in report_lines(failure):
-        print(line, file=sys.stderr)
+        tell(line)
     raise typer.Exit(int(exit_code(failure.error.code)))

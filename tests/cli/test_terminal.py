@@ -21,7 +21,7 @@ from tests.cli.test_ecommerce_commands import _coffee_product, _customer_with_po
 _ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
 
 
-def in_terminal(args: list[str], columns: int, rows: int = 50) -> str:
+def in_terminal(args: list[str], columns: int, rows: int = 50, exit_code: int = 0) -> str:
     """Run the CLI with a pseudo-terminal of columns x rows as stdin, stdout and stderr."""
     leader, follower = os.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
@@ -54,7 +54,7 @@ def in_terminal(args: list[str], columns: int, rows: int = 50) -> str:
             if not chunk:
                 break
             output += chunk
-        assert process.wait(timeout=10) == 0, output.decode(errors="replace")
+        assert process.wait(timeout=10) == exit_code, output.decode(errors="replace")
     finally:
         os.close(leader)
         if process.poll() is None:
@@ -62,9 +62,9 @@ def in_terminal(args: list[str], columns: int, rows: int = 50) -> str:
     return _ESCAPES.sub("", output.decode()).replace("\r\n", "\n")
 
 
-async def terminal(shop: Cli, columns: int, *args: str) -> str:
+async def terminal(shop: Cli, columns: int, *args: str, exit_code: int = 0) -> str:
     flags = ["--cardpoints", shop.cardpoints, "--ecommerce", shop.ecommerce]
-    return await asyncio.to_thread(in_terminal, [*flags, *args], columns)
+    return await asyncio.to_thread(in_terminal, [*flags, *args], columns, exit_code=exit_code)
 
 
 def assert_whole(screen: str, columns: int, values: list[str]) -> None:
@@ -117,3 +117,20 @@ async def test_listings_keep_every_code_id_and_amount_whole_at_80_and_120_column
     for code in codes:
         assert re.search(rf"^Code\s+{code}\s*$", narrow, re.MULTILINE), narrow
     assert "1 of 3" in narrow and "3 of 3" in narrow
+
+
+async def test_a_refusal_wraps_between_words_in_a_terminal(shop: Cli) -> None:
+    await asyncio.gather(
+        _coffee_product(shop), _customer_with_points(shop, "alice@example", "alice-card", 5000)
+    )
+    args = ("redeem", "alice@example", "coffee-10", "1", "--expected-points", "999")
+    screen = await terminal(shop, 80, *args, exit_code=3)
+    piped = await shop(*args)
+    sentence = piped.stderr.splitlines()[0]
+    assert len(sentence) > 80
+    lines = screen.strip().splitlines()
+    assert all(len(line) <= 80 for line in lines), screen
+    # The same words in the same order, each whole on its line.
+    assert " ".join(screen.split()).startswith(sentence), screen
+    words = set(sentence.split())
+    assert all(word in words for line in lines[:3] for word in line.split()), screen
