@@ -343,6 +343,7 @@ async def test_the_cli_says_what_is_wrong_with_tls_not_that_the_service_is_down(
         )
         assert result.returncode == 7, (tls, result.stdout, result.stderr)
         assert "check that" not in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr  # no gRPC log lines
         return " ".join(result.stderr.split())
 
     assert "it expects TLS; pass --tls-ca" in await show(mutual)
