@@ -23,6 +23,7 @@ from ecommerce.entrypoints.server import App as EcommerceApp
 from ecommerce.entrypoints.server import Settings as EcommerceSettings
 from ecommerce.entrypoints.server import start as start_ecommerce
 from tests.auth import ECOMMERCE_SECURITY, SERVER_SECURITY, SUPERUSER
+from tests.support import free_port as free_port  # still importable from here
 
 CLI = Path(sys.executable).parent / "pointsbridge"
 
@@ -65,14 +66,6 @@ class Cli:
 def flat(text: str) -> str:
     """Text with rich's boxes and line wrapping taken out, to match a message wherever it broke."""
     return " ".join(re.sub("[\u2500-\u257f]", " ", text).split())
-
-
-def free_port() -> int:
-    """A port nothing listens on: bound to learn a free number, then released."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 @pytest.fixture

@@ -9,7 +9,8 @@ import subprocess
 import time
 
 from tests import auth
-from tests.cli.conftest import Cli, flat, free_port
+from tests.cli.conftest import Cli, flat
+from tests.support import free_port
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[0-9a-f]{4}-[0-9a-f]{12}")
 

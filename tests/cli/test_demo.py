@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pointsbridge_cli import devstack
-from tests.cli.conftest import free_port
+from tests.support import free_port
 
 
 def test_demo_with_nothing_running_says_to_start_make_run_first(

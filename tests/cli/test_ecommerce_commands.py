@@ -7,7 +7,8 @@ import json
 import re
 
 from tests.auth import SUPERUSER, bearer
-from tests.cli.conftest import Cli, flat, free_port
+from tests.cli.conftest import Cli, flat
+from tests.support import free_port
 
 
 async def _customer_with_points(shop: Cli, customer: str, card: str, points: int) -> None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import re
 import subprocess
 import sys
@@ -31,6 +29,7 @@ from servicekit.config import ConfigError
 from servicekit.devcerts import make_ca, make_leaf, write_dev_pki
 from servicekit.status import remote_error
 from tests.auth import ADMIN, PUBLIC_KEY, SUPERUSER, bearer, token
+from tests.cli.conftest import Cli
 
 
 @dataclass(frozen=True)
@@ -226,17 +225,8 @@ async def test_servers_refuse_plaintext_and_missing_keys_unless_told(
 
 
 async def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """The CLI as a subprocess, off the event loop that serves it."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("POINTSBRIDGE_")}
-    return await asyncio.to_thread(
-        subprocess.run,
-        [str(Path(sys.executable).parent / "pointsbridge"), *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-        env={**base, **env},
-    )
+    """The CLI as a subprocess, with the addresses and TLS options given in args."""
+    return await Cli("", "")(*args, env=env, addresses=False)
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])

@@ -7,7 +7,6 @@ import os
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ import pytest
 from pointsbridge.cardpoints.v1 import cardpoints_pb2 as cp
 from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as cp_grpc
 from pointsbridge_cli.devstack import DevKeys
-from tests.support import ROOT
+from tests.support import ROOT, free_port
 from tests.system.devstack import DevStack
 
 
@@ -177,13 +176,6 @@ def security_blocks() -> list[str]:
         re.sub(r"\\\n\s*", "", b).strip()
         for b in re.findall(r"```sh\n(.*?)```", section, flags=re.S)
     ]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 def test_the_readme_security_section_runs_as_written(tmp_path: Path) -> None:
