@@ -171,15 +171,25 @@ def test_switches_show_as_switches_in_help() -> None:
     assert "--migrate [true|false]" in shown
 
 
-def test_a_refusal_to_start_is_not_preceded_by_warnings(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("module", "flags", "refusal"),
+    [
+        # ecommerce without a way to authenticate to cardpoints
+        (MODULE, ["--token-public-key", str(auth.PUBLIC_KEY)], "--cardpoints-token-file"),
+        # cardpoints without the key that checks tokens
+        ([sys.executable, "-m", "cardpoints.entrypoints.server"], [], "--token-public-key"),
+    ],
+)
+def test_a_refusal_to_start_is_not_preceded_by_warnings(
+    tmp_path: Path, module: list[str], flags: list[str], refusal: str
+) -> None:
     refused = subprocess.run(
         [
-            *MODULE,
+            *module,
             "--insecure-plaintext",
-            "--token-public-key",
-            str(auth.PUBLIC_KEY),
+            *flags,
             "--database-url",
-            f"sqlite:///{tmp_path}/ec.db",
+            f"sqlite:///{tmp_path}/db.db",
             "--address",
             "127.0.0.1:0",
             "--log-format",
@@ -191,9 +201,8 @@ def test_a_refusal_to_start_is_not_preceded_by_warnings(tmp_path: Path) -> None:
         cwd=ROOT,
     )
     assert refused.returncode == 2, refused.stderr
-    assert "--cardpoints-token-file" in refused.stderr
-    # One line, the refusal: no warning about a token over plaintext it does not have.
-    assert refused.stderr.strip().splitlines() == [
-        line for line in refused.stderr.strip().splitlines() if "--cardpoints-token-file" in line
+    # One line, the refusal: no warning about plaintext or a token it does not have.
+    assert [line for line in refused.stderr.splitlines() if line.strip()] == [
+        line for line in refused.stderr.splitlines() if refusal in line
     ], refused.stderr
     assert "INSECURE" not in refused.stderr
