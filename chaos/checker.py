@@ -532,7 +532,7 @@ def _check_journal(snap: Snapshot, journal: Journal, add: Add) -> None:
             if redemption.points != call.points:
                 add("ACK", f"redemption {call.request_id}: the client was told other points")
         elif call.outcome is Outcome.REFUSED:
-            if call.reason in ("RATE_CHANGED", "QUANTITY_LIMIT_EXCEEDED"):
+            if call.reason in ("RATE_CHANGED", "POINTS_MISMATCH", "QUANTITY_LIMIT_EXCEEDED"):
                 if redemption is not None:
                     add("I6", f"refused redemption {call.request_id} ({call.reason}) was recorded")
             elif redemption is None or redemption.state != _FAILED:

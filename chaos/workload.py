@@ -43,7 +43,9 @@ MAX_ATTEMPTS = 8
 OP_BUDGET_SECONDS = 25.0
 
 # Refusals each call may legitimately get, by reason. Anything else is reported.
-REDEEM_REFUSALS = frozenset({"INSUFFICIENT_POINTS", "RATE_CHANGED", "QUANTITY_LIMIT_EXCEEDED"})
+REDEEM_REFUSALS = frozenset(
+    {"INSUFFICIENT_POINTS", "RATE_CHANGED", "POINTS_MISMATCH", "QUANTITY_LIMIT_EXCEEDED"}
+)
 USE_REFUSALS = frozenset({"COUPON_ALREADY_USED", "COUPON_VOID"})
 REFUND_REFUSALS = frozenset({"COUPON_ALREADY_USED", "COUPON_VOID"})
 
@@ -305,7 +307,8 @@ class Client:
         expected: int | None = quantity * product.points_per_coupon
         draw = self._rng.random()
         if draw < 0.04:
-            expected = quantity * product.points_per_coupon + 1  # must be refused: RATE_CHANGED
+            # Must be refused: POINTS_MISMATCH, or RATE_CHANGED should a ratio once cost that.
+            expected = quantity * product.points_per_coupon + 1
         elif draw < 0.35:
             expected = None
         call = RedeemCall(

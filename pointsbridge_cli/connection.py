@@ -62,6 +62,7 @@ class CallFailed(Exception):
         self.service = service
         self.address = endpoints.address(service)
         self.timeout = endpoints.timeout
+        self.transport = endpoints.transport
         self.request = request
 
 

@@ -43,6 +43,7 @@ DEMO_PRODUCT = "coupon-10"
 DEMO_POINTS = 100_000
 TIMEOUT = 10.0
 
+_START_FIRST = "start `make run` first (in another terminal), then run `make demo` again"
 _PORT_LINE = re.compile(r"serving on port (\d+)")
 _METRICS_LINE = re.compile(r"metrics on port (\d+)")
 
@@ -315,6 +316,10 @@ def demo(args: argparse.Namespace) -> int:
     """Redeem three demo coupons and show what moved."""
     cardpoints, ecommerce = args.cardpoints, args.ecommerce
     keys = DevKeys(Path(args.var) / "dev-keys")
+    if not keys.signing_key.exists():
+        missing = f"no system has run here yet ({keys.signing_key} is missing)"
+        print(f"error: {missing}; {_START_FIRST}", file=sys.stderr)
+        return 1
     operator = keys.bearer("devstack", ROLE_ADMIN)
     customer = keys.bearer(DEMO_CUSTOMER, ROLE_CUSTOMER)
     with (
@@ -392,6 +397,11 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.handler(args))
     except grpc.RpcError as error:
         failure = remote_error(error)
+        unreached = failure.code is grpc.StatusCode.UNAVAILABLE and not failure.reason
+        if args.command == "demo" and unreached:
+            where = f"{args.cardpoints} and {args.ecommerce}"
+            print(f"error: nothing answers at {where}; {_START_FIRST}", file=sys.stderr)
+            return 1
         print(f"error: {failure.code.name} {failure.reason}: {failure.message}", file=sys.stderr)
         return 1
 

@@ -9,6 +9,7 @@ import grpc
 from google.protobuf.descriptor import FieldDescriptor
 
 from pointsbridge_cli.connection import CallFailed
+from servicekit.errors import counted
 
 
 class ExitCode(enum.IntEnum):
@@ -66,6 +67,9 @@ REASON_SENTENCES: dict[str, tuple[str, ...]] = {
         "the {service} service refused the request because some of its fields are invalid.",
     ),
     "POINTS_MISMATCH": (
+        "{expected_points} points is not what {coupons} of {product} cost, at this "
+        "or any earlier exchange ratio: they cost {points_required} points (ratio version "
+        "{ratio_version}), so nothing was deducted; quote again and pass those points.",
         "the points do not equal the coupon quantity times the points per coupon, so nothing "
         "was deducted.",
     ),
@@ -81,6 +85,10 @@ REASON_SENTENCES: dict[str, tuple[str, ...]] = {
     "ACCOUNT_FROZEN": ("{account} is frozen: it cannot spend points until it is unfrozen.",),
     "ACCOUNT_CLOSED": ("{account} is closed, and closing is final.",),
     "RATE_CHANGED": (
+        "the exchange ratio of {product} changed since the quote: the quote was "
+        "{expected_points} points at ratio version {quoted_ratio_version}, and it is now "
+        "{points_required} points at ratio version {ratio_version}, so nothing was deducted; "
+        "quote again and redeem with the new points.",
         "the exchange ratio of {product} changed since the quote, so nothing was deducted; "
         "quote again and redeem with the new points.",
     ),
@@ -89,7 +97,7 @@ REASON_SENTENCES: dict[str, tuple[str, ...]] = {
         "{customer} has no linked card account; link one with `pointsbridge cards link`.",
     ),
     "QUANTITY_LIMIT_EXCEEDED": (
-        "{quantity} coupons is more than {product} allows in one redemption.",
+        "{coupons} is more than {product} allows in one redemption.",
         "that is more coupons than {product} allows in one redemption.",
     ),
     "COUPON_ALREADY_USED": (
@@ -123,10 +131,22 @@ REASON_SENTENCES: dict[str, tuple[str, ...]] = {
         "the {service} service could not reach a service it depends on; try again later.",
     ),
     "MISSING_CREDENTIALS": ("the {service} service needs credentials, and none were sent.",),
-    "INVALID_CREDENTIALS": ("the {service} service did not accept the credentials.",),
-    "NOT_OWNER": ("these credentials may not act for {customer}.",),
+    "INVALID_CREDENTIALS": (
+        "the token expired at {expire_time}, so the {service} service refused it; get a new "
+        "one (e.g. `pointsbridge token --admin ops-1`) and pass it in POINTSBRIDGE_TOKEN.",
+        "the {service} service did not accept the credentials.",
+    ),
+    "NOT_OWNER": (
+        "these credentials may not act for {customer}: {field} must be the caller's own.",
+        "{owned} belongs to another customer, not {customer}.",
+        "these credentials may not act for {customer}.",
+    ),
     "NOT_ADMIN": ("this needs operator credentials for the {service} service.",),
-    "NOT_SERVICE": ("only a PointsBridge service may make this call to the {service} service.",),
+    "NOT_SERVICE": (
+        "only a PointsBridge service{or_an_operator} may make this call to the {service} "
+        "service, and these credentials are neither.",
+        "only a PointsBridge service may make this call to the {service} service.",
+    ),
     "RATE_LIMITED": (
         "the {service} service is receiving too many requests; wait a moment and retry.",
     ),
@@ -146,6 +166,53 @@ _SUBJECTS: dict[str, tuple[tuple[str, ...], str]] = {
     "request": (("request_id",), "request id"),
     "customer": (("customer_id",), "customer"),
 }
+
+# What gRPC's own message says of a connection that failed, and what that means here.
+_PLAINTEXT_SERVER = (
+    "the {service} service at {address} does not speak TLS (it serves plaintext), so the "
+    "TLS handshake failed; leave --tls-ca out, or start the service with its certificate"
+)
+_UNTRUSTED_SERVER = (
+    "the certificate of the {service} service at {address} is not signed by the CA in "
+    "--tls-ca {ca}, so the TLS handshake failed; pass the CA that signed it"
+)
+_WRONG_HOST = (
+    "the certificate of the {service} service is not for the host name in {address}, so "
+    "the TLS handshake failed; connect by a name the certificate carries (e.g. localhost)"
+)
+_WANTS_TLS = (
+    "the {service} service at {address} closed the connection at once: it expects TLS; "
+    "pass --tls-ca (and --tls-cert and --tls-key if it requires client certificates)"
+)
+_WANTS_CLIENT_CERT = (
+    "the {service} service at {address} ended the TLS handshake: it requires a client "
+    "certificate; pass --tls-cert and --tls-key (e.g. certs/ops.pem and certs/ops-key.pem)"
+)
+_UNTRUSTED_CLIENT = (
+    "the {service} service at {address} ended the TLS handshake: it does not accept the "
+    "client certificate {cert}; use one signed by a CA it trusts"
+)
+
+
+def _connection_problem(failure: CallFailed) -> str | None:
+    """A sentence for a connection that failed for a known cause; None when none is known."""
+    error = failure.error
+    if error.code is not grpc.StatusCode.UNAVAILABLE or error.reason:
+        return None
+    said = error.message
+    transport = failure.transport
+    if "WRONG_VERSION_NUMBER" in said:
+        return _PLAINTEXT_SERVER
+    if "CERTIFICATE_VERIFY_FAILED" in said:
+        return _UNTRUSTED_SERVER
+    if "not in peer certificate" in said:
+        return _WRONG_HOST
+    if "Socket closed" in said or "Connection reset" in said or "ALERT" in said.upper():
+        if not transport.secure:
+            return _WANTS_TLS
+        return _UNTRUSTED_CLIENT if transport.cert else _WANTS_CLIENT_CERT
+    return None
+
 
 _TRANSPORT_SENTENCES: dict[grpc.StatusCode, str] = {
     grpc.StatusCode.UNAVAILABLE: (
@@ -171,6 +238,8 @@ def _details(failure: CallFailed) -> dict[str, str]:
         SERVICE=failure.service.upper(),
         address=failure.address,
         timeout=f"{failure.timeout:g}",
+        ca=failure.transport.ca,
+        cert=failure.transport.cert,
     )
     return known
 
@@ -180,6 +249,8 @@ def _with_subjects(known: Mapping[str, str]) -> dict[str, str]:
     for placeholder, (keys, noun) in _SUBJECTS.items():
         ident = next((known[k] for k in keys if known.get(k)), None)
         named[placeholder] = f"{noun} {ident!r}" if ident else f"the {noun}"
+    if known.get("quantity", "").isdigit():
+        named["coupons"] = counted(int(known["quantity"]), "coupon")
     customer = known.get("customer_id")
     if named["account"] == "the card account" and customer:
         # A redemption names the customer only; the card is the one linked to them.
@@ -205,8 +276,17 @@ def sentence(failure: CallFailed) -> str:
     """One sentence for the operator: from the reason if known, else from the status."""
     error = failure.error
     known = _with_subjects(_details(failure))
+    if "admin" in error.metadata.get("allowed_roles", "").split(","):
+        known["or_an_operator"] = " or an operator (a token with the admin role)"
+    # What an operator was told belongs to someone else: a coupon or a redemption.
+    for key, subject in (("code", "coupon"), ("redemption_id", "redemption")):
+        if error.reason == "NOT_OWNER" and key in error.metadata:
+            known.setdefault("owned", known[subject])
     if error.reason in REASON_SENTENCES:
         return _as_sentence(_first_that_fits(REASON_SENTENCES[error.reason], known))
+    problem = _connection_problem(failure)
+    if problem is not None:
+        return _as_sentence(problem.format_map(known))
     if error.code in _TRANSPORT_SENTENCES:
         text = _TRANSPORT_SENTENCES[error.code].format_map(known)
         if error.code is grpc.StatusCode.DEADLINE_EXCEEDED and known.get("request_id"):

@@ -59,6 +59,7 @@ def root(
         str,
         typer.Option(
             "--cardpoints",
+            metavar="HOST:PORT",
             envvar="POINTSBRIDGE_CLI_CARDPOINTS",
             help="host:port of the card-points service, e.g. --cardpoints bank-host:50051.",
         ),
@@ -67,6 +68,7 @@ def root(
         str,
         typer.Option(
             "--ecommerce",
+            metavar="HOST:PORT",
             envvar="POINTSBRIDGE_CLI_ECOMMERCE",
             help="host:port of the e-commerce service, e.g. --ecommerce shop-host:50052.",
         ),
@@ -75,6 +77,7 @@ def root(
         float,
         typer.Option(
             "--timeout",
+            metavar="SECONDS",
             min=0.001,
             help="Seconds any one call may take before it fails with exit 7, e.g. --timeout 30.",
         ),
@@ -83,6 +86,7 @@ def root(
         str,
         typer.Option(
             "--token",
+            metavar="TOKEN",
             envvar="POINTSBRIDGE_TOKEN",
             help='Bearer token sent with every call, e.g. --token "$(pointsbridge token '
             '--admin ops-1)". Prefer the environment variable: a flag shows in process lists.',
@@ -93,6 +97,7 @@ def root(
         str,
         typer.Option(
             "--tls-ca",
+            metavar="PEM",
             envvar="POINTSBRIDGE_CLI_TLS_CA",
             help="PEM CA to trust; turns on TLS to both services, e.g. --tls-ca certs/ca.pem.",
             show_default=False,
@@ -102,6 +107,7 @@ def root(
         str,
         typer.Option(
             "--tls-cert",
+            metavar="PEM",
             envvar="POINTSBRIDGE_CLI_TLS_CERT",
             help="PEM client certificate, for services that require mutual TLS, "
             "e.g. --tls-cert certs/ops.pem.",
@@ -112,6 +118,7 @@ def root(
         str,
         typer.Option(
             "--tls-key",
+            metavar="PEM",
             envvar="POINTSBRIDGE_CLI_TLS_KEY",
             help="PEM key of --tls-cert, e.g. --tls-key certs/ops-key.pem.",
             show_default=False,

@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+import typer.core
+from typer import _click as click
 
 from servicekit.validation import INT32_MAX, INT64_MAX
+
+_display_type_rich = typer.core.TyperOption.display_type_rich
+
+
+def _no_type_for_flags(self: typer.core.TyperOption, ctx: typer.Context) -> str | None:
+    # The pinned typer labels every option with its type, so that --json and --help read
+    # "--json <bool>" as if they took a value; a flag takes none, so it shows none.
+    return None if self.is_flag else _display_type_rich(self, ctx)
+
+
+typer.core.TyperOption.display_type_rich = _no_type_for_flags  # type: ignore[method-assign,assignment]
 
 # ASCII digits only: int() alone would also take "1_000", " 7", "+7" and other scripts' digits.
 _WHOLE_NUMBER = re.compile(r"[0-9]+")
@@ -23,6 +36,23 @@ def _whole_number(value: object, maximum: int, example: str) -> int:
     return int(text)
 
 
+_NEGATIVE_NUMBER = re.compile(r"-[0-9]+")
+
+
+class WholeNumberArguments(typer.core.TyperCommand):
+    """A command with whole-number arguments: `-2` among them is a bad number, not an option.
+
+    Click reads any word that starts with a dash as an option and answers "No such
+    option: -2"; here such a word reaches the argument's own parser, which says what
+    the argument must be.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if any(_NEGATIVE_NUMBER.fullmatch(arg) for arg in args):
+            ctx.ignore_unknown_options = True
+        return super().parse_args(ctx, args)
+
+
 def int64_amount(value: object) -> int:
     """Points or minor units of money: an int64 proto field, so at most 2**63 - 1."""
     return _whole_number(value, INT64_MAX, "500")
@@ -33,29 +63,41 @@ def int32_count(value: object) -> int:
     return _whole_number(value, INT32_MAX, "2")
 
 
+_PROTOBUF_JSON = "the response as protobuf JSON (proto field names, int64 as strings)"
+
+
+def json_option(example: str, what: str = _PROTOBUF_JSON) -> Any:
+    """A command's --json; `example` is a jq filter that reads something from its output."""
+    return typer.Option(
+        "--json", help=f"Print {what} instead of text, e.g. `... --json | jq {example}`."
+    )
+
+
+# The global --json: it turns JSON on for whichever command follows.
 JsonOption = Annotated[
     bool,
     typer.Option(
         "--json",
         help=(
-            "Print the response as protobuf JSON (proto field names, int64 as strings) "
-            "instead of tables, e.g. `... --json | jq .account.balance`."
+            "Print every command's output as JSON instead of text, as the command's own "
+            "--json does, e.g. `pointsbridge --json accounts show alice-card`."
         ),
     ),
 ]
 
-RequestIdOption = Annotated[
-    str | None,
-    typer.Option(
+
+def request_id_option(example: str) -> Any:
+    """A command's --request-id; `example` is an id that names what the command does."""
+    return typer.Option(
         "--request-id",
         help=(
-            "Idempotency key, 1-128 characters of [A-Za-z0-9._:-], e.g. --request-id "
-            "welcome-2026-01. Left out, a fresh random one is made and printed on stderr; "
-            "rerunning with the same id never repeats the change."
+            f"Idempotency key, 1-128 characters of [A-Za-z0-9._:-], e.g. --request-id "
+            f"{example}. Left out, a fresh random one is made and printed on stderr once "
+            "answered; rerunning with the same id never repeats the change."
         ),
         show_default=False,
-    ),
-]
+    )
+
 
 PageSizeOption = Annotated[
     int | None,

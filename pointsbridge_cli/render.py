@@ -9,8 +9,10 @@ from datetime import UTC
 from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 from google.protobuf.message import Message
 from rich import box
-from rich.console import Group, RenderableType
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.measure import Measurement
 from rich.panel import Panel
+from rich.rule import Rule
 from rich.table import Table
 from rich.text import Text
 
@@ -34,12 +36,46 @@ def timestamp(message: Message, field: str) -> str:
     if not message.HasField(field):
         return NONE
     value = getattr(message, field)
-    return str(value.ToDatetime(tzinfo=UTC).isoformat(timespec="seconds"))
+    # ISO 8601 in UTC, as short as it is exact: 2026-01-31T09:58:31Z.
+    return str(value.ToDatetime(tzinfo=UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+
+
+# ISO 4217 minor-unit exponents other than 2, the exponent of every other currency.
+_EXPONENTS = {
+    **dict.fromkeys(
+        [
+            "BIF",
+            "CLP",
+            "DJF",
+            "GNF",
+            "ISK",
+            "JPY",
+            "KMF",
+            "KRW",
+            "PYG",
+            "RWF",
+            "UGX",
+            "UYI",
+            "VND",
+            "VUV",
+            "XAF",
+            "XOF",
+            "XPF",
+        ],
+        0,
+    ),
+    **dict.fromkeys(["BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"], 3),
+    **dict.fromkeys(["CLF", "UYW"], 4),
+}
 
 
 def money(minor: int, currency: str) -> str:
-    # Shown in minor units as stored: the exponent of a currency is not ours to guess.
-    return f"{minor} {currency} (minor units)"
+    """An amount in minor units as people write it: 1000 CNY -> "CNY 10.00", integers only."""
+    exponent = _EXPONENTS.get(currency, 2)
+    major, fraction = divmod(abs(minor), 10**exponent)
+    sign = "-" if minor < 0 else ""
+    decimals = f".{fraction:0{exponent}d}" if exponent else ""
+    return f"{sign}{currency} {major:,}{decimals}"
 
 
 def _text(value: object) -> Text:
@@ -57,16 +93,52 @@ def record(title: str, rows: Sequence[tuple[str, object]]) -> Panel:
     return Panel(grid, title=title, title_align="left", expand=False)
 
 
-def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> Table:
-    listing = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
-    for column in columns:
-        listing.add_column(column, no_wrap=True)
-    for row in rows:
-        listing.add_row(*(_text(cell) for cell in row))
-    return listing
+class Listing:
+    """Rows under a title: a table when every cell fits whole, else one block per row.
+
+    Codes, ids and amounts are never cut short: a terminal too narrow for the
+    table gets each row as a list of "column  value" lines instead.
+    """
+
+    def __init__(
+        self, title: str, columns: Sequence[str], rows: Iterable[Sequence[object]]
+    ) -> None:
+        self.title = title
+        self.columns = tuple(columns)
+        self.rows = [tuple(_text(cell) for cell in row) for row in rows]
+
+    def table(self) -> Table:
+        listing = Table(
+            title=self.title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False
+        )
+        for column in self.columns:
+            listing.add_column(column, no_wrap=True)
+        for row in self.rows:
+            listing.add_row(*row)
+        return listing
+
+    def blocks(self) -> Group:
+        parts: list[RenderableType] = [Text(self.title, style="italic")]
+        for number, row in enumerate(self.rows, start=1):
+            grid = Table.grid(padding=(0, 2))
+            grid.add_column(style="bold", no_wrap=True)
+            grid.add_column(overflow="fold")
+            for name, cell in zip(self.columns, row, strict=True):
+                grid.add_row(name, cell)
+            parts += [Rule(f"{number} of {len(self.rows)}", align="left", style="dim"), grid]
+        return Group(*parts, Text())
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        table = self.table()
+        whole = Measurement.get(console, options.update_width(10_000), table).maximum
+        yield table if whole <= options.max_width else self.blocks()
 
 
-def with_more(listing: Table, count: int, next_page_token: str) -> Group:
+def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[object]]) -> Listing:
+    return Listing(title, columns, rows)
+
+
+def with_more(listing: Listing, count: int, next_page_token: str) -> Group:
     parts: list[RenderableType] = [listing if count else Text("Nothing to list.")]
     if next_page_token:
         parts.append(Text(f"More: rerun with --page-token {next_page_token}"))
@@ -88,6 +160,26 @@ def account(value: cp.Account) -> Panel:
             ("Updated", timestamp(value, "update_time")),
         ],
     )
+
+
+def accounts(response: cp.ListAccountsResponse) -> Group:
+    rows = [
+        (
+            a.account_id,
+            a.holder_name,
+            enum_label(cp.AccountState, a.state),
+            a.balance,
+            timestamp(a, "create_time"),
+            timestamp(a, "update_time"),
+        )
+        for a in response.accounts
+    ]
+    listing = table(
+        "Card accounts, by account id",
+        ["Account", "Holder", "State", "Balance", "Opened", "Updated"],
+        rows,
+    )
+    return with_more(listing, len(rows), response.next_page_token)
 
 
 def credit(response: cp.CreditPointsResponse) -> Group:
@@ -145,7 +237,7 @@ def products(response: ec.ListCouponProductsResponse) -> Group:
         (
             p.product_id,
             p.display_name,
-            f"{p.face_value_minor} {p.currency}",
+            money(p.face_value_minor, p.currency),
             p.points_per_coupon,
             p.ratio_version,
             p.validity_days,
@@ -159,7 +251,7 @@ def products(response: ec.ListCouponProductsResponse) -> Group:
         [
             "Product",
             "Name",
-            "Face value (minor units)",
+            "Face value",
             "Points/coupon",
             "Ratio version",
             "Valid days",
@@ -206,7 +298,12 @@ def card_link(value: ec.CardLink) -> Panel:
 
 
 def quote(value: ec.Quote) -> Panel:
-    available = str(value.available_points) if value.HasField("available_points") else NONE
+    if value.HasField("available_points"):
+        available = str(value.available_points)
+    elif not value.card_linked:
+        available = "no linked card: redeeming needs one (pointsbridge cards link)"
+    else:
+        available = "unknown: the card-points system did not say"
     return record(
         "Quote",
         [
@@ -229,7 +326,7 @@ def coupon_rows(coupons: Iterable[ec.Coupon]) -> list[tuple[object, ...]]:
             c.code,
             enum_label(ec.CouponState, c.state),
             c.product_id,
-            f"{c.face_value_minor} {c.currency}",
+            money(c.face_value_minor, c.currency),
             timestamp(c, "expire_time"),
             c.used_order_id,
             c.redemption_id,
@@ -242,9 +339,9 @@ _COUPON_COLUMNS = [
     "Code",
     "State",
     "Product",
-    "Face value (minor units)",
+    "Face value",
     "Expires",
-    "Used on order",
+    "Order",
     "Redemption",
 ]
 
@@ -274,10 +371,12 @@ def redemption(value: ec.Redemption) -> Group:
     return Group(panel, table("Coupons", _COUPON_COLUMNS, coupon_rows(value.coupons)))
 
 
-def redemptions(response: ec.ListRedemptionsResponse) -> Group:
+def redemptions(response: ec.ListRedemptionsResponse, *, customers: bool = False) -> Group:
+    """The listing; with `customers`, of several customers, so each row names its own."""
     rows = [
         (
             r.redemption_id,
+            *((r.customer_id,) if customers else ()),
             enum_label(ec.RedemptionState, r.state),
             r.product_id,
             r.quantity,
@@ -288,11 +387,10 @@ def redemptions(response: ec.ListRedemptionsResponse) -> Group:
         )
         for r in response.redemptions
     ]
-    listing = table(
-        "Redemptions, newest first",
-        ["Redemption", "State", "Product", "Qty", "Points", "Refunded", "Failure", "Created"],
-        rows,
-    )
+    columns = ["Redemption", "State", "Product", "Qty", "Points", "Refunded", "Failure", "Created"]
+    if customers:
+        columns.insert(1, "Customer")
+    listing = table("Redemptions, newest first", columns, rows)
     return with_more(listing, len(rows), response.next_page_token)
 
 

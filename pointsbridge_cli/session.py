@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
+import textwrap
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +46,8 @@ class Session:
 
     connection: Connection
     json: bool = False
+    # A request id this invocation made up: told once the call that carries it is answered.
+    fresh_request_id: str = ""
 
     @classmethod
     def of(cls, ctx: typer.Context, json: bool) -> Session:
@@ -58,21 +62,36 @@ class Session:
         self, method: grpc.UnaryUnaryMultiCallable[_Request, _Response], request: _Request
     ) -> _Response:
         """Call; a failure is told on stderr and ends the command with its exit code."""
+        carries_fresh_id = bool(self.fresh_request_id) and (
+            getattr(request, "request_id", None) == self.fresh_request_id
+        )
         try:
-            return self.connection.call(method, request)
+            response = self.connection.call(method, request)
         except CallFailed as failure:
+            # No word of the id after a refusal: repeating it can only repeat the refusal,
+            # and where the outcome is unknown the failure's sentence names the id itself.
             fail(failure)
+        except KeyboardInterrupt:
+            if carries_fresh_id:
+                tell(
+                    "Interrupted before the answer came: the outcome is unknown; run the same "
+                    f"command with --request-id {self.fresh_request_id} to learn it without "
+                    "repeating the change."
+                )
+            raise typer.Exit(130) from None
+        if carries_fresh_id:
+            tell(
+                f"Request id: {self.fresh_request_id} (rerun with --request-id "
+                f"{self.fresh_request_id} to get this same outcome, changing nothing more)"
+            )
+        return response
 
     def request_id(self, given: str | None) -> str:
-        """The given idempotency key, or a fresh one that is printed so a retry can reuse it."""
+        """The given idempotency key, or a fresh one, printed once its call is answered."""
         if given is not None:
             return given
-        fresh = str(uuid.uuid4())
-        print(
-            f"Request id: {fresh} (to retry safely, pass --request-id {fresh})",
-            file=sys.stderr,
-        )
-        return fresh
+        self.fresh_request_id = str(uuid.uuid4())
+        return self.fresh_request_id
 
     def listing(
         self,
@@ -105,7 +124,16 @@ class Session:
             _stdout_console().print(render(response))
 
 
+def tell(line: str) -> None:
+    """A line for the operator on stderr; on a terminal, wrapped between words."""
+    if sys.stderr.isatty():
+        indent = line[: len(line) - len(line.lstrip())]
+        width = shutil.get_terminal_size().columns
+        line = textwrap.fill(line, width, subsequent_indent=indent + "  ", break_on_hyphens=False)
+    print(line, file=sys.stderr)
+
+
 def fail(failure: CallFailed) -> NoReturn:
     for line in report_lines(failure):
-        print(line, file=sys.stderr)
+        tell(line)
     raise typer.Exit(int(exit_code(failure.error.code)))

@@ -7,6 +7,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -45,11 +46,20 @@ principal_var: contextvars.ContextVar[Principal | None] = contextvars.ContextVar
 )
 
 
+def caller_has(role: str) -> bool:
+    """Whether the caller of the RPC being served holds `role` (False outside an RPC)."""
+    principal = principal_var.get()
+    return principal is not None and principal.has(role)
+
+
 class CredentialError(Exception):
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(
+        self, reason: str, message: str, metadata: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
+        self.metadata = dict(metadata or {})
 
 
 def generate_signing_key() -> tuple[bytes, bytes]:
@@ -135,6 +145,22 @@ class TokenVerifier:
                 self._cache.popitem(last=False)
         return principal
 
+    def _expired(self, token: str) -> CredentialError:
+        """Says when a token that is genuine but past its expiry expired."""
+        claims = jwt.decode(
+            token,
+            self._key,  # type: ignore[arg-type]
+            algorithms=[ALGORITHM],
+            issuer=ISSUER,
+            options={"verify_exp": False},
+        )
+        when = datetime.fromtimestamp(int(claims["exp"]), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return CredentialError(
+            "INVALID_CREDENTIALS",
+            f"the token expired at {when}",
+            {"problem": "expired", "expire_time": when},
+        )
+
     def _verify(self, token: str) -> tuple[Principal, float]:
         try:
             claims = jwt.decode(
@@ -145,7 +171,7 @@ class TokenVerifier:
                 options={"require": ["exp", "iat", "sub", "iss"]},
             )
         except jwt.ExpiredSignatureError:
-            raise CredentialError("INVALID_CREDENTIALS", "the token has expired") from None
+            raise self._expired(token) from None
         except jwt.PyJWTError:
             raise CredentialError("INVALID_CREDENTIALS", "the token is not valid") from None
         roles = claims.get("roles")
@@ -290,7 +316,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 principal = self._principal(metadata, context)
             except CredentialError as error:
                 await context.abort_with_status(
-                    status_for(grpc.StatusCode.UNAUTHENTICATED, error.reason, error.message)
+                    status_for(
+                        grpc.StatusCode.UNAUTHENTICATED, error.reason, error.message, error.metadata
+                    )
                 )
                 raise AssertionError("unreachable") from None
             matched = principal.roles & rule.roles
@@ -304,6 +332,8 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                         grpc.StatusCode.PERMISSION_DENIED,
                         _denial_reason(rule),
                         f"{method} is not open to {principal.subject!r}",
+                        # Who may call it, so that the refusal can say so.
+                        {"allowed_roles": ",".join(sorted(rule.roles))},
                     )
                 )
             if (

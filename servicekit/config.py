@@ -35,6 +35,18 @@ class EnvParser(argparse.ArgumentParser):
         env = f"{self.env_prefix}_{flag.lstrip('-').replace('-', '_').upper()}"
         raw = os.environ.get(env)
         value = type(raw) if raw is not None else default
+        if type is boolean:
+            # A switch: `--migrate` alone turns it on, `--migrate false` spells it out.
+            self.add_argument(
+                flag,
+                default=value,
+                type=boolean,
+                nargs="?",
+                const=True,
+                metavar="true|false",
+                help=f"{help} [env: {env}]",
+            )
+            return
         self.add_argument(
             flag, default=value, type=type, choices=choices, help=f"{help} [env: {env}]"
         )

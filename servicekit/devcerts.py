@@ -2,8 +2,9 @@
 
     python -m servicekit.devcerts --out certs
 
-Writes ca.pem, <name>.pem / <name>-key.pem for cardpoints and ecommerce, and the
-bearer-token key pair token-signing-key.pem / token-public-key.pem. Private keys are
+Writes ca.pem, <name>.pem / <name>-key.pem for cardpoints and ecommerce, ops.pem /
+ops-key.pem for operators' clients (the CLI), and the bearer-token key pair
+token-signing-key.pem / token-public-key.pem. Private keys are
 created 0600 and are never committed (certs/ is ignored). For production, use
 certificates from the bank's own CA and a signing key kept by the token issuer; the
 servers only need the file paths.
@@ -25,6 +26,11 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from servicekit.auth import generate_signing_key
 
 SERVICES = ("cardpoints", "ecommerce")
+# The operators' client certificate: it gets the CLI through mutual TLS, and nothing
+# more. Its name is no service identity, so what an operator may do comes from their
+# token alone; it is a client certificate only, so no server can pose with it.
+OPERATOR = "ops"
+OPERATOR_COMMON_NAME = "PointsBridge operator"
 
 
 def _name(common_name: str) -> x509.Name:
@@ -82,17 +88,13 @@ def make_leaf(
     ca: x509.Certificate,
     ca_key: ec.EllipticCurvePrivateKey,
     days: int = 365,
+    *,
+    server: bool = True,
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    """A certificate good for both ends of mTLS: server for localhost, client as `common_name`."""
+    """A certificate for mTLS: client as `common_name` and, when `server`, server for localhost."""
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.now(UTC)
-    names: list[x509.GeneralName] = [
-        x509.DNSName(common_name),
-        x509.DNSName("localhost"),
-        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-        x509.IPAddress(ipaddress.ip_address("::1")),
-    ]
-    cert = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(_name(common_name))
         .issuer_name(ca.subject)
@@ -100,15 +102,20 @@ def make_leaf(
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - timedelta(minutes=5))
         .not_valid_after(now + timedelta(days=days))
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
-            ),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
+    )
+    usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
+    if server:
+        names: list[x509.GeneralName] = [
+            x509.DNSName(common_name),
+            x509.DNSName("localhost"),
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+            x509.IPAddress(ipaddress.ip_address("::1")),
+        ]
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        usages.insert(0, ExtendedKeyUsageOID.SERVER_AUTH)
+    cert = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False).sign(
+        ca_key, hashes.SHA256()
     )
     return cert, key
 
@@ -124,8 +131,9 @@ def _write(path: Path, data: bytes, private: bool = False) -> None:
 def write_dev_pki(out: Path, services: tuple[str, ...] = SERVICES) -> None:
     ca, ca_key = make_ca("PointsBridge development CA")
     _write(out / "ca.pem", ca.public_bytes(serialization.Encoding.PEM))
-    for name in services:
-        cert, key = make_leaf(name, ca, ca_key)
+    leaves = [(name, make_leaf(name, ca, ca_key)) for name in services]
+    leaves.append((OPERATOR, make_leaf(OPERATOR_COMMON_NAME, ca, ca_key, server=False)))
+    for name, (cert, key) in leaves:
         _write(out / f"{name}.pem", cert.public_bytes(serialization.Encoding.PEM))
         _write(out / f"{name}-key.pem", _pem_key(key), private=True)
     signing, public = generate_signing_key()
@@ -141,8 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     write_dev_pki(Path(args.out))
     print(
-        f"wrote a development CA, certificates for {', '.join(SERVICES)} and a token "
-        f"signing key to {args.out}/"
+        f"wrote a development CA, certificates for {', '.join(SERVICES)}, an operator "
+        f"client certificate ({OPERATOR}.pem) and a token signing key to {args.out}/"
     )
     return 0
 

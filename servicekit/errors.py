@@ -6,6 +6,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 
+def counted(count: int, noun: str) -> str:
+    """A count and its noun for a message: "1 coupon", "2 coupons"."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 @dataclass(frozen=True)
 class FieldViolation:
     """One bad field of a request, named by its proto field path."""

@@ -128,6 +128,19 @@ class SqlAccountRepository:
             .values(state=state.value, update_time=now)
         )
 
+    def list(
+        self, state: AccountState | None, after: str | None, limit: int
+    ) -> list[tuple[str, Account]]:
+        query = _ACCOUNT
+        if state is not None:
+            query = query.where(_ACCOUNTS.c.state == state.value)
+        if after is not None:
+            query = query.where(_ACCOUNTS.c.account_id > after)
+        rows = _connection(self._session).execute(
+            query.order_by(_ACCOUNTS.c.account_id).limit(limit)
+        )
+        return [(row.account_id, _account(row)) for row in rows]
+
 
 def _entry(row: LedgerEntryRow) -> LedgerEntry:
     return LedgerEntry(

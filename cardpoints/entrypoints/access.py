@@ -19,4 +19,5 @@ RULES: dict[str, Rule] = {
     _ADMIN + "OpenAccount": admin_only(),
     _ADMIN + "CreditPoints": admin_only(),
     _ADMIN + "SetAccountState": admin_only(),
+    _ADMIN + "ListAccounts": admin_only(),
 }

@@ -177,13 +177,14 @@ def parse_settings(argv: list[str] | None = None) -> tuple[Settings, bool]:
 
 
 async def serve(settings: Settings) -> None:
+    if settings.metrics_address:
+        log.info("metrics on port %d", serve_metrics(settings.metrics_address))
+    app = await start(settings)
+    # Warned once the settings were found to work: a refusal to start comes alone.
     if settings.insecure_plaintext and not settings.tls_cert:
         log.warning(
             "INSECURE: serving plaintext gRPC (--insecure-plaintext); for local development only"
         )
-    if settings.metrics_address:
-        log.info("metrics on port %d", serve_metrics(settings.metrics_address))
-    app = await start(settings)
     log.info("cardpoints serving on port %d", app.port)
     await wait_for_stop_signal()
     log.info("draining for up to %.1fs", settings.grace)

@@ -234,3 +234,17 @@ class CardPointsAdminServicer(_Base, pb_grpc.CardPointsAdminServiceServicer):
         )
         account = await self._write(lambda uow: services.set_account_state(uow, cmd, self._clock))
         return pb.SetAccountStateResponse(account=account_pb(account))
+
+    @rpc
+    async def ListAccounts(
+        self, request: pb.ListAccountsRequest, context: Context
+    ) -> pb.ListAccountsResponse:
+        known = _ACCOUNT_STATES_IN.get(request.state)
+        # An unknown number goes on as itself, for the use case to refuse.
+        state = str(known) if known else ("" if request.state == 0 else str(request.state))
+        page = await self._read(
+            lambda uow: services.list_accounts(uow, state, request.page_size, request.page_token)
+        )
+        return pb.ListAccountsResponse(
+            accounts=[account_pb(a) for a in page.items], next_page_token=page.next_page_token
+        )

@@ -41,7 +41,7 @@ from cardpoints.domain.model import (
 from cardpoints.service_layer.unit_of_work import UnitOfWork
 from servicekit.clock import Clock
 from servicekit.errors import DomainError, InvalidField, RequestIdReused
-from servicekit.paging import Page, decode_token, page_size
+from servicekit.paging import Page, decode_key_token, decode_token, page_size
 from servicekit.validation import Validator
 
 T = TypeVar("T")
@@ -348,6 +348,22 @@ def list_transactions(uow: UnitOfWork, account_id: str, size: int, token: str) -
     with uow:
         _account(uow, account_id)
         return Page.of(uow.ledger.list(account_id, before, limit + 1), limit)
+
+
+def list_accounts(uow: UnitOfWork, state: str, size: int, token: str) -> Page[Account]:
+    """Accounts in account_id order; `state` is a state's name, or "" for every state."""
+    v = Validator()
+    only: AccountState | None = None
+    if state:
+        try:
+            only = AccountState(state)
+        except ValueError:
+            v.add("state", f"must be one of {', '.join(AccountState)} or unspecified")
+    limit = page_size(v, "page_size", size)
+    after = decode_key_token(v, "page_token", token)
+    v.done()
+    with uow:
+        return Page.of(uow.accounts.list(only, after, limit + 1), limit)
 
 
 def list_deductions(

@@ -27,6 +27,11 @@ class AccountRepository(Protocol):
         ...
 
     def set_state(self, account_id: str, state: AccountState, now: datetime) -> None: ...
+    def list(
+        self, state: AccountState | None, after: str | None, limit: int
+    ) -> list[tuple[str, Account]]:
+        """Accounts (only those in `state`, when given) in account_id order after `after`."""
+        ...
 
 
 class LedgerRepository(Protocol):

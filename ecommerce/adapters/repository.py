@@ -67,6 +67,10 @@ class ProductRepository(Protocol):
 class RatioRepository(Protocol):
     def add(self, ratio: ExchangeRatio) -> None: ...
     def latest_version(self, product_id: str) -> int: ...
+    def newest_at(self, product_id: str, points_per_coupon: int) -> ExchangeRatio | None:
+        """The newest version of the product's ratio that was `points_per_coupon`."""
+        ...
+
     def page(self, product_id: str, *, before: int | None, limit: int) -> Page[ExchangeRatio]: ...
 
 
@@ -84,7 +88,7 @@ class RedemptionRepository(Protocol):
     def add_refunded_points(self, redemption_id: str, points: int, now: datetime) -> None: ...
     def page(
         self,
-        customer_id: str,
+        customer_id: str | None,  # None: every customer's
         *,
         state: RedemptionState | None,
         before: int | None,
@@ -387,6 +391,19 @@ class SqlRatioRepository:
         )
         return self.session.scalar(statement) or 0
 
+    def newest_at(self, product_id: str, points_per_coupon: int) -> ExchangeRatio | None:
+        statement = (
+            select(ExchangeRatioRow)
+            .where(
+                ExchangeRatioRow.product_id == product_id,
+                ExchangeRatioRow.points_per_coupon == points_per_coupon,
+            )
+            .order_by(ExchangeRatioRow.version.desc())
+            .limit(1)
+        )
+        row = self.session.scalars(statement).first()
+        return None if row is None else _ratio(row)
+
     def page(self, product_id: str, *, before: int | None, limit: int) -> Page[ExchangeRatio]:
         statement = (
             select(ExchangeRatioRow)
@@ -496,18 +513,15 @@ class SqlRedemptionRepository:
 
     def page(
         self,
-        customer_id: str,
+        customer_id: str | None,
         *,
         state: RedemptionState | None,
         before: int | None,
         limit: int,
     ) -> Page[Redemption]:
-        statement = (
-            select(RedemptionRow)
-            .where(RedemptionRow.customer_id == customer_id)
-            .order_by(RedemptionRow.seq.desc())
-            .limit(limit + 1)
-        )
+        statement = select(RedemptionRow).order_by(RedemptionRow.seq.desc()).limit(limit + 1)
+        if customer_id is not None:
+            statement = statement.where(RedemptionRow.customer_id == customer_id)
         if state is not None:
             statement = statement.where(RedemptionRow.state == state.value)
         if before is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from servicekit.errors import DomainError, FieldViolation, InvalidField, RequestIdReused
 
 __all__ = [
@@ -65,9 +67,19 @@ class CouponNotFound(DomainError):
 
 
 class NotOwner(DomainError):
-    """The coupon or redemption exists but belongs to another customer."""
+    """The coupon or redemption exists but belongs to another customer.
+
+    Only operators are told so. Anyone else gets `concealed`, the very refusal an
+    object that does not exist gets, so that guessing cannot confirm a code or id.
+    """
 
     reason = "NOT_OWNER"
+
+    def __init__(
+        self, message: str, *, concealed: DomainError, metadata: Mapping[str, str]
+    ) -> None:
+        super().__init__(message, metadata=metadata)
+        self.concealed = concealed
 
 
 class CouponAlreadyUsed(DomainError):

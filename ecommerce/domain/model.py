@@ -18,6 +18,7 @@ from ecommerce.domain.errors import (
     ProductInactive,
     QuantityLimitExceeded,
 )
+from servicekit.errors import counted
 from servicekit.validation import checked_mul
 
 
@@ -55,6 +56,7 @@ class Quote:
     face_value_total_minor: int
     currency: str
     available_points: int | None = None
+    card_linked: bool = False
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,7 @@ class CouponProduct:
             )
         if quantity > self.max_quantity_per_redemption:
             raise QuantityLimitExceeded(
-                f"at most {self.max_quantity_per_redemption} coupons of "
+                f"at most {counted(self.max_quantity_per_redemption, 'coupon')} of "
                 f"{self.product_id!r} per redemption",
                 metadata={
                     "product_id": self.product_id,

@@ -326,15 +326,16 @@ def parse_settings(argv: Sequence[str] | None = None) -> tuple[Settings, bool]:
 
 
 async def serve(settings: Settings) -> None:
+    if settings.metrics_address:
+        log.info("metrics on port %d", serve_metrics(settings.metrics_address))
+    app = await start(settings)
+    # Warned once the settings were found to work: a refusal to start comes alone.
     if settings.insecure_plaintext and not settings.tls_cert:
         log.warning(
             "INSECURE: serving plaintext gRPC (--insecure-plaintext); for local development only"
         )
     if not settings.cardpoints_ca:
         log.warning("INSECURE: calling cardpoints over plaintext with a bearer token")
-    if settings.metrics_address:
-        log.info("metrics on port %d", serve_metrics(settings.metrics_address))
-    app = await start(settings)
     log.info(
         "ecommerce serving on port %d, cardpoints at %s", app.port, settings.cardpoints_address
     )

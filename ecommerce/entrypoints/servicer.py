@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
 from typing import Any, TypeVar
 
 import grpc
 
+from ecommerce.domain.errors import NotOwner
 from ecommerce.domain.model import (
     CardLink,
     Coupon,
@@ -26,6 +28,7 @@ from ecommerce.service_layer.services import Dependencies
 from pointsbridge.ecommerce.v1 import ecommerce_pb2 as pb
 from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as pb_grpc
 from servicekit import paging
+from servicekit.auth import ROLE_ADMIN, caller_has
 from servicekit.clock import optional_time, to_timestamp
 from servicekit.status import rpc
 from servicekit.validation import Validator
@@ -53,6 +56,29 @@ REFUND_STATES: Mapping[RefundState, pb.RefundState] = {
     RefundState.PENDING: pb.REFUND_STATE_PENDING,
     RefundState.COMPLETED: pb.REFUND_STATE_COMPLETED,
 }
+
+
+_Request = TypeVar("_Request")
+_Response = TypeVar("_Response")
+_Method = Callable[[Any, _Request, Context], Awaitable[_Response]]
+
+
+def conceals_owners(method: _Method[_Request, _Response]) -> _Method[_Request, _Response]:
+    """To anyone but an operator, another customer's coupon or redemption does not exist.
+
+    Telling a customer NOT_OWNER would confirm that a guessed code is real.
+    """
+
+    @functools.wraps(method)
+    async def guarded(self: Any, request: _Request, context: Context) -> _Response:
+        try:
+            return await method(self, request, context)
+        except NotOwner as error:
+            if caller_has(ROLE_ADMIN):
+                raise
+            raise error.concealed from None
+
+    return guarded
 
 
 def state_name(value: int, states: Mapping[_State, int]) -> str:
@@ -108,6 +134,7 @@ def quote_pb(quote: Quote) -> pb.Quote:
         ratio_version=quote.ratio_version,
         face_value_total_minor=quote.face_value_total_minor,
         currency=quote.currency,
+        card_linked=quote.card_linked,
     )
     if quote.available_points is not None:
         message.available_points = quote.available_points
@@ -216,6 +243,7 @@ class RedemptionServicer(pb_grpc.RedemptionServiceServicer):
         return pb.RedeemPointsResponse(redemption=redemption_pb(redemption))
 
     @rpc
+    @conceals_owners
     async def GetRedemption(
         self, request: pb.GetRedemptionRequest, context: Context
     ) -> pb.GetRedemptionResponse:
@@ -230,7 +258,8 @@ class RedemptionServicer(pb_grpc.RedemptionServiceServicer):
     ) -> pb.ListRedemptionsResponse:
         listing = await services.list_redemptions(
             self._deps,
-            customer_id=request.customer_id,
+            # Empty lists every customer's; only operators get past the access rule so.
+            customer_id=request.customer_id or None,
             page_size=request.page_size,
             page_token=request.page_token,
             state=state_name(request.state, REDEMPTION_STATES),
@@ -257,6 +286,7 @@ class RedemptionServicer(pb_grpc.RedemptionServiceServicer):
         )
 
     @rpc
+    @conceals_owners
     async def UseCoupon(
         self, request: pb.UseCouponRequest, context: Context
     ) -> pb.UseCouponResponse:
@@ -269,6 +299,7 @@ class RedemptionServicer(pb_grpc.RedemptionServiceServicer):
         return pb.UseCouponResponse(coupon=coupon_pb(coupon))
 
     @rpc
+    @conceals_owners
     async def RefundCoupons(
         self, request: pb.RefundCouponsRequest, context: Context
     ) -> pb.RefundCouponsResponse:

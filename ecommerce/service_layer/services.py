@@ -21,7 +21,9 @@ from ecommerce.domain.errors import (
     CardNotLinked,
     CouponNotFound,
     DomainError,
+    FieldViolation,
     NotOwner,
+    PointsMismatch,
     PointsSystemUnavailable,
     ProductAlreadyExists,
     ProductNotFound,
@@ -56,6 +58,7 @@ from ecommerce.service_layer.points_gateway import PointsGateway
 from ecommerce.service_layer.unit_of_work import StepRunner, UnitOfWork
 from servicekit import paging
 from servicekit.clock import Clock
+from servicekit.errors import counted
 from servicekit.paging import Page
 from servicekit.validation import CURRENCY_PATTERN, INT32_MAX, Validator, checked_mul
 
@@ -304,6 +307,7 @@ async def quote_redemption(
     result, link = await deps.read(quote)
     if link is None:
         return result
+    result = dataclasses.replace(result, card_linked=True)
     try:
         account = await deps.points.get_account(link.card_account_id)
     except (PointsSystemUnavailable, AccountNotFound):
@@ -315,6 +319,38 @@ async def quote_redemption(
 def _with_coupons(uow: UnitOfWork, redemption: Redemption, now: datetime) -> Redemption:
     coupons = uow.coupons.of_redemptions([redemption.redemption_id])[redemption.redemption_id]
     return dataclasses.replace(redemption, coupons=tuple(_as_seen(c, now) for c in coupons))
+
+
+def _unexpected_points(uow: UnitOfWork, quote: Quote, expected_points: int) -> DomainError:
+    """Why expected_points is not what the redemption costs now, as exactly as is known.
+
+    When an earlier ratio version priced the order at expected_points, the ratio
+    changed since that quote; when none did, the points never were a quote.
+    """
+    metadata = {
+        "expected_points": str(expected_points),
+        "points_required": str(quote.points_required),
+        "ratio_version": str(quote.ratio_version),
+    }
+    now = f"at ratio version {quote.ratio_version} it costs {quote.points_required} points"
+    per_coupon, remainder = divmod(expected_points, quote.quantity)
+    quoted = None if remainder else uow.ratios.newest_at(quote.product_id, per_coupon)
+    if quoted is not None and quoted.version != quote.ratio_version:
+        return RateChanged(
+            f"the quote was {expected_points} points, at ratio version {quoted.version}; "
+            f"the ratio has changed since: {now}",
+            metadata={**metadata, "quoted_ratio_version": str(quoted.version)},
+        )
+    return PointsMismatch(
+        f"expected_points {expected_points} is not what {quote.quantity} x "
+        f"{quote.product_id} cost at any ratio version; {now}",
+        metadata=metadata,
+        violations=[
+            FieldViolation(
+                "expected_points", f"must be {quote.points_required}, the quote's points"
+            )
+        ],
+    )
 
 
 async def redeem_points(
@@ -351,14 +387,7 @@ async def redeem_points(
                     metadata={"customer_id": customer_id},
                 )
             if expected_points is not None and expected_points != quote.points_required:
-                raise RateChanged(
-                    f"the quote was {expected_points} points; at ratio version "
-                    f"{quote.ratio_version} it is now {quote.points_required}",
-                    metadata={
-                        "points_required": str(quote.points_required),
-                        "ratio_version": str(quote.ratio_version),
-                    },
-                )
+                raise _unexpected_points(uow, quote, expected_points)
             redemption = Redemption(
                 redemption_id=new_id("rd"),
                 request_id=request_id,
@@ -509,13 +538,15 @@ async def get_redemption(deps: Dependencies, *, customer_id: str, redemption_id:
 async def list_redemptions(
     deps: Dependencies,
     *,
-    customer_id: str,
+    customer_id: str | None,
     page_size: int,
     page_token: str,
     state: str,
 ) -> Page[Redemption]:
+    """A customer's redemptions, or with customer_id None every customer's, newest first."""
     v = Validator()
-    v.customer_id("customer_id", customer_id)
+    if customer_id is not None:
+        v.customer_id("customer_id", customer_id)
     only = _state_filter(v, "state", state, RedemptionState)
     limit = paging.page_size(v, "page_size", page_size)
     before = paging.decode_token(v, "page_token", page_token)
@@ -566,23 +597,29 @@ async def list_coupons(
 
 def _customers_coupon(uow: UnitOfWork, customer_id: str, code: str) -> Coupon:
     coupon = uow.coupons.get(code)
+    missing = CouponNotFound(f"there is no coupon {code}", metadata={"code": code})
     if coupon is None:
-        raise CouponNotFound(f"there is no coupon {code}", metadata={"code": code})
+        raise missing
     if coupon.customer_id != customer_id:
-        raise NotOwner(f"coupon {code} is not customer {customer_id!r}'s", metadata={"code": code})
+        raise NotOwner(
+            f"coupon {code} belongs to another customer than {customer_id!r}",
+            concealed=missing,
+            metadata={"code": code},
+        )
     return coupon
 
 
 def _customers_redemption(uow: UnitOfWork, customer_id: str, redemption_id: str) -> Redemption:
     redemption = uow.redemptions.get(redemption_id)
+    missing = RedemptionNotFound(
+        f"there is no redemption {redemption_id!r}", metadata={"redemption_id": redemption_id}
+    )
     if redemption is None:
-        raise RedemptionNotFound(
-            f"there is no redemption {redemption_id!r}",
-            metadata={"redemption_id": redemption_id},
-        )
+        raise missing
     if redemption.customer_id != customer_id:
         raise NotOwner(
-            f"redemption {redemption_id!r} is not customer {customer_id!r}'s",
+            f"redemption {redemption_id!r} belongs to another customer than {customer_id!r}",
+            concealed=missing,
             metadata={"redemption_id": redemption_id},
         )
     return redemption
@@ -725,7 +762,7 @@ async def settle_refund(deps: Dependencies, refund_id: str) -> Refund:
         request_id=refund.reversal_request_id,
         deduction_request_id=redemption.deduction_request_id,
         points=refund.points,
-        reason=f"refund {refund_id} of {len(refund.codes)} coupons",
+        reason=f"refund {refund_id} of {counted(len(refund.codes), 'coupon')}",
     )
     try:
         reversal = await deps.points.reverse_deduction(order)

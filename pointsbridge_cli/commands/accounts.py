@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import sys
 from typing import Annotated
 
@@ -12,16 +13,20 @@ from pointsbridge_cli import render
 from pointsbridge_cli.params import (
     AccountIdArgument,
     AllPagesOption,
-    JsonOption,
     PageSizeOption,
     PageTokenOption,
-    RequestIdOption,
+    WholeNumberArguments,
     int64_amount,
+    json_option,
+    request_id_option,
 )
 from pointsbridge_cli.session import Session
 
 app = typer.Typer(
-    help="Open, credit, inspect, freeze, unfreeze and close card accounts (card-points service).",
+    help=(
+        "Open, credit, list, inspect, freeze, unfreeze and close card accounts "
+        "(card-points service)."
+    ),
     no_args_is_help=True,
 )
 
@@ -46,7 +51,7 @@ def open_account(
             show_default=False,
         ),
     ],
-    json: JsonOption = False,
+    json: Annotated[bool, json_option(".account.state")] = False,
 ) -> None:
     """Open a card account with a zero balance.
 
@@ -65,7 +70,7 @@ def open_account(
     session.emit(response, lambda r: render.account(r.account))
 
 
-@app.command("credit")
+@app.command("credit", cls=WholeNumberArguments)
 def credit(
     ctx: typer.Context,
     account_id: AccountIdArgument,
@@ -79,8 +84,8 @@ def credit(
         ),
     ],
     reason: ReasonOption = "",
-    request_id: RequestIdOption = None,
-    json: JsonOption = False,
+    request_id: Annotated[str | None, request_id_option("welcome-2026-01")] = None,
+    json: Annotated[bool, json_option(".entry.balance_after")] = False,
 ) -> None:
     """Credit earned points to a card account, exactly once per request id.
 
@@ -102,7 +107,11 @@ def credit(
 
 
 @app.command("show")
-def show(ctx: typer.Context, account_id: AccountIdArgument, json: JsonOption = False) -> None:
+def show(
+    ctx: typer.Context,
+    account_id: AccountIdArgument,
+    json: Annotated[bool, json_option(".account.balance")] = False,
+) -> None:
     """Show a card account: holder, state and balance.
 
     Example:
@@ -131,7 +140,7 @@ def freeze(
     ctx: typer.Context,
     account_id: AccountIdArgument,
     reason: ReasonOption = "",
-    json: JsonOption = False,
+    json: Annotated[bool, json_option(".account.state")] = False,
 ) -> None:
     """Freeze a card account: deductions are refused, credits and reversals still apply.
 
@@ -149,7 +158,7 @@ def unfreeze(
     ctx: typer.Context,
     account_id: AccountIdArgument,
     reason: ReasonOption = "",
-    json: JsonOption = False,
+    json: Annotated[bool, json_option(".account.state")] = False,
 ) -> None:
     """Make a frozen card account active again.
 
@@ -174,7 +183,7 @@ def close(
             help="Close without asking; required when stdin is not a terminal, e.g. --yes.",
         ),
     ] = False,
-    json: JsonOption = False,
+    json: Annotated[bool, json_option(".account.state")] = False,
 ) -> None:
     """Close a card account for good: everything but reads is refused afterwards.
 
@@ -195,6 +204,57 @@ def close(
     _set_state(ctx, account_id, cp.ACCOUNT_STATE_CLOSED, reason, json)
 
 
+class AccountStateChoice(enum.StrEnum):
+    active = "active"
+    frozen = "frozen"
+    closed = "closed"
+
+
+_ACCOUNT_STATES = {
+    AccountStateChoice.active: cp.ACCOUNT_STATE_ACTIVE,
+    AccountStateChoice.frozen: cp.ACCOUNT_STATE_FROZEN,
+    AccountStateChoice.closed: cp.ACCOUNT_STATE_CLOSED,
+}
+
+
+@app.command("list")
+def list_accounts(
+    ctx: typer.Context,
+    state: Annotated[
+        AccountStateChoice | None,
+        typer.Option(
+            "--state",
+            help="Only accounts in this state, e.g. --state frozen. Default: all.",
+            show_default=False,
+        ),
+    ] = None,
+    page_size: PageSizeOption = None,
+    page_token: PageTokenOption = "",
+    all_pages: AllPagesOption = False,
+    json: Annotated[bool, json_option("'.accounts[].account_id'")] = False,
+) -> None:
+    """List card accounts in account id order, with their state and balance (operators only).
+
+    Example:
+
+    ```
+    pointsbridge accounts list --state frozen --page-size 50
+    ```
+    """
+    session = Session.of(ctx, json)
+
+    def fetch(token: str) -> cp.ListAccountsResponse:
+        request = cp.ListAccountsRequest(
+            state=_ACCOUNT_STATES[state] if state else cp.ACCOUNT_STATE_UNSPECIFIED,
+            page_size=page_size or 0,
+            page_token=token,
+        )
+        return session.call(session.connection.cardpoints_admin.ListAccounts, request)
+
+    response = session.listing(fetch, page_token, every_page=all_pages, items_field="accounts")
+    session.emit(response, render.accounts)
+
+
 @app.command("transactions")
 def transactions(
     ctx: typer.Context,
@@ -202,7 +262,7 @@ def transactions(
     page_size: PageSizeOption = None,
     page_token: PageTokenOption = "",
     all_pages: AllPagesOption = False,
-    json: JsonOption = False,
+    json: Annotated[bool, json_option("'.transactions[].amount'")] = False,
 ) -> None:
     """List a card account's points ledger, newest first: credits, deductions, reversals.
 

@@ -8,7 +8,7 @@ import typer
 
 from pointsbridge.ecommerce.v1 import ecommerce_pb2 as ec
 from pointsbridge_cli import render
-from pointsbridge_cli.params import CustomerIdArgument, JsonOption
+from pointsbridge_cli.params import CustomerIdArgument, json_option
 from pointsbridge_cli.session import Session
 
 app = typer.Typer(
@@ -30,7 +30,7 @@ def link(
             show_default=False,
         ),
     ],
-    json: JsonOption = False,
+    json: Annotated[bool, json_option(".link.card_account_id")] = False,
 ) -> None:
     """Link a customer to a card account; relinking replaces the previous card.
 

@@ -12,10 +12,10 @@ from pointsbridge_cli import render
 from pointsbridge_cli.params import (
     AllPagesOption,
     CustomerIdArgument,
-    JsonOption,
     PageSizeOption,
     PageTokenOption,
-    RequestIdOption,
+    json_option,
+    request_id_option,
 )
 from pointsbridge_cli.session import Session
 
@@ -54,7 +54,7 @@ def list_coupons(
     page_size: PageSizeOption = None,
     page_token: PageTokenOption = "",
     all_pages: AllPagesOption = False,
-    json: JsonOption = False,
+    json: Annotated[bool, json_option("'.coupons[].code'")] = False,
 ) -> None:
     """List a customer's coupons, newest first.
 
@@ -100,7 +100,7 @@ def use(
             show_default=False,
         ),
     ],
-    json: JsonOption = False,
+    json: Annotated[bool, json_option(".coupon.state")] = False,
 ) -> None:
     """Spend a coupon on an order, exactly once.
 
@@ -142,8 +142,8 @@ def refund(
             show_default=False,
         ),
     ],
-    request_id: RequestIdOption = None,
-    json: JsonOption = False,
+    request_id: Annotated[str | None, request_id_option("order-1001-refund-1")] = None,
+    json: Annotated[bool, json_option(".refund.points")] = False,
 ) -> None:
     """Refund unused coupons: they become VOID and their points go back to the card.
 

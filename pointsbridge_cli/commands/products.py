@@ -10,12 +10,13 @@ from pointsbridge.ecommerce.v1 import ecommerce_pb2 as ec
 from pointsbridge_cli import render
 from pointsbridge_cli.params import (
     AllPagesOption,
-    JsonOption,
     PageSizeOption,
     PageTokenOption,
     ProductIdArgument,
+    WholeNumberArguments,
     int32_count,
     int64_amount,
+    json_option,
 )
 from pointsbridge_cli.session import Session
 
@@ -95,7 +96,7 @@ def create(
             help="Most coupons one redemption may take, 1-1000, e.g. --max-quantity 5.",
         ),
     ] = 10,
-    json: JsonOption = False,
+    json: Annotated[bool, json_option(".product.ratio_version")] = False,
 ) -> None:
     """Create a coupon product; its first exchange ratio is version 1.
 
@@ -133,7 +134,7 @@ def list_products(
     page_size: PageSizeOption = None,
     page_token: PageTokenOption = "",
     all_pages: AllPagesOption = False,
-    json: JsonOption = False,
+    json: Annotated[bool, json_option("'.products[].product_id'")] = False,
 ) -> None:
     """List coupon products with their current exchange ratio.
 
@@ -155,12 +156,12 @@ def list_products(
     session.emit(response, render.products)
 
 
-@app.command("set-ratio")
+@app.command("set-ratio", cls=WholeNumberArguments)
 def set_ratio(
     ctx: typer.Context,
     product_id: ProductIdArgument,
     points_per_coupon: PointsPerCouponArgument,
-    json: JsonOption = False,
+    json: Annotated[bool, json_option(".ratio.version")] = False,
 ) -> None:
     """Set a product's exchange ratio: a new version, the earlier ones stay in the history.
 
@@ -186,7 +187,7 @@ def ratios(
     page_size: PageSizeOption = None,
     page_token: PageTokenOption = "",
     all_pages: AllPagesOption = False,
-    json: JsonOption = False,
+    json: Annotated[bool, json_option("'.ratios[].points_per_coupon'")] = False,
 ) -> None:
     """Show a product's exchange-ratio history, newest version first.
 
@@ -216,7 +217,11 @@ def _set_active(ctx: typer.Context, product_id: str, active: bool, json: bool) -
 
 
 @app.command("activate")
-def activate(ctx: typer.Context, product_id: ProductIdArgument, json: JsonOption = False) -> None:
+def activate(
+    ctx: typer.Context,
+    product_id: ProductIdArgument,
+    json: Annotated[bool, json_option(".product.active")] = False,
+) -> None:
     """Let customers redeem points for a product again.
 
     Example:
@@ -229,7 +234,11 @@ def activate(ctx: typer.Context, product_id: ProductIdArgument, json: JsonOption
 
 
 @app.command("deactivate")
-def deactivate(ctx: typer.Context, product_id: ProductIdArgument, json: JsonOption = False) -> None:
+def deactivate(
+    ctx: typer.Context,
+    product_id: ProductIdArgument,
+    json: Annotated[bool, json_option(".product.active")] = False,
+) -> None:
     """Stop redemptions of a product; coupons already issued stay usable.
 
     Example:

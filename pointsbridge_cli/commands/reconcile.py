@@ -11,7 +11,7 @@ import typer
 from pointsbridge_cli import reconcile as reconciliation
 from pointsbridge_cli.connection import CallFailed, Service
 from pointsbridge_cli.failures import ExitCode
-from pointsbridge_cli.params import JsonOption
+from pointsbridge_cli.params import json_option
 from pointsbridge_cli.session import Session, fail
 from servicekit.status import remote_error
 
@@ -55,7 +55,9 @@ def reconcile(
             "edge finds its deduction across a small clock difference, e.g. --slack 10.",
         ),
     ] = 10,
-    json: JsonOption = False,
+    json: Annotated[
+        bool, json_option(".mismatches", "the report as JSON: clean, counted, mismatches")
+    ] = False,
 ) -> None:
     """Compare a window of redemptions and refunds with the deductions and reversals.
 

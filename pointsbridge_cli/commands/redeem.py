@@ -10,11 +10,12 @@ from pointsbridge.ecommerce.v1 import ecommerce_pb2 as ec
 from pointsbridge_cli import render
 from pointsbridge_cli.params import (
     CustomerIdArgument,
-    JsonOption,
     ProductIdArgument,
-    RequestIdOption,
+    WholeNumberArguments,
     int32_count,
     int64_amount,
+    json_option,
+    request_id_option,
 )
 from pointsbridge_cli.session import Session
 
@@ -33,13 +34,13 @@ QuantityArgument = Annotated[
 ]
 
 
-@app.command("quote", rich_help_panel=PANEL)
+@app.command("quote", rich_help_panel=PANEL, cls=WholeNumberArguments)
 def quote(
     ctx: typer.Context,
     customer_id: CustomerIdArgument,
     product_id: ProductIdArgument,
     quantity: QuantityArgument,
-    json: JsonOption = False,
+    json: Annotated[bool, json_option(".quote.points_required")] = False,
 ) -> None:
     """Show what QUANTITY coupons would cost in points at the current exchange ratio.
 
@@ -60,7 +61,7 @@ def quote(
     session.emit(response, lambda r: render.quote(r.quote))
 
 
-@app.command("redeem", rich_help_panel=PANEL)
+@app.command("redeem", rich_help_panel=PANEL, cls=WholeNumberArguments)
 def redeem(
     ctx: typer.Context,
     customer_id: CustomerIdArgument,
@@ -72,14 +73,15 @@ def redeem(
             "--expected-points",
             parser=int64_amount,
             help=(
-                "The points the quote gave; if the ratio changed since, nothing is deducted "
-                "(exit 5), e.g. --expected-points 2000."
+                "The points the quote gave; if the redemption costs otherwise now, nothing is "
+                "deducted: exit 5 when the ratio changed since the quote, exit 3 when no "
+                "ratio ever cost that, e.g. --expected-points 2000."
             ),
             show_default=False,
         ),
     ] = None,
-    request_id: RequestIdOption = None,
-    json: JsonOption = False,
+    request_id: Annotated[str | None, request_id_option("order-1001")] = None,
+    json: Annotated[bool, json_option("'.redemption.coupons[].code'")] = False,
 ) -> None:
     """Spend the linked card's points on QUANTITY coupons, exactly once per request id.
 

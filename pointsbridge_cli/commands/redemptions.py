@@ -12,14 +12,15 @@ from pointsbridge_cli import render
 from pointsbridge_cli.params import (
     AllPagesOption,
     CustomerIdArgument,
-    JsonOption,
     PageSizeOption,
     PageTokenOption,
+    json_option,
 )
 from pointsbridge_cli.session import Session
 
 app = typer.Typer(
-    help="Show and list a customer's redemptions (e-commerce service).", no_args_is_help=True
+    help="Show a customer's redemptions; list one customer's or everyone's (e-commerce service).",
+    no_args_is_help=True,
 )
 
 
@@ -51,7 +52,7 @@ def show(
             show_default=False,
         ),
     ],
-    json: JsonOption = False,
+    json: Annotated[bool, json_option(".redemption.state")] = False,
 ) -> None:
     """Show one of a customer's redemptions, with its coupons.
 
@@ -70,7 +71,17 @@ def show(
 @app.command("list")
 def list_redemptions(
     ctx: typer.Context,
-    customer_id: CustomerIdArgument,
+    customer_id: Annotated[
+        str,
+        typer.Argument(
+            metavar="CUSTOMER_ID",
+            help=(
+                "Only this customer's, 1-64 characters of [A-Za-z0-9._@-], e.g. alice@example. "
+                "Left out, every customer's (operator credentials only)."
+            ),
+            show_default=False,
+        ),
+    ] = "",
     state: Annotated[
         RedemptionStateChoice | None,
         typer.Option(
@@ -82,14 +93,15 @@ def list_redemptions(
     page_size: PageSizeOption = None,
     page_token: PageTokenOption = "",
     all_pages: AllPagesOption = False,
-    json: JsonOption = False,
+    json: Annotated[bool, json_option("'.redemptions[].redemption_id'")] = False,
 ) -> None:
-    """List a customer's redemptions, newest first.
+    """List a customer's redemptions, or every customer's, newest first.
 
     Example:
 
     ```
     pointsbridge redemptions list alice@example --state completed
+    pointsbridge redemptions list --state pending
     ```
     """
     session = Session.of(ctx, json)
@@ -104,4 +116,4 @@ def list_redemptions(
         return session.call(session.connection.redemptions.ListRedemptions, request)
 
     response = session.listing(fetch, page_token, every_page=all_pages, items_field="redemptions")
-    session.emit(response, render.redemptions)
+    session.emit(response, lambda r: render.redemptions(r, customers=not customer_id))

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from pointsbridge_cli.params import JsonOption
+from pointsbridge_cli.params import json_option
 from servicekit.auth import ROLE_ADMIN, ROLE_CUSTOMER, ROLE_SERVICE, TokenIssuer
 
 DEV_SIGNING_KEY = "var/dev-keys/token-signing-key.pem"
@@ -54,7 +54,9 @@ def token(
             "key, e.g. --signing-key certs/token-signing-key.pem.",
         ),
     ] = Path(DEV_SIGNING_KEY),
-    json: JsonOption = False,
+    json: Annotated[
+        bool, json_option("-r .token", "the token, its subject, role and ttl as JSON")
+    ] = False,
 ) -> None:
     """Print a signed bearer token, for `authorization: Bearer <token>`.
 

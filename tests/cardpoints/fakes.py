@@ -69,6 +69,16 @@ class FakeAccounts:
         account = self.store.accounts[account_id]
         self.store.accounts[account_id] = dataclasses.replace(account, state=state, update_time=now)
 
+    def list(
+        self, state: AccountState | None, after: str | None, limit: int
+    ) -> list[tuple[str, Account]]:
+        chosen = sorted(
+            (a.account_id, a)
+            for a in self.store.accounts.values()
+            if (state is None or a.state is state) and (after is None or a.account_id > after)
+        )
+        return chosen[:limit]
+
 
 class FakeLedger:
     def __init__(self, store: Store) -> None:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import pytest
 
 from pointsbridge.cardpoints.v1 import cardpoints_pb2 as pb
 from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as pb_grpc
+from servicekit import paging
 from servicekit.clock import to_timestamp
 from tests.support import error_info_count, expect_error
 
@@ -368,6 +369,59 @@ async def test_list_transactions_pages_newest_first(bank: Bank) -> None:
         bank.points.ListTransactions(pb.ListTransactionsRequest(account_id="nobody"), timeout=10)
     )
     assert missing.reason == "ACCOUNT_NOT_FOUND"
+
+
+async def test_list_accounts_pages_in_id_order_filtered_by_state(bank: Bank) -> None:
+    ids = [f"card-{i:02d}" for i in range(12)]
+    for account_id in reversed(ids):
+        await bank.account(account_id)
+    for account_id in ids[::3]:
+        await bank.admin.SetAccountState(
+            pb.SetAccountStateRequest(account_id=account_id, state=pb.ACCOUNT_STATE_FROZEN),
+            timeout=10,
+        )
+
+    async def listed(
+        state: pb.AccountState = pb.ACCOUNT_STATE_UNSPECIFIED, page_size: int = 5
+    ) -> list[str]:
+        seen: list[str] = []
+        token = ""
+        for _ in range(10):
+            page = await bank.admin.ListAccounts(
+                pb.ListAccountsRequest(state=state, page_size=page_size, page_token=token),
+                timeout=10,
+            )
+            assert len(page.accounts) <= page_size
+            seen += [a.account_id for a in page.accounts]
+            token = page.next_page_token
+            if not token:
+                return seen
+        raise AssertionError("paging did not end")
+
+    assert await listed() == ids
+    assert await listed(page_size=12) == ids
+    assert await listed(pb.ACCOUNT_STATE_FROZEN, page_size=2) == ids[::3]
+    active = await listed(pb.ACCOUNT_STATE_ACTIVE)
+    assert active == [i for i in ids if i not in ids[::3]]
+    assert await listed(pb.ACCOUNT_STATE_CLOSED) == []
+    first = await bank.admin.ListAccounts(pb.ListAccountsRequest(page_size=1), timeout=10)
+    assert first.accounts[0].holder_name == "Li Lei"
+    assert first.accounts[0].state == pb.ACCOUNT_STATE_FROZEN
+
+    bad = await expect_error(
+        bank.admin.ListAccounts(
+            pb.ListAccountsRequest(state=cast(Any, 9), page_size=1001, page_token="garbage"),
+            timeout=10,
+        )
+    )
+    assert bad.reason == "INVALID_FIELD"
+    assert [v.field for v in bad.violations] == ["state", "page_size", "page_token"]
+    # A token of another listing (the ledger's sequence numbers) is not an account key.
+    ledger_token = paging.encode_token(3)
+    wrong = await expect_error(
+        bank.admin.ListAccounts(pb.ListAccountsRequest(page_token=ledger_token), timeout=10)
+    )
+    assert [v.field for v in wrong.violations] == ["page_token"]
 
 
 async def test_list_deductions_in_a_window_with_reversals(bank: Bank) -> None:

@@ -19,7 +19,11 @@ import pytest
 from cardpoints.entrypoints.server import App as CardpointsApp
 from cardpoints.entrypoints.server import Settings as CardpointsSettings
 from cardpoints.entrypoints.server import start as start_cardpoints
-from tests.auth import SERVER_SECURITY, SUPERUSER
+from ecommerce.entrypoints.server import App as EcommerceApp
+from ecommerce.entrypoints.server import Settings as EcommerceSettings
+from ecommerce.entrypoints.server import start as start_ecommerce
+from tests.auth import ECOMMERCE_SECURITY, SERVER_SECURITY, SUPERUSER
+from tests.support import free_port as free_port  # still importable from here
 
 CLI = Path(sys.executable).parent / "pointsbridge"
 
@@ -64,14 +68,6 @@ def flat(text: str) -> str:
     return " ".join(re.sub("[\u2500-\u257f]", " ", text).split())
 
 
-def free_port() -> int:
-    """A port nothing listens on: bound to learn a free number, then released."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
 @pytest.fixture
 def silent_port() -> Iterator[int]:
     """A port that accepts TCP connections but never speaks gRPC, so every call times out."""
@@ -99,3 +95,25 @@ async def cardpoints_server(tmp_path: Path) -> AsyncIterator[CardpointsApp]:
 def cli(cardpoints_server: CardpointsApp) -> Cli:
     """The CLI pointed at the card-points server; e-commerce at a port nobody listens on."""
     return Cli(f"127.0.0.1:{cardpoints_server.port}", f"127.0.0.1:{free_port()}")
+
+
+@pytest.fixture
+async def ecommerce_server(
+    cardpoints_server: CardpointsApp, tmp_path: Path
+) -> AsyncIterator[EcommerceApp]:
+    app = await start_ecommerce(
+        EcommerceSettings(
+            **ECOMMERCE_SECURITY,
+            address="127.0.0.1:0",
+            database_url=f"sqlite:///{tmp_path}/ec.db",
+            cardpoints_address=f"127.0.0.1:{cardpoints_server.port}",
+            workers=2,
+        )
+    )
+    yield app
+    await app.stop(grace=1)
+
+
+@pytest.fixture
+def shop(cardpoints_server: CardpointsApp, ecommerce_server: EcommerceApp) -> Cli:
+    return Cli(f"127.0.0.1:{cardpoints_server.port}", f"127.0.0.1:{ecommerce_server.port}")

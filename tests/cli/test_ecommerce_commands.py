@@ -5,39 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator
-from pathlib import Path
 
-import pytest
-
-from cardpoints.entrypoints.server import App as CardpointsApp
-from ecommerce.entrypoints.server import App as EcommerceApp
-from ecommerce.entrypoints.server import Settings as EcommerceSettings
-from ecommerce.entrypoints.server import start as start_ecommerce
-from tests.auth import ECOMMERCE_SECURITY, SUPERUSER, bearer
-from tests.cli.conftest import Cli, free_port
-
-
-@pytest.fixture
-async def ecommerce_server(
-    cardpoints_server: CardpointsApp, tmp_path: Path
-) -> AsyncIterator[EcommerceApp]:
-    app = await start_ecommerce(
-        EcommerceSettings(
-            **ECOMMERCE_SECURITY,
-            address="127.0.0.1:0",
-            database_url=f"sqlite:///{tmp_path}/ec.db",
-            cardpoints_address=f"127.0.0.1:{cardpoints_server.port}",
-            workers=2,
-        )
-    )
-    yield app
-    await app.stop(grace=1)
-
-
-@pytest.fixture
-def shop(cardpoints_server: CardpointsApp, ecommerce_server: EcommerceApp) -> Cli:
-    return Cli(f"127.0.0.1:{cardpoints_server.port}", f"127.0.0.1:{ecommerce_server.port}")
+from tests.auth import SUPERUSER, bearer
+from tests.cli.conftest import Cli, flat
+from tests.support import free_port
 
 
 async def _customer_with_points(shop: Cli, customer: str, card: str, points: int) -> None:
@@ -82,7 +53,7 @@ async def test_products_and_their_ratio_history(shop: Cli) -> None:
         "400",
     )
     assert "tea-5" in created
-    assert "500 CNY (minor units)" in created
+    assert "CNY 5.00" in created
 
     changed = await shop.ok("products", "set-ratio", "tea-5", "450")
     assert "tea-5 now costs 450 points per coupon (ratio version 2)." in changed
@@ -128,6 +99,12 @@ async def test_quote_redeem_use_and_refund(shop: Cli) -> None:
     quote = await shop.json("quote", "alice@example", "coffee-10", "2")
     assert quote["quote"]["points_required"] == "2000"
     assert quote["quote"]["available_points"] == "5000"
+    assert quote["quote"]["card_linked"] is True
+    unlinked = await shop.ok("quote", "nolink@example", "coffee-10", "1")
+    assert re.search(r"Available points\s+no linked card: redeeming needs one", unlinked), unlinked
+    assert (await shop.json("quote", "nolink@example", "coffee-10", "1"))["quote"][
+        "card_linked"
+    ] is False
 
     redeemed = await shop.json(
         "redeem",
@@ -185,6 +162,27 @@ async def test_quote_redeem_use_and_refund(shop: Cli) -> None:
     assert [r["refunded_points"] for r in history["redemptions"]] == ["1000"]
 
 
+async def test_operators_list_every_customers_redemptions(shop: Cli) -> None:
+    await asyncio.gather(
+        _coffee_product(shop),
+        _customer_with_points(shop, "alice@example", "alice-card", 5000),
+        _customer_with_points(shop, "bob@example", "bob-card", 5000),
+    )
+    alice = await shop.json("redeem", "alice@example", "coffee-10", "1")
+    bob = await shop.json("redeem", "bob@example", "coffee-10", "2")
+    listed = await shop.ok("redemptions", "list")
+    for who, redeemed in (("alice@example", alice), ("bob@example", bob)):
+        rid = redeemed["redemption"]["redemption_id"]
+        assert re.search(rf"{rid}\s+{who}\s+COMPLETED", listed), listed
+    every = await shop.json(
+        "redemptions", "list", "--state", "completed", "--page-size", "1", "--all"
+    )
+    assert [r["customer_id"] for r in every["redemptions"]] == ["bob@example", "alice@example"]
+    # One customer's, as before.
+    mine = await shop.json("redemptions", "list", "alice@example")
+    assert [r["customer_id"] for r in mine["redemptions"]] == ["alice@example"]
+
+
 async def test_redeem_refusals_exit_5_with_the_reason(shop: Cli) -> None:
     await asyncio.gather(
         _coffee_product(shop), _customer_with_points(shop, "bob@example", "bob-card", 1500)
@@ -202,12 +200,32 @@ async def test_redeem_refusals_exit_5_with_the_reason(shop: Cli) -> None:
     )
     assert short.returncode == 5
     assert short.stderr.strip().endswith("does not have enough points, so nothing was deducted.")
+    # A final refusal: the same request id could only repeat it, so none is suggested.
+    for final in (
+        await shop("redeem", "bob@example", "coffee-10", "2"),
+        await shop("redeem", "nolink@example", "coffee-10", "1"),
+    ):
+        assert final.returncode == 5
+        assert "request-id" not in final.stderr and "Request id" not in final.stderr, final.stderr
+        assert len(final.stderr.strip().splitlines()) == 1, final.stderr
+
+    # No ratio ever cost 999 points a coupon: the points were never a quote.
+    unquoted = await shop("redeem", "bob@example", "coffee-10", "1", "--expected-points", "999")
+    assert unquoted.returncode == 3
+    assert flat(unquoted.stderr).startswith(
+        "999 points is not what 1 coupon of coupon product 'coffee-10' cost, at this or any "
+        "earlier exchange ratio: they cost 1000 points (ratio version 1), so nothing was "
+        "deducted; quote again and pass those points."
+    ), unquoted.stderr
+    assert "expected_points: must be 1000, the quote's points" in unquoted.stderr
 
     await shop.ok("products", "set-ratio", "coffee-10", "1200")
     stale = await shop("redeem", "bob@example", "coffee-10", "1", "--expected-points", "1000")
     assert stale.returncode == 5
-    assert stale.stderr.splitlines()[-1].startswith(
-        "The exchange ratio of coupon product 'coffee-10' changed since the quote"
+    assert stale.stderr.strip() == (
+        "The exchange ratio of coupon product 'coffee-10' changed since the quote: the quote "
+        "was 1000 points at ratio version 1, and it is now 1200 points at ratio version 2, so "
+        "nothing was deducted; quote again and redeem with the new points."
     )
 
     await shop.ok("accounts", "freeze", "bob-card")

@@ -260,6 +260,12 @@ async def test_happy_path_deducts_quantity_times_ratio_and_issues_that_many_coup
         3000,
     )
     assert quote.HasField("available_points") and quote.available_points == 100_000
+    assert quote.card_linked
+    unlinked = await system.redemption.QuoteRedemption(
+        pb.QuoteRedemptionRequest(customer_id="nobody", product_id="coupon-10", quantity=1),
+        timeout=TIMEOUT,
+    )
+    assert not unlinked.quote.card_linked and not unlinked.quote.HasField("available_points")
 
     redemption = await system.redeem("r-1", expected_points=quote.points_required)
 
@@ -613,7 +619,8 @@ async def test_bad_input_on_every_rpc_is_invalid_argument_naming_the_fields(
             r,
             "ListRedemptions",
             pb.ListRedemptionsRequest(
-                customer_id="",
+                # Empty would list every customer's (operators only); this is no id at all.
+                customer_id="not an id",
                 page_size=1001,
                 page_token="x",
                 state=cast(pb.RedemptionState, 9),

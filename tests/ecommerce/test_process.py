@@ -7,11 +7,13 @@ import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import fields
+from pathlib import Path
 
 import grpc
 import pytest
 
 from cardpoints.entrypoints.server import Settings as CardpointsSettings
+from cardpoints.entrypoints.server import parse_settings as parse_cardpoints_settings
 from cardpoints.entrypoints.server import start as start_cardpoints
 from ecommerce.entrypoints.server import Settings, parse_settings
 from pointsbridge.cardpoints.v1 import cardpoints_pb2 as cpb
@@ -142,3 +144,65 @@ async def test_two_replicas_on_one_database_redeem_each_request_once_and_drain(
         exit_codes = [r.stop() for r in replicas]
         await cardpoints.stop(1)
     assert exit_codes == [0, 0], [r.log_path.read_text() for r in replicas]
+
+
+@pytest.mark.parametrize(
+    ("argv", "plaintext", "migrate"),
+    [
+        (["--insecure-plaintext"], True, True),
+        (["--insecure-plaintext", "true", "--migrate", "false"], True, False),
+        (["--migrate", "--insecure-plaintext"], True, True),
+        (["--migrate=no", "--insecure-plaintext=yes"], True, False),
+        (["--insecure-plaintext", "off", "--workers", "2"], False, True),
+        ([], False, True),
+    ],
+)
+def test_switches_take_a_value_or_none(argv: list[str], plaintext: bool, migrate: bool) -> None:
+    for parse in (parse_settings, parse_cardpoints_settings):
+        settings = parse(argv)[0]
+        assert (settings.insecure_plaintext, settings.migrate) == (plaintext, migrate), parse
+
+
+def test_switches_show_as_switches_in_help() -> None:
+    shown = subprocess.run(
+        [*MODULE, "--help"], capture_output=True, text=True, check=True, cwd=ROOT
+    ).stdout
+    assert "--insecure-plaintext [true|false]" in shown
+    assert "--migrate [true|false]" in shown
+
+
+@pytest.mark.parametrize(
+    ("module", "flags", "refusal"),
+    [
+        # ecommerce without a way to authenticate to cardpoints
+        (MODULE, ["--token-public-key", str(auth.PUBLIC_KEY)], "--cardpoints-token-file"),
+        # cardpoints without the key that checks tokens
+        ([sys.executable, "-m", "cardpoints.entrypoints.server"], [], "--token-public-key"),
+    ],
+)
+def test_a_refusal_to_start_is_not_preceded_by_warnings(
+    tmp_path: Path, module: list[str], flags: list[str], refusal: str
+) -> None:
+    refused = subprocess.run(
+        [
+            *module,
+            "--insecure-plaintext",
+            *flags,
+            "--database-url",
+            f"sqlite:///{tmp_path}/db.db",
+            "--address",
+            "127.0.0.1:0",
+            "--log-format",
+            "text",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert refused.returncode == 2, refused.stderr
+    # One line, the refusal: no warning about plaintext or a token it does not have.
+    assert [line for line in refused.stderr.splitlines() if line.strip()] == [
+        line for line in refused.stderr.splitlines() if refusal in line
+    ], refused.stderr
+    assert "INSECURE" not in refused.stderr

@@ -127,6 +127,17 @@ class FakeRatios:
     def latest_version(self, product_id: str) -> int:
         return max((r.version for r in self.s.ratios if r.product_id == product_id), default=0)
 
+    def newest_at(self, product_id: str, points_per_coupon: int) -> ExchangeRatio | None:
+        return max(
+            (
+                r
+                for r in self.s.ratios
+                if r.product_id == product_id and r.points_per_coupon == points_per_coupon
+            ),
+            key=lambda r: r.version,
+            default=None,
+        )
+
     def page(self, product_id: str, *, before: int | None, limit: int) -> Page[ExchangeRatio]:
         rows = sorted(
             (
@@ -194,13 +205,18 @@ class FakeRedemptions:
         )
 
     def page(
-        self, customer_id: str, *, state: RedemptionState | None, before: int | None, limit: int
+        self,
+        customer_id: str | None,
+        *,
+        state: RedemptionState | None,
+        before: int | None,
+        limit: int,
     ) -> Page[Redemption]:
         rows = sorted(
             (
                 (seq, r)
                 for seq, r in self.s.redemptions.values()
-                if r.customer_id == customer_id
+                if customer_id in (None, r.customer_id)
                 and (state is None or r.state is state)
                 and (before is None or seq < before)
             ),
@@ -814,10 +830,12 @@ async def test_quote_is_exact_and_shows_the_balance_when_linked(shop: World) -> 
         10_000,
     )
     assert (quote.points_per_coupon, quote.ratio_version, quote.currency) == (1000, 1, "CNY")
+    assert quote.card_linked
     unlinked = await services.quote_redemption(
         shop.deps, customer_id="nobody", product_id="coupon-10", quantity=1
     )
-    assert unlinked.available_points is None
+    # Redeeming would be refused with CARD_NOT_LINKED: the quote says so up front.
+    assert (unlinked.available_points, unlinked.card_linked) == (None, False)
 
 
 async def test_quote_without_cardpoints_leaves_the_balance_out(shop: World) -> None:
@@ -825,7 +843,7 @@ async def test_quote_without_cardpoints_leaves_the_balance_out(shop: World) -> N
     quote = await services.quote_redemption(
         shop.deps, customer_id="alice", product_id="coupon-10", quantity=2
     )
-    assert (quote.points_required, quote.available_points) == (2000, None)
+    assert (quote.points_required, quote.available_points, quote.card_linked) == (2000, None, True)
 
 
 async def test_quote_overflow_is_refused_not_wrapped(world: World) -> None:
@@ -939,12 +957,45 @@ async def test_rate_changed_between_quote_and_redeem_stores_and_deducts_nothing(
         await redeem(shop, quantity=2, expected_points=quote.points_required)
     assert refused(excinfo) == (
         "RATE_CHANGED",
-        {"points_required": "3000", "ratio_version": "2"},
+        {
+            "expected_points": "2000",
+            "quoted_ratio_version": "1",
+            "points_required": "3000",
+            "ratio_version": "2",
+        },
+    )
+    assert excinfo.value.message == (
+        "the quote was 2000 points, at ratio version 1; "
+        "the ratio has changed since: at ratio version 2 it costs 3000 points"
     )
     assert stored_redemptions(shop) == []
     assert "DeductPoints" not in shop.points.calls
     fresh = await redeem(shop, quantity=2, expected_points=3000)
     assert (fresh.points, fresh.ratio_version) == (3000, 2)
+
+
+async def test_expected_points_that_no_ratio_ever_quoted_are_a_mismatch_not_a_rate_change(
+    shop: World,
+) -> None:
+    # 999 for one coupon: the ratio did not change, the points were never a quote.
+    for expected, quantity in ((999, 1), (1999, 2), (1500, 2)):
+        with pytest.raises(DomainError) as excinfo:
+            await redeem(shop, f"r-{expected}", quantity=quantity, expected_points=expected)
+        assert refused(excinfo) == (
+            "POINTS_MISMATCH",
+            {
+                "expected_points": str(expected),
+                "points_required": str(1000 * quantity),
+                "ratio_version": "1",
+            },
+        )
+        assert excinfo.value.message == (
+            f"expected_points {expected} is not what {quantity} x coupon-10 cost at any ratio "
+            f"version; at ratio version 1 it costs {1000 * quantity} points"
+        )
+        assert [v.field for v in excinfo.value.violations] == ["expected_points"]
+    assert stored_redemptions(shop) == []
+    assert "DeductPoints" not in shop.points.calls
 
 
 @pytest.mark.parametrize(

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from cardpoints.entrypoints.server import App as CardpointsApp
 from cardpoints.entrypoints.server import Settings as CardpointsSettings
@@ -18,10 +24,12 @@ from pointsbridge.cardpoints.v1 import cardpoints_pb2 as cp
 from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as cp_grpc
 from pointsbridge.ecommerce.v1 import ecommerce_pb2 as ec
 from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as ec_grpc
+from servicekit.auth import TokenIssuer
 from servicekit.config import ConfigError
 from servicekit.devcerts import make_ca, make_leaf, write_dev_pki
 from servicekit.status import remote_error
 from tests.auth import ADMIN, PUBLIC_KEY, SUPERUSER, bearer, token
+from tests.cli.conftest import Cli
 
 
 @dataclass(frozen=True)
@@ -214,3 +222,147 @@ async def test_servers_refuse_plaintext_and_missing_keys_unless_told(
                 token_public_key=str(PUBLIC_KEY),
             )
         )
+
+
+async def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """The CLI as a subprocess, with the addresses and TLS options given in args."""
+    return await Cli("", "")(*args, env=env, addresses=False)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_the_operator_certificate_reaches_mtls_cardpoints_but_cannot_deduct(
+    tmp_path: Path, make_db_url: Callable[[str], str]
+) -> None:
+    # What `make certs` runs, into a folder of its own.
+    certs = tmp_path / "certs"
+    made = subprocess.run(
+        [sys.executable, "-m", "servicekit.devcerts", "--out", str(certs)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "ops.pem" in made.stdout
+    # The CLI's help names the files `make certs` writes.
+    helped = await run_cli("--help", env={"COLUMNS": "200"})
+    for flag in ("--tls-ca", "--tls-cert", "--tls-key"):
+        [named] = re.findall(rf"e\.g\. {flag} certs/(\S+?)\.?\s", helped.stdout)
+        assert (certs / named).is_file(), (flag, named)
+    # A client certificate of no service: no server name in it, no server use.
+    ops = x509.load_pem_x509_certificate((certs / "ops.pem").read_bytes())
+    assert ops.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value not in (
+        "ecommerce",
+        "cardpoints",
+    )
+    usage = ops.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert list(usage) == [ExtendedKeyUsageOID.CLIENT_AUTH]
+    assert oct((certs / "ops-key.pem").stat().st_mode & 0o777) == "0o600"
+
+    bank = await start_cardpoints(
+        CardpointsSettings(
+            address="127.0.0.1:0",
+            database_url=make_db_url("cardpoints"),
+            tls_cert=str(certs / "cardpoints.pem"),
+            tls_key=str(certs / "cardpoints-key.pem"),
+            tls_client_ca=str(certs / "ca.pem"),
+            token_public_key=str(certs / "token-public-key.pem"),
+        )
+    )
+    try:
+        issuer = TokenIssuer((certs / "token-signing-key.pem").read_bytes())
+        admin = issuer.issue("ops-1", ["admin"], 600)
+        tls = [
+            "--cardpoints",
+            f"localhost:{bank.port}",
+            "--tls-ca",
+            str(certs / "ca.pem"),
+            "--tls-cert",
+            str(certs / "ops.pem"),
+            "--tls-key",
+            str(certs / "ops-key.pem"),
+        ]
+        opened = await run_cli(
+            *tls, "accounts", "open", "card-a", "--holder", "A", env={"POINTSBRIDGE_TOKEN": admin}
+        )
+        assert opened.returncode == 0, opened.stderr
+        credited = await run_cli(
+            *tls, "accounts", "credit", "card-a", "500", env={"POINTSBRIDGE_TOKEN": admin}
+        )
+        assert credited.returncode == 0, credited.stderr
+        shown = await run_cli(
+            *tls, "accounts", "show", "card-a", "--json", env={"POINTSBRIDGE_TOKEN": admin}
+        )
+        assert json.loads(shown.stdout)["account"]["balance"] == "500"
+
+        deduct = cp.DeductPointsRequest(
+            request_id="d-ops",
+            account_id="card-a",
+            points=100,
+            coupon_quantity=1,
+            points_per_coupon=100,
+            merchant_id="shop",
+        )
+        async with mtls_channel(Pki(certs), bank.port, "ops") as channel:
+            stub = cp_grpc.CardPointsServiceStub(channel)
+            for metadata, expected in (
+                (bearer(admin), (grpc.StatusCode.PERMISSION_DENIED, "NOT_SERVICE")),
+                ((), (grpc.StatusCode.UNAUTHENTICATED, "MISSING_CREDENTIALS")),
+            ):
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await stub.DeductPoints(deduct, timeout=5, metadata=metadata)
+                failure = remote_error(refused.value)
+                assert (failure.code, failure.reason) == expected
+            account = await stub.GetAccount(
+                cp.GetAccountRequest(account_id="card-a"), timeout=5, metadata=bearer(admin)
+            )
+            assert account.account.balance == 500
+    finally:
+        await bank.stop(1)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"])
+async def test_the_cli_says_what_is_wrong_with_tls_not_that_the_service_is_down(
+    pki: Pki, bank: CardpointsApp, make_db_url: Callable[[str], str]
+) -> None:
+    admin = {"POINTSBRIDGE_TOKEN": ADMIN}
+    mutual = f"localhost:{bank.port}"
+
+    async def show(address: str, *tls: str) -> str:
+        result = await run_cli(
+            "--cardpoints", address, "--timeout", "5", *tls, "accounts", "show", "a", env=admin
+        )
+        assert result.returncode == 7, (tls, result.stdout, result.stderr)
+        assert "check that" not in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr  # no gRPC log lines
+        return " ".join(result.stderr.split())
+
+    assert "it expects TLS; pass --tls-ca" in await show(mutual)
+    without_cert = await show(mutual, "--tls-ca", pki["ca.pem"])
+    assert "it requires a client certificate; pass --tls-cert and --tls-key" in without_cert
+    rogue = await show(
+        mutual,
+        "--tls-ca",
+        pki["ca.pem"],
+        "--tls-cert",
+        pki["rogue.pem"],
+        "--tls-key",
+        pki["rogue-key.pem"],
+    )
+    assert f"it does not accept the client certificate {pki['rogue.pem']}" in rogue
+    # Trusting another CA than the one that signed the service's certificate.
+    wrong_ca = await show(mutual, "--tls-ca", pki["rogue.pem"])
+    assert f"is not signed by the CA in --tls-ca {pki['rogue.pem']}" in wrong_ca
+    plaintext = await start_cardpoints(
+        CardpointsSettings(
+            address="127.0.0.1:0",
+            database_url=make_db_url("plain"),
+            insecure_plaintext=True,
+            token_public_key=str(PUBLIC_KEY),
+        )
+    )
+    try:
+        assert "does not speak TLS (it serves plaintext)" in await show(
+            f"localhost:{plaintext.port}", "--tls-ca", pki["ca.pem"]
+        )
+    finally:
+        await plaintext.stop(1)

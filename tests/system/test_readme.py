@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
+import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +19,7 @@ import pytest
 from pointsbridge.cardpoints.v1 import cardpoints_pb2 as cp
 from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as cp_grpc
 from pointsbridge_cli.devstack import DevKeys
-from tests.support import ROOT
+from tests.support import ROOT, free_port
 from tests.system.devstack import DevStack
 
 
@@ -122,7 +125,7 @@ def test_the_readme_walkthrough_redeems_three_coupons(stack: DevStack) -> None:
 def test_the_readme_card_points_commands(stack: DevStack) -> None:
     for command in README_GRPCURL[4:]:
         run(stack, command)
-    assert balance(stack, "alice-card") == 5000
+    assert balance(stack, "bob-card") == 5000
 
 
 def test_make_run_prints_commands_that_work(stack: DevStack) -> None:
@@ -163,3 +166,80 @@ def test_make_demo_redeems_and_reports(stack: DevStack) -> None:
     assert f"balance:  {before} -> {before - 3000} points on demo-card" in done.stdout
     codes = [line.split()[-1] for line in done.stdout.splitlines() if line.startswith("coupon:")]
     assert len(set(codes)) == 3
+
+
+def security_blocks() -> list[str]:
+    """The ```sh blocks of the README's Security model section, in order."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Security model", 1)[1].split("\n## ", 1)[0]
+    return [
+        re.sub(r"\\\n\s*", "", b).strip()
+        for b in re.findall(r"```sh\n(.*?)```", section, flags=re.S)
+    ]
+
+
+def test_the_readme_security_section_runs_as_written(tmp_path: Path) -> None:
+    certs, cardpoints, ecommerce, operator = security_blocks()
+    assert certs == "make certs"
+    assert cardpoints.startswith(".venv/bin/cardpoints-server ")
+    assert ecommerce.startswith(".venv/bin/ecommerce-server ")
+    # The checkout as a reader has it: only the ports are made free ones here, and
+    # `make certs` runs the module it runs, in a scratch folder.
+    (tmp_path / ".venv").symlink_to(ROOT / ".venv")
+    ports = {"50061": str(free_port()), "50062": str(free_port())}
+
+    def as_here(command: str) -> str:
+        for written, actual in ports.items():
+            command = command.replace(f":{written}", f":{actual}")
+        return command
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POINTSBRIDGE_")}
+    subprocess.run(
+        [str(ROOT / ".venv/bin/python"), "-m", "servicekit.devcerts", "--out", "certs"],
+        cwd=tmp_path,
+        check=True,
+        timeout=60,
+        capture_output=True,
+    )
+    servers = []
+    try:
+        for command, name in ((cardpoints, "cardpoints"), (ecommerce, "ecommerce")):
+            log = (tmp_path / f"{name}.log").open("wb")
+            servers.append(
+                subprocess.Popen(
+                    shlex.split(as_here(command)), cwd=tmp_path, env=env, stdout=log, stderr=log
+                )
+            )
+            port = int(ports["50061" if name == "cardpoints" else "50062"])
+            deadline = time.monotonic() + 60
+            while b"serving on port" not in (tmp_path / f"{name}.log").read_bytes():
+                assert servers[-1].poll() is None, (tmp_path / f"{name}.log").read_text()
+                assert time.monotonic() < deadline, (tmp_path / f"{name}.log").read_text()
+                time.sleep(0.1)
+            assert f"port {port}".encode() in (tmp_path / f"{name}.log").read_bytes()
+        done = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", f"set -x\n{as_here(operator)}"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr[-4000:]
+        assert re.search(r"tess-card\s+Tess Lin\s+ACTIVE\s+1400\s", done.stdout), done.stdout
+        assert re.search(r"State\s+COMPLETED", done.stdout), done.stdout
+        assert "INSECURE" not in (tmp_path / "ecommerce.log").read_text()
+        # The databases are the section's own, under var/tls/, not make run's.
+        assert sorted(p.name for p in (tmp_path / "var" / "tls").glob("*.db")) == [
+            "cardpoints.db",
+            "ecommerce.db",
+        ]
+        assert not (tmp_path / "var" / "cardpoints.db").exists()
+    finally:
+        for server in servers:
+            server.send_signal(signal.SIGTERM)
+        for server in servers:
+            try:
+                server.wait(30)
+            except subprocess.TimeoutExpired:
+                server.kill()

@@ -13,9 +13,12 @@ import pytest
 
 from pointsbridge.cardpoints.v1 import cardpoints_pb2 as cp
 from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as cp_grpc
+from pointsbridge.ecommerce.v1 import ecommerce_pb2 as ec
+from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as ec_grpc
 from pointsbridge_cli.devstack import DevKeys
 from tests.support import ROOT
 from tests.system.devstack import DevStack
+from tests.system.test_readme import README_GRPCURL, balance, run
 
 USAGE = ROOT / "docs" / "USAGE.md"
 
@@ -32,6 +35,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
 
 
 def test_the_walkthrough_runs_as_written(stack: DevStack, tmp_path: Path) -> None:
+    # A reader who followed the README first: its commands ran on the same system.
+    for command in README_GRPCURL:
+        run(stack, command.replace("<CODE>", _first_issued_code(stack)))
     blocks = sh_blocks(USAGE.read_text())
     assert len(blocks) >= 10
     script = "\n".join(blocks)
@@ -62,6 +68,8 @@ def test_the_walkthrough_runs_as_written(stack: DevStack, tmp_path: Path) -> Non
     )
     assert done.returncode == 0, done.stderr[-4000:]
     out = done.stdout
+    # The walkthrough writes its scratch files elsewhere, never into the checkout.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".venv"]
 
     # What the prose promises, checked against what the commands printed.
     assert "ratio" in out.lower()
@@ -80,3 +88,17 @@ def test_the_walkthrough_runs_as_written(stack: DevStack, tmp_path: Path) -> Non
             metadata=DevKeys(stack.var / "dev-keys").bearer("tester", "admin"),
         )
     assert account.account.balance == 8050
+    # The README's own account and demo redemption are untouched by the walkthrough.
+    assert balance(stack, "bob-card") == 5000
+    assert balance(stack, "demo-card") == 100_000 - 3000
+
+
+def _first_issued_code(stack: DevStack) -> str:
+    """A coupon of the demo customer's, for the README's <CODE>, once it redeemed one."""
+    with grpc.insecure_channel(f"127.0.0.1:{stack.ecommerce_port}") as channel:
+        listed = ec_grpc.RedemptionServiceStub(channel).ListCoupons(
+            ec.ListCouponsRequest(customer_id="demo-customer", state=ec.COUPON_STATE_ISSUED),
+            timeout=10,
+            metadata=DevKeys(stack.var / "dev-keys").bearer("tester", "admin"),
+        )
+    return listed.coupons[0].code if listed.coupons else "<CODE>"
