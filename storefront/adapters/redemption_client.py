@@ -60,8 +60,13 @@ class ServiceRefusal(Exception):
 
 
 def card_linked(quote: pb.Quote) -> bool:
-    """Whether the customer has a linked card: the quote carries its balance exactly then."""
-    return quote.HasField("available_points")
+    """Whether the customer has a linked card, as ecommerce says in the quote."""
+    return quote.card_linked
+
+
+def available_points(quote: pb.Quote) -> int | None:
+    """The card's balance, when the quote carries one (a linked card, a reachable bank)."""
+    return quote.available_points if quote.HasField("available_points") else None
 
 
 class RedemptionClient:

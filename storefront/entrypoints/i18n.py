@@ -201,6 +201,9 @@ _EN: dict[str, str] = {
     "refusal.RATE_CHANGED": (
         "The exchange rate changed since your quote. Here is the new quote; nothing was charged."
     ),
+    "refusal.POINTS_MISMATCH": (
+        "The points did not match the quote. Here is the current quote; nothing was charged."
+    ),
     "refusal.QUANTITY_CHANGED": (
         "The quantity changed since the quote. Here is the quote for it; nothing was charged."
     ),
@@ -329,6 +332,7 @@ _ZH: dict[str, str] = {
     "refusal.ACCOUNT_CLOSED": "您的信用卡账户已注销。",
     "refusal.ACCOUNT_NOT_FOUND": "找不到您的信用卡账户，请联系发卡机构。",
     "refusal.RATE_CHANGED": "自您查看报价后兑换比例已变更。以下是新的报价，未扣除任何积分。",
+    "refusal.POINTS_MISMATCH": "所需积分与报价不符。以下是当前的报价，未扣除任何积分。",
     "refusal.QUANTITY_CHANGED": "张数在报价后有改动。以下是对应的报价，未扣除任何积分。",
     "refusal.RATE_LIMITED": "请求过于频繁。请等几秒后重试，未扣除任何积分。",
     "refusal.POINTS_SYSTEM_UNAVAILABLE": "积分系统暂未响应。请稍后重试，不会重复扣分。",

@@ -22,7 +22,12 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.templating import Jinja2Templates
 
 from pointsbridge.ecommerce.v1 import ecommerce_pb2 as pb
-from storefront.adapters.redemption_client import RedemptionClient, ServiceRefusal, card_linked
+from storefront.adapters.redemption_client import (
+    RedemptionClient,
+    ServiceRefusal,
+    available_points,
+    card_linked,
+)
 from storefront.entrypoints import i18n
 from storefront.entrypoints.sessions import (
     Session,
@@ -70,6 +75,7 @@ REFUSAL_PLACES: Mapping[str, str] = {
     "ACCOUNT_CLOSED": "card",
     "ACCOUNT_NOT_FOUND": "card",
     "RATE_CHANGED": "quote",
+    "POINTS_MISMATCH": "quote",
     "RATE_LIMITED": "form",
     "REQUEST_ID_REUSED": "form",
     "POINTS_SYSTEM_UNAVAILABLE": "form",
@@ -132,11 +138,12 @@ def place_refusal(
         return None
     if reason == "QUANTITY_LIMIT_EXCEEDED":
         return Placed(place, t("refusal.QUANTITY_LIMIT_EXCEEDED", max=limit), status)
-    if reason == "INSUFFICIENT_POINTS" and quote is not None and card_linked(quote):
+    balance = None if quote is None else available_points(quote)
+    if reason == "INSUFFICIENT_POINTS" and quote is not None and balance is not None:
         text = t(
             "refusal.INSUFFICIENT_POINTS.figures",
             required=t.points(quote.points_required),
-            available=t.points(quote.available_points),
+            available=t.points(balance),
         )
         return Placed(place, text, status)
     if place == "coupon" and refusal.metadata.get("code"):
@@ -160,9 +167,10 @@ def quote_view(t: i18n.Translator, quote: pb.Quote) -> dict[str, Any]:
         "points_after": None,
         "short": None,
     }
-    if card_linked(quote):
-        after = quote.available_points - quote.points_required
-        view["available"] = t.points(quote.available_points)
+    balance = available_points(quote)
+    if balance is not None:
+        after = balance - quote.points_required
+        view["available"] = t.points(balance)
         if after >= 0:
             view["points_after"] = t.points(after)
         else:
@@ -381,10 +389,10 @@ class Pages:
                 quote = await self.client.quote(
                     session.token, session.customer_id, products[0].product_id, 1
                 )
-                if card_linked(quote):
-                    available = t.points(quote.available_points)
-                else:
-                    no_card = True
+                balance = available_points(quote)
+                if balance is not None:
+                    available = t.points(balance)
+                no_card = not card_linked(quote)
             except ServiceRefusal as refusal:
                 if refusal.reason == "CARD_NOT_LINKED":
                     no_card = True

@@ -141,6 +141,7 @@ class FakeShop:
             face_value_total_minor=quantity * 1000,
             currency="CNY",
             available_points=1500,
+            card_linked=True,
         )
 
     async def redeem(self, token: str, **request: Any) -> Any:
@@ -208,6 +209,9 @@ REFUSALS = [
     ("FAILED_PRECONDITION", "RATE_CHANGED", "form-notice",
      "The exchange rate changed since your quote. Here is the new quote; nothing was charged.",
      "自您查看报价后兑换比例已变更。以下是新的报价，未扣除任何积分。"),
+    ("INVALID_ARGUMENT", "POINTS_MISMATCH", "form-notice",
+     "The points did not match the quote. Here is the current quote; nothing was charged.",
+     "所需积分与报价不符。以下是当前的报价，未扣除任何积分。"),
     ("RESOURCE_EXHAUSTED", "RATE_LIMITED", "form-notice",
      "Too many requests in a short time. Wait a few seconds, then try again; nothing was charged.",
      "请求过于频繁。请等几秒后重试，未扣除任何积分。"),
