@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Self, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -24,6 +24,8 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+
+from servicekit.outbox import OutboxWriter
 
 log = logging.getLogger(__name__)
 
@@ -295,10 +297,12 @@ class SqlUnitOfWork:
 
     Services subclass it and attach their repositories in `_start`. Use cases
     append domain events to `events`; those of a committed transaction move to
-    `committed_events`, for the entrypoint to publish.
+    `committed_events`, for the entrypoint to publish. A service that sets `outbox`
+    has each event's outbox row written in the same transaction (or savepoint).
     """
 
     session: Session
+    outbox: ClassVar[OutboxWriter | None] = None
 
     def __init__(self, sessions: sessionmaker[Session]) -> None:
         self._sessions = sessions
@@ -358,6 +362,8 @@ class SqlUnitOfWork:
                     self._writer = None
 
     def commit(self) -> None:
+        if self.events and self.outbox is not None:
+            self.outbox.write(self.session.connection(), self.events)
         if self._batch is not None:
             assert self._savepoint, "a unit of work commits at most once"
             self.session.flush()

@@ -16,12 +16,18 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from servicekit.outbox import define_tables
+
 # SQLite only autoincrements an INTEGER PRIMARY KEY (the rowid).
 Sequence64 = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class Base(DeclarativeBase):
     pass
+
+
+# The transactional outbox and its per-aggregate sequence counters (servicekit.outbox).
+OUTBOX = define_tables(Base.metadata)
 
 
 class AccountRow(Base):

@@ -9,7 +9,9 @@ from typing import Any, cast
 from sqlalchemy import Connection, Row, Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from cardpoints.adapters import events
 from cardpoints.adapters.orm import (
+    OUTBOX,
     AccountRow,
     DeductionRow,
     IdempotencyRecordRow,
@@ -27,6 +29,7 @@ from cardpoints.domain.model import (
 )
 from servicekit.clock import as_utc
 from servicekit.db import SqlUnitOfWork
+from servicekit.outbox import OutboxWriter
 from servicekit.validation import INT64_MAX
 
 # The statements of the deduction path are built once, as Core statements on the tables,
@@ -353,6 +356,7 @@ class SqlIdempotencyRepository:
 
 
 class CardpointsUnitOfWork(SqlUnitOfWork):
+    outbox = OutboxWriter(OUTBOX, events.SERVICE, events.encode)
     accounts: SqlAccountRepository
     ledger: SqlLedgerRepository
     deductions: SqlDeductionRepository

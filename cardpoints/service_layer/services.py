@@ -18,6 +18,8 @@ from cardpoints.domain.errors import (
     ReversalExceedsDeduction,
 )
 from cardpoints.domain.events import (
+    AccountOpened,
+    AccountStateChanged,
     DeductionRefused,
     PointsCredited,
     PointsDeducted,
@@ -133,6 +135,7 @@ def open_account(uow: UnitOfWork, cmd: OpenAccount, clock: Clock) -> Account:
         now = clock()
         account = Account(cmd.account_id, cmd.holder_name, AccountState.ACTIVE, 0, now, now)
         uow.accounts.add(account)
+        uow.events.append(AccountOpened(account))
         uow.commit()
         return account
 
@@ -155,6 +158,7 @@ def set_account_state(uow: UnitOfWork, cmd: SetAccountState, clock: Clock) -> Ac
         account.check_open()  # CLOSED is final
         uow.accounts.set_state(cmd.account_id, cmd.state, clock())
         updated = _account(uow, cmd.account_id)
+        uow.events.append(AccountStateChanged(updated, account.state, cmd.reason))
         uow.commit()
         return updated
 
@@ -192,7 +196,7 @@ def credit_points(uow: UnitOfWork, cmd: CreditPoints, clock: Clock) -> tuple[Led
         )
         uow.ledger.add(entry)
         _store_success(uow, operation, cmd.request_id, cmd.fingerprint(), entry.entry_id, now)
-        uow.events.append(PointsCredited(cmd.account_id, cmd.points))
+        uow.events.append(PointsCredited(cmd.account_id, cmd.points, entry))
         updated = _account(uow, cmd.account_id)
         uow.commit()
         return entry, updated
@@ -248,7 +252,7 @@ def deduct_points(uow: UnitOfWork, cmd: DeductPoints, clock: Clock) -> Deduction
         _store_success(
             uow, operation, cmd.request_id, cmd.fingerprint(), deduction.deduction_id, now
         )
-        uow.events.append(PointsDeducted(cmd.account_id, cmd.points))
+        uow.events.append(PointsDeducted(cmd.account_id, cmd.points, deduction))
         uow.commit()
         return deduction
 
@@ -332,7 +336,7 @@ def reverse_deduction(
             )
         )
         _store_success(uow, operation, cmd.request_id, cmd.fingerprint(), reversal.reversal_id, now)
-        uow.events.append(PointsReversed(deduction.account_id, cmd.points))
+        uow.events.append(PointsReversed(deduction.account_id, cmd.points, reversal))
         updated = uow.deductions.get(deduction.deduction_id)
         assert updated is not None
         uow.commit()

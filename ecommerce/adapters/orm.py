@@ -21,6 +21,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from servicekit.outbox import define_tables
+
 # SQLite only has INTEGER PRIMARY KEY as an auto-incrementing rowid alias.
 Sequence64 = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -47,6 +49,10 @@ class UtcDateTime(TypeDecorator[datetime]):
 
 class Base(DeclarativeBase):
     pass
+
+
+# The transactional outbox and its per-aggregate sequence counters (servicekit.outbox).
+OUTBOX = define_tables(Base.metadata)
 
 
 class CouponProductRow(Base):

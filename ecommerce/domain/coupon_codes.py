@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import secrets
 
@@ -92,3 +93,12 @@ def parse(field: str, raw: str) -> str:
     v.done(f"{field} is not a valid coupon code")
     assert code is not None
     return code
+
+
+def fingerprint(code: str) -> str:
+    """A coupon's public name: the hex SHA-256 of its code as printed.
+
+    Codes carry at least 80 random bits, so the hash cannot be turned back into a
+    usable code, yet anyone who holds the code can find its coupon by it.
+    """
+    return hashlib.sha256(code.encode("ascii")).hexdigest()

@@ -2,28 +2,56 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
+from datetime import datetime
+
+from ecommerce.domain.model import Coupon, CouponProduct, ExchangeRatio, Redemption, Refund
+
+
+class ProductChange(enum.StrEnum):
+    CREATED = "CREATED"
+    ACTIVATED = "ACTIVATED"
+    DEACTIVATED = "DEACTIVATED"
+
+
+@dataclass(frozen=True)
+class CouponProductChanged:
+    product: CouponProduct  # as it is after the change
+    change: ProductChange
+    time: datetime
+
+
+@dataclass(frozen=True)
+class ExchangeRatioChanged:
+    ratio: ExchangeRatio
 
 
 @dataclass(frozen=True)
 class RedemptionCompleted:
     points: int
     coupons: int
+    redemption: Redemption  # COMPLETED, with its coupons
 
 
 @dataclass(frozen=True)
 class RedemptionFailed:
     reason: str
+    redemption: Redemption  # FAILED
 
 
 @dataclass(frozen=True)
 class CouponUsed:
     code: str
+    coupon: Coupon  # USED
 
 
 @dataclass(frozen=True)
 class CouponsVoided:
+    """A refund started: its coupons are VOID, its points not yet given back."""
+
     count: int
+    refund: Refund
 
 
 @dataclass(frozen=True)
@@ -31,8 +59,12 @@ class CouponsRestored:
     """A refund the card-points system refused: its coupons are ISSUED again."""
 
     count: int
+    refund: Refund
+    reason: str
+    time: datetime
 
 
 @dataclass(frozen=True)
 class PointsRefunded:
     points: int
+    refund: Refund  # COMPLETED

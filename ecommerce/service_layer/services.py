@@ -32,10 +32,13 @@ from ecommerce.domain.errors import (
     RequestIdReused,
 )
 from ecommerce.domain.events import (
+    CouponProductChanged,
     CouponsRestored,
     CouponsVoided,
     CouponUsed,
+    ExchangeRatioChanged,
     PointsRefunded,
+    ProductChange,
     RedemptionCompleted,
     RedemptionFailed,
 )
@@ -179,6 +182,9 @@ async def create_coupon_product(
                 )
             uow.products.add(product)
             uow.ratios.add(ExchangeRatio(product_id, 1, points_per_coupon, product.create_time))
+            uow.events.append(
+                CouponProductChanged(product, ProductChange.CREATED, product.create_time)
+            )
             uow.commit()
         return product
 
@@ -204,6 +210,7 @@ async def set_exchange_ratio(
             )
             uow.ratios.add(ratio)
             uow.products.set_ratio(product_id, points_per_coupon, ratio.version, now)
+            uow.events.append(ExchangeRatioChanged(ratio))
             uow.commit()
         return ratio, dataclasses.replace(
             product, points_per_coupon=points_per_coupon, ratio_version=ratio.version
@@ -240,10 +247,12 @@ async def set_coupon_product_active(
 
     def set_active(uow: UnitOfWork) -> CouponProduct:
         with uow:
-            product = _require_product(uow, product_id)
+            product = dataclasses.replace(_require_product(uow, product_id), active=active)
             uow.products.set_active(product_id, active, now)
+            change = ProductChange.ACTIVATED if active else ProductChange.DEACTIVATED
+            uow.events.append(CouponProductChanged(product, change, now))
             uow.commit()
-        return dataclasses.replace(product, active=active)
+        return product
 
     return await deps.step(set_active)
 
@@ -467,10 +476,11 @@ async def _settle(deps: Dependencies, redemption: Redemption) -> Redemption:
         def fail(uow: UnitOfWork) -> Redemption:
             now = deps.clock()
             with uow:
-                if uow.redemptions.fail(redemption_id, reason, now):
-                    uow.events.append(RedemptionFailed(reason))
+                failed = uow.redemptions.fail(redemption_id, reason, now)
                 current = uow.redemptions.get(redemption_id)
                 assert current is not None
+                if failed:
+                    uow.events.append(RedemptionFailed(reason, current))
                 current = _with_coupons(uow, current, now)
                 uow.commit()
             return current
@@ -489,15 +499,16 @@ async def _settle(deps: Dependencies, redemption: Redemption) -> Redemption:
             assert product is not None, "coupon products are never deleted"
             coupons = redemption.issue_coupons(product, now)
             uow.coupons.add_all(coupons)
-            uow.events.append(RedemptionCompleted(redemption.points, len(coupons)))
+            completed = dataclasses.replace(
+                redemption,
+                state=RedemptionState.COMPLETED,
+                deduction_id=deduction.deduction_id,
+                update_time=now,
+                coupons=tuple(coupons),
+            )
+            uow.events.append(RedemptionCompleted(redemption.points, len(coupons), completed))
             uow.commit()
-        return dataclasses.replace(
-            redemption,
-            state=RedemptionState.COMPLETED,
-            deduction_id=deduction.deduction_id,
-            update_time=now,
-            coupons=tuple(coupons),
-        )
+        return completed
 
     return _outcome(await deps.step(complete))
 
@@ -646,11 +657,12 @@ async def use_coupon(deps: Dependencies, *, customer_id: str, code: str, order_i
                 if current.check_usable(order_id, now):
                     return _as_seen(current, now)
                 raise RuntimeError(f"coupon {canonical} is ISSUED yet could not be used")
-            uow.events.append(CouponUsed(canonical))
+            used = dataclasses.replace(
+                coupon, state=CouponState.USED, used_order_id=order_id, use_time=now
+            )
+            uow.events.append(CouponUsed(canonical, used))
             uow.commit()
-        return dataclasses.replace(
-            coupon, state=CouponState.USED, used_order_id=order_id, use_time=now
-        )
+        return used
 
     return await deps.step(use)
 
@@ -724,7 +736,7 @@ async def refund_coupons(
                 if not uow.coupons.void(code, refund.refund_id, now):
                     _customers_coupon(uow, customer_id, code).check_refundable(redemption_id, now)
                     raise RuntimeError(f"coupon {code} is ISSUED yet could not be voided")
-            uow.events.append(CouponsVoided(len(canonical)))
+            uow.events.append(CouponsVoided(len(canonical), refund))
             uow.commit()
         return refund
 
@@ -772,11 +784,13 @@ async def settle_refund(deps: Dependencies, refund_id: str) -> Refund:
             metadata=metadata,
         ) from error
     except DomainError as refusal:
+        refused = refusal.reason
 
         def undo(uow: UnitOfWork) -> None:
             with uow:
                 if uow.refunds.discard(refund_id):
-                    uow.events.append(CouponsRestored(uow.coupons.restore(refund_id)))
+                    restored = uow.coupons.restore(refund_id)
+                    uow.events.append(CouponsRestored(restored, refund, refused, deps.clock()))
                     uow.commit()
 
         await deps.step(undo)
@@ -787,10 +801,13 @@ async def settle_refund(deps: Dependencies, refund_id: str) -> Refund:
     def complete(uow: UnitOfWork) -> Refund:
         now = deps.clock()
         with uow:
-            if uow.refunds.complete(refund_id, reversal.reversal_id, now):
+            completed = uow.refunds.complete(refund_id, reversal.reversal_id, now)
+            if completed:
                 uow.redemptions.add_refunded_points(refund.redemption_id, refund.points, now)
-                uow.events.append(PointsRefunded(refund.points))
             current = uow.refunds.get(refund_id)
+            assert current is not None
+            if completed:
+                uow.events.append(PointsRefunded(refund.points, current))
             uow.commit()
         assert current is not None
         return current

@@ -7,6 +7,8 @@ from typing import Protocol, Self, TypeVar
 
 from sqlalchemy.orm import Session
 
+from ecommerce.adapters import events
+from ecommerce.adapters.orm import OUTBOX
 from ecommerce.adapters.repository import (
     CouponRepository,
     LinkRepository,
@@ -22,6 +24,7 @@ from ecommerce.adapters.repository import (
     SqlRefundRepository,
 )
 from servicekit import db
+from servicekit.outbox import OutboxWriter
 
 T = TypeVar("T")
 
@@ -58,6 +61,7 @@ class StepRunner(Protocol):
 
 
 class SqlUnitOfWork(db.SqlUnitOfWork):
+    outbox = OutboxWriter(OUTBOX, events.SERVICE, events.encode)
     products: ProductRepository
     ratios: RatioRepository
     links: LinkRepository

@@ -1,0 +1,202 @@
+"""The transactional outbox: event rows written with the change they report, and their tables.
+
+A unit of work that commits domain events hands them to its service's `OutboxWriter`,
+which turns each into a protobuf message, numbers it within its aggregate (a counter
+row that the same transaction updates) and inserts one outbox row, all before the
+COMMIT (or, in a group commit, inside the unit's savepoint). A rolled-back change
+leaves no row; a committed one always has its row. `servicekit.relay` publishes them.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    bindparam,
+    insert,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+
+from servicekit.clock import as_utc
+
+# SQLite only autoincrements an INTEGER PRIMARY KEY (the rowid).
+_ID = BigInteger().with_variant(Integer(), "sqlite")
+
+EVENTS_TABLE = "outbox_events"
+SEQUENCES_TABLE = "event_sequences"
+LEASES_TABLE = "event_relay_leases"
+# The one lease row: whoever holds it is the service's publishing relay.
+RELAY_LEASE = "relay"
+
+
+class EventMessage(Protocol):
+    """A protobuf event message: every one has an int64 `sequence` field."""
+
+    sequence: int
+
+    def SerializeToString(self, *, deterministic: bool = ...) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A domain event as a service's encoder turns it into a published one."""
+
+    aggregate_type: str  # "account", "redemption", "product": the middle of the subject
+    aggregate_id: str  # the CloudEvents `subject`
+    name: str  # the last part of the NATS subject, e.g. "points_deducted"
+    message: EventMessage
+    time: datetime  # when it happened: the CloudEvents `time`
+
+
+# Turns a domain event into its published form, or None for events only metrics see.
+Encoder = Callable[[object], Outgoing | None]
+
+
+@dataclass(frozen=True)
+class OutboxTables:
+    events: Table
+    sequences: Table
+    leases: Table
+
+
+def define_tables(metadata: MetaData) -> OutboxTables:
+    """The outbox tables on a service's metadata; its migration creates the same ones."""
+    events = Table(
+        EVENTS_TABLE,
+        metadata,
+        # Commit order within an aggregate (the sequence counter's row lock sees to it).
+        Column("id", _ID, primary_key=True, autoincrement=True),
+        Column("event_id", String(36), nullable=False),
+        Column("type", String(128), nullable=False),
+        Column("subject", String(200), nullable=False),
+        Column("aggregate_id", String(128), nullable=False),
+        Column("sequence", BigInteger, nullable=False),
+        # Microseconds since the epoch: when it happened, and when it was committed.
+        Column("time_us", BigInteger, nullable=False),
+        Column("create_us", BigInteger, nullable=False),
+        Column("data", LargeBinary, nullable=False),
+        # NULL until the stream has acknowledged it.
+        Column("sent_us", BigInteger, nullable=True),
+        # Serves the relay's "unsent, oldest first" and the pruning of old sent rows.
+        Index("ix_outbox_events_sent_us_id", "sent_us", "id"),
+    )
+    sequences = Table(
+        SEQUENCES_TABLE,
+        metadata,
+        Column("aggregate_type", String(32), primary_key=True),
+        Column("aggregate_id", String(128), primary_key=True),
+        Column("last_sequence", BigInteger, nullable=False),
+    )
+    leases = Table(
+        LEASES_TABLE,
+        metadata,
+        Column("name", String(32), primary_key=True),
+        Column("holder", String(64), nullable=False),
+        Column("lease_until_us", BigInteger, nullable=False),
+    )
+    return OutboxTables(events, sequences, leases)
+
+
+def create_tables(connection: Connection) -> None:
+    """Version 1 of the outbox schema, for a service's migration (later changes: new ones)."""
+    tables = define_tables(MetaData())
+    for table in (tables.events, tables.sequences, tables.leases):
+        table.create(connection)
+    connection.execute(insert(tables.leases).values(name=RELAY_LEASE, holder="", lease_until_us=0))
+
+
+def drop_tables(connection: Connection) -> None:
+    tables = define_tables(MetaData())
+    for table in (tables.leases, tables.sequences, tables.events):
+        table.drop(connection)
+
+
+def micros(moment: datetime) -> int:
+    return int(as_utc(moment).timestamp() * 1_000_000)
+
+
+def now_micros() -> int:
+    return time.time_ns() // 1000
+
+
+class OutboxWriter:
+    """Writes the outbox rows of a unit of work's events on its connection.
+
+    Per event: one counter upsert (which takes the aggregate's row lock, so its
+    sequence numbers follow commit order with no gaps) and one INSERT, both built
+    once.
+    """
+
+    def __init__(self, tables: OutboxTables, service: str, encode: Encoder) -> None:
+        self.tables = tables
+        self.service = service
+        self.encode = encode
+        self._insert = insert(tables.events)
+        self._next: dict[str, Any] = {}
+
+    def _next_sequence(self, dialect: str) -> Any:
+        statement = self._next.get(dialect)
+        if statement is None:
+            table = self.tables.sequences
+            module: Any = postgresql if dialect == "postgresql" else sqlite
+            upsert = module.insert(table).values(
+                aggregate_type=bindparam("aggregate_type"),
+                aggregate_id=bindparam("aggregate_id"),
+                last_sequence=1,
+            )
+            statement = upsert.on_conflict_do_update(
+                index_elements=[table.c.aggregate_type, table.c.aggregate_id],
+                set_={"last_sequence": table.c.last_sequence + 1},
+            ).returning(table.c.last_sequence)
+            self._next[dialect] = statement
+        return statement
+
+    def subject(self, outgoing: Outgoing) -> str:
+        return f"pointsbridge.{self.service}.{outgoing.aggregate_type}.{outgoing.name}"
+
+    def write(self, connection: Connection, events: Iterable[object]) -> int:
+        """Insert the rows of `events` (those the encoder publishes); how many."""
+        rows: list[dict[str, Any]] = []
+        next_sequence = None
+        created = now_micros()
+        for event in events:
+            outgoing = self.encode(event)
+            if outgoing is None:
+                continue
+            if next_sequence is None:
+                next_sequence = self._next_sequence(connection.dialect.name)
+            sequence = connection.execute(
+                next_sequence,
+                {"aggregate_type": outgoing.aggregate_type, "aggregate_id": outgoing.aggregate_id},
+            ).scalar_one()
+            outgoing.message.sequence = sequence
+            rows.append(
+                {
+                    "event_id": str(uuid.uuid4()),
+                    "type": type(outgoing.message).DESCRIPTOR.full_name,  # type: ignore[attr-defined]
+                    "subject": self.subject(outgoing),
+                    "aggregate_id": outgoing.aggregate_id,
+                    "sequence": sequence,
+                    "time_us": micros(outgoing.time),
+                    "create_us": created,
+                    "data": outgoing.message.SerializeToString(),
+                    "sent_us": None,
+                }
+            )
+        if rows:
+            connection.execute(self._insert, rows)
+        return len(rows)
