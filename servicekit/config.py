@@ -31,10 +31,15 @@ class EnvParser(argparse.ArgumentParser):
         help: str,
         type: Callable[[str], Any] = str,
         choices: list[str] | None = None,
+        shared_env: str = "",
     ) -> None:
+        """`shared_env` names a variable every service reads, below the service's own."""
         env = f"{self.env_prefix}_{flag.lstrip('-').replace('-', '_').upper()}"
         raw = os.environ.get(env)
+        if raw is None and shared_env:
+            raw = os.environ.get(shared_env)
         value = type(raw) if raw is not None else default
+        names = f"{env}, then {shared_env}" if shared_env else env
         if type is boolean:
             # A switch: `--migrate` alone turns it on, `--migrate false` spells it out.
             self.add_argument(
@@ -44,11 +49,34 @@ class EnvParser(argparse.ArgumentParser):
                 nargs="?",
                 const=True,
                 metavar="true|false",
-                help=f"{help} [env: {env}]",
+                help=f"{help} [env: {names}]",
             )
             return
         self.add_argument(
-            flag, default=value, type=type, choices=choices, help=f"{help} [env: {env}]"
+            flag, default=value, type=type, choices=choices, help=f"{help} [env: {names}]"
+        )
+
+    def event_options(self, defaults: Any) -> None:
+        """Publishing the outbox to NATS JetStream; `defaults` is the server's Settings()."""
+        self.option(
+            "--nats-url",
+            default=defaults.nats_url,
+            shared_env="POINTSBRIDGE_NATS_URL",
+            help="NATS server to publish events to, e.g. nats://127.0.0.1:4222; empty: events "
+            "are only recorded in the outbox, and published once a URL is given",
+        )
+        self.option(
+            "--events-retention",
+            default=defaults.events_retention,
+            type=float,
+            help="seconds a published event stays in the outbox before it is pruned",
+        )
+        self.option(
+            "--events-stuck-after",
+            default=defaults.events_stuck_after,
+            type=float,
+            help="seconds the oldest unpublished event may wait before the health service "
+            "pointsbridge.events.v1.Relay reports NOT_SERVING",
         )
 
     def server_options(self, defaults: Any, default_port: int) -> None:

@@ -116,6 +116,7 @@ class RelaySettings:
     lease: float = LEASE
     batch: int = BATCH
     idle_poll: float = IDLE_POLL
+    prune_every: float = PRUNE_EVERY
 
 
 async def ensure_stream(js: JetStreamContext, service: str) -> str:
@@ -409,7 +410,7 @@ class Relay:
         OLDEST_AGE.labels(self.service).set(age)
         await self._report(age <= self.settings.stuck_after)
         if self._lease_until_us and loop.time() >= self._next_prune:
-            self._next_prune = loop.time() + PRUNE_EVERY
+            self._next_prune = loop.time() + self.settings.prune_every
             cutoff = now_micros() - int(self.settings.retention * 1_000_000)
             pruned = await self.db.run(
                 self._write_step(

@@ -8,6 +8,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from cardpoints.adapters import events
+from cardpoints.adapters.orm import OUTBOX
 from cardpoints.adapters.repository import CardpointsUnitOfWork
 from cardpoints.entrypoints.access import RULES
 from cardpoints.entrypoints.servicer import CardPointsAdminServicer, CardPointsServicer
@@ -19,6 +21,7 @@ from servicekit.config import ConfigError, EnvParser
 from servicekit.db import GROUP_COMMIT, Database, create_db_engine, upgrade_schema
 from servicekit.observability import configure_logging, serve_metrics
 from servicekit.ports import listen_address
+from servicekit.relay import RelaySettings, RunningRelay, start_relay
 from servicekit.server import Registration, RunningServer, start_server, wait_for_stop_signal
 from servicekit.tls import ServerTransport
 
@@ -50,6 +53,10 @@ class Settings:
     token_public_key: str = ""
     # Certificate common names, or token subjects with the service role, that may move points.
     service_identities: str = "ecommerce"
+    # Events: published to this NATS server when set (the outbox records them regardless).
+    nats_url: str = ""
+    events_retention: float = 86400.0
+    events_stuck_after: float = 60.0
 
 
 @dataclass
@@ -58,6 +65,7 @@ class App:
 
     running: RunningServer
     db: Database
+    relay: RunningRelay | None = None
 
     @property
     def port(self) -> int:
@@ -65,6 +73,8 @@ class App:
 
     async def stop(self, grace: float = 5.0) -> None:
         await self.running.drain(grace)
+        if self.relay is not None:
+            await self.relay.stop()
         self.db.close()
 
 
@@ -125,7 +135,14 @@ async def start(settings: Settings, *, clock: Clock = utc_now) -> App:
     except BaseException:
         db.close()
         raise
-    return App(running, db)
+    relay = start_relay(
+        events.SERVICE,
+        db,
+        OUTBOX,
+        RelaySettings(settings.nats_url, settings.events_retention, settings.events_stuck_after),
+        running.health,
+    )
+    return App(running, db, relay)
 
 
 def parse_settings(argv: list[str] | None = None) -> tuple[Settings, bool]:
@@ -139,6 +156,7 @@ def parse_settings(argv: list[str] | None = None) -> tuple[Settings, bool]:
         ),
     )
     parser.server_options(defaults, DEFAULT_PORT)
+    parser.event_options(defaults)
     parser.option(
         "--tls-client-ca",
         default=defaults.tls_client_ca,
@@ -172,6 +190,9 @@ def parse_settings(argv: list[str] | None = None) -> tuple[Settings, bool]:
         insecure_plaintext=args.insecure_plaintext,
         token_public_key=args.token_public_key,
         service_identities=args.service_identities,
+        nats_url=args.nats_url,
+        events_retention=args.events_retention,
+        events_stuck_after=args.events_stuck_after,
     )
     return settings, bool(args.migrate_only)
 

@@ -11,6 +11,8 @@ from datetime import timedelta
 
 import grpc
 
+from ecommerce.adapters import events
+from ecommerce.adapters.orm import OUTBOX
 from ecommerce.adapters.points_gateway import GrpcPointsGateway
 from ecommerce.entrypoints import metrics
 from ecommerce.entrypoints.access import RULES
@@ -26,6 +28,7 @@ from servicekit.config import ConfigError, EnvParser
 from servicekit.db import GROUP_COMMIT, Database, create_db_engine, upgrade_schema
 from servicekit.observability import configure_logging, serve_metrics
 from servicekit.ports import listen_address
+from servicekit.relay import RelaySettings, RunningRelay, start_relay
 from servicekit.server import Registration, RunningServer, start_server, wait_for_stop_signal
 from servicekit.tls import ClientTransport, ServerTransport
 from servicekit.token_file import TokenFile, watch
@@ -84,6 +87,10 @@ class Settings:
     cardpoints_tls_name: str = ""
     # ... or, without TLS, a file holding this service's bearer token.
     cardpoints_token_file: str = ""
+    # Events: published to this NATS server when set (the outbox records them regardless).
+    nats_url: str = ""
+    events_retention: float = 86400.0
+    events_stuck_after: float = 60.0
 
 
 @dataclass
@@ -97,6 +104,7 @@ class App:
     recovery_stop: asyncio.Event = field(default_factory=asyncio.Event)
     # Watches --cardpoints-token-file: rotation, and warnings ahead of expiry.
     token_watch: asyncio.Task[None] | None = None
+    relay: RunningRelay | None = None
 
     @property
     def port(self) -> int:
@@ -110,6 +118,8 @@ class App:
                 if task is not None:
                     await task
             await self.server.drain(grace)
+            if self.relay is not None:
+                await self.relay.stop()
         finally:
             await self.gateway.close()
             await asyncio.to_thread(self.database.close)
@@ -215,6 +225,13 @@ async def start(settings: Settings, *, clock: Clock = utc_now) -> App:
 
         metrics.CARDPOINTS_TOKEN_EXPIRY.set_function(seconds_left)
         app.token_watch = asyncio.create_task(watch(token_file, app.recovery_stop))
+    app.relay = start_relay(
+        events.SERVICE,
+        database,
+        OUTBOX,
+        RelaySettings(settings.nats_url, settings.events_retention, settings.events_stuck_after),
+        running.health,
+    )
     if settings.recovery_interval > 0:
         app.recovery = asyncio.create_task(
             run_recovery(deps, policy, settings.recovery_interval, app.recovery_stop)
@@ -234,6 +251,7 @@ def parse_settings(argv: Sequence[str] | None = None) -> tuple[Settings, bool]:
         ),
     )
     parser.server_options(defaults, DEFAULT_PORT)
+    parser.event_options(defaults)
     parser.option(
         "--cardpoints-address",
         default=defaults.cardpoints_address,
