@@ -140,8 +140,9 @@ async def ensure_stream(js: JetStreamContext, service: str) -> str:
         raise StreamMismatch(
             f"stream {spec.name} exists without subject {spec.subjects!r} ({config.subjects})"
         )
-    if config.storage is not StorageType.FILE:
-        raise StreamMismatch(f"stream {spec.name} exists with {config.storage} storage, not file")
+    storage = getattr(config.storage, "value", config.storage)
+    if storage != StorageType.FILE.value:
+        raise StreamMismatch(f"stream {spec.name} exists with {storage} storage, not file")
     if (config.duplicate_window or 0) < DUPLICATE_WINDOW:
         config.duplicate_window = DUPLICATE_WINDOW
         await js.update_stream(config)

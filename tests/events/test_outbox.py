@@ -7,12 +7,13 @@ real broker.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from cardpoints.adapters.orm import OUTBOX, AccountRow
 from cardpoints.adapters.repository import CardpointsUnitOfWork
@@ -154,13 +155,12 @@ async def test_group_commit_keeps_the_events_of_a_failing_unit_out(tmp_path: Pat
     try:
         for account in ("g-1", "g-2"):
             opened = OpenAccount(account, "Di")
-            await db.write(lambda opened=opened: services.open_account(uow(db), opened, utc_now))
+            await db.write(partial(services.open_account, uow(db), opened, utc_now))
         credits = [
             CreditPoints(f"c-{i}", "g-1" if i != 3 else "missing", 10, "batch") for i in range(8)
         ]
         credits.append(CreditPoints("c-g2", "g-2", 10, "batch"))
         commits = [0]
-        from sqlalchemy import event
 
         @event.listens_for(engine, "commit")
         def _count(_conn: Any) -> None:
@@ -177,9 +177,8 @@ async def test_group_commit_keeps_the_events_of_a_failing_unit_out(tmp_path: Pat
                 assert unit.outbox.write(unit.session.connection(), unit.events) == 1
                 raise AccountNotFound("g-3")
 
-        writes = [
-            db.write(lambda cmd=cmd: services.credit_points(uow(db), cmd, utc_now))
-            for cmd in credits
+        writes: list[Awaitable[object]] = [
+            db.write(partial(services.credit_points, uow(db), cmd, utc_now)) for cmd in credits
         ]
         writes.insert(4, db.write(written_then_failed))
         outcomes = await asyncio.gather(*writes, return_exceptions=True)
