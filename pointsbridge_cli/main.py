@@ -10,6 +10,7 @@ from pointsbridge_cli.commands import (
     accounts,
     cards,
     coupons,
+    events,
     products,
     reconcile,
     redeem,
@@ -147,3 +148,4 @@ app.add_typer(redemptions.app, name="redemptions", rich_help_panel="Redeem")
 app.add_typer(coupons.app, name="coupons", rich_help_panel="Redeem")
 app.command("reconcile", rich_help_panel="Operations")(reconcile.reconcile)
 app.command("token", rich_help_panel="Operations")(token.token)
+app.add_typer(events.app, name="events", rich_help_panel="Operations")

@@ -163,17 +163,14 @@ async def connect(url: str, *, wait: float = 5.0, **options: Any) -> NatsClient:
         log.debug("nats: %s", error)
 
     try:
-        return await asyncio.wait_for(
-            nats.connect(
-                url,
-                connect_timeout=2,
-                reconnect_time_wait=0.5,
-                max_reconnect_attempts=-1,
-                error_cb=quiet,
-                **options,
-            ),
-            wait,
-        )
+        settings: dict[str, Any] = {
+            "connect_timeout": 2,
+            "reconnect_time_wait": 0.5,
+            "max_reconnect_attempts": -1,
+            "error_cb": quiet,
+            **options,
+        }
+        return await asyncio.wait_for(nats.connect(url, **settings), wait)
     except TimeoutError:
         raise ConnectionError(f"no NATS server answered at {safe_url(url)}") from None
 

@@ -48,6 +48,8 @@ def test_the_commands_are_the_ones_operators_were_promised() -> None:
         "coupons refund",
         "reconcile",
         "token",
+        "events setup",
+        "events tail",
     }
 
 
