@@ -34,6 +34,7 @@ from servicekit.auth import (
     TokenIssuer,
     generate_signing_key,
 )
+from servicekit.relay import safe_url
 from servicekit.status import remote_error
 
 BIN = Path(sys.executable).parent
@@ -223,6 +224,15 @@ def run(args: argparse.Namespace) -> int:
     print(
         "WARNING: development mode: plaintext gRPC between the services and to clients,\n"
         f"         and a development token-signing key in {var / 'dev-keys'}.",
+        file=sys.stderr,
+    )
+    # The servers read POINTSBRIDGE_NATS_URL themselves; say what it means for this run.
+    nats_url = os.environ.get("POINTSBRIDGE_NATS_URL", "")
+    print(
+        f"Events: published to NATS JetStream at {safe_url(nats_url)} (POINTSBRIDGE_NATS_URL)."
+        if nats_url
+        else "Events: recorded in the outbox, not published; set POINTSBRIDGE_NATS_URL "
+        "(e.g. nats://127.0.0.1:4222) to publish them.",
         file=sys.stderr,
     )
     keys = DevKeys(var / "dev-keys")
