@@ -4,16 +4,19 @@ One run:
 
 1. makes two fresh databases (SQLite files in the work directory, or two PostgreSQL
    databases that are dropped afterwards);
-2. starts cardpoints and ecommerce as real OS processes on 127.0.0.1 port 0, with a
-   fast recovery loop, and (unless --no-proxy) puts chaos.proxy between them;
+2. starts a private nats-server with JetStream (unless --no-events), then cardpoints
+   and ecommerce as real OS processes on 127.0.0.1 port 0, with a fast recovery loop
+   and their event relays on, and (unless --no-proxy) puts chaos.proxy between them;
 3. opens card accounts with known credits, creates coupon products and links customers;
 4. runs --clients concurrent clients (quote, redeem, use, refund, plus calls that must be
    refused), each retrying with the same request_id on UNAVAILABLE/DEADLINE_EXCEEDED;
 5. meanwhile SIGKILLs cardpoints and ecommerce, each at least --kills times, one at a
-   time, and restarts each on its own port; the proxy loses and delays responses in
-   seeded windows;
+   time, and restarts each on its own port; SIGKILLs the broker once and restarts it;
+   the proxy loses and delays responses in seeded windows;
 6. stops the clients, waits (bounded) until ListUnsettled is empty, reads both systems
-   through their RPCs and checks I1-I6 plus every acknowledged success (chaos.checker);
+   through their RPCs and checks I1-I6 plus every acknowledged success (chaos.checker),
+   then waits for both outboxes to drain and checks I8: both streams against both
+   databases (chaos.event_check);
 7. runs `pointsbridge reconcile --json` over the run's window, which must be clean;
 8. prints the violations, then one summary line, and exits 0 only if all is well.
 
@@ -50,8 +53,10 @@ import grpc
 from sqlalchemy.exc import SQLAlchemyError
 
 from chaos import checker
+from chaos.broker import NatsServer
 from chaos.credentials import Credentials, bearer, channel
 from chaos.databases import DEFAULT_PG_URL, Databases, delete_coupon_row, provision
+from chaos.event_check import check_events
 from chaos.process import ServiceProcess, cardpoints_command, ecommerce_command
 from chaos.proxy import FaultProxy, Mode
 from chaos.workload import CHANNEL_OPTIONS, Client, Customer, Journal, Product
@@ -71,6 +76,11 @@ SETTLE_WITHIN = 45.0
 CLIENT_STOP_GRACE = 40.0
 MAX_OPS_PER_CLIENT = 100_000
 ADMIN_TIMEOUT = 10.0
+# The broker's one SIGKILL, as a fraction of --duration, and how long it stays down.
+BROKER_KILL_AT = 0.4
+BROKER_DOWNTIME = 2.0
+# A relay restarted after a SIGKILL waits out its predecessor's lease before publishing.
+EVENTS_WITHIN = 60.0
 
 
 @dataclass(frozen=True)
@@ -102,6 +112,8 @@ class Options:
     proxy: bool
     self_test: bool
     keep: bool
+    # The relay on against a private nats-server, the broker killed once, and I8 checked.
+    events: bool = True
 
 
 @dataclass(frozen=True)
@@ -178,15 +190,25 @@ class Run:
     cardpoints: ServiceProcess = field(init=False)
     ecommerce: ServiceProcess = field(init=False)
     credentials: Credentials = field(init=False)
+    broker: NatsServer | None = field(init=False, default=None)
+    events_checked: int = 0
 
     def __post_init__(self) -> None:
         self.credentials = Credentials.create(self.workdir / "credentials")
+        if self.options.events:
+            (self.workdir / "nats").mkdir(exist_ok=True)
+            self.broker = NatsServer(self.workdir / "nats")
         self.cardpoints = ServiceProcess(
             CARDPOINTS,
-            cardpoints_command(self.dbs.cardpoints, *self.credentials.server_flags),
+            cardpoints_command(
+                self.dbs.cardpoints, *self.credentials.server_flags, *self._event_flags()
+            ),
             self.workdir,
         )
         self.ecommerce = ServiceProcess(ECOMMERCE, self._ecommerce_argv, self.workdir)
+
+    def _event_flags(self) -> list[str]:
+        return ["--nats-url", self.broker.url] if self.broker is not None else []
 
     def _ecommerce_argv(self, address: str) -> list[str]:
         """Through the proxy when there is one; read at every (re)start."""
@@ -201,6 +223,7 @@ class Run:
             "--deduct-timeout",
             str(DEDUCT_TIMEOUT),
             *self.credentials.ecommerce_flags,
+            *self._event_flags(),
         )(address)
 
     def say(self, message: str) -> None:
@@ -288,6 +311,16 @@ async def kill_schedule(run: Run) -> None:
         )
 
 
+async def broker_outage(run: Run, broker: NatsServer) -> None:
+    """SIGKILL the broker once, mid-run, and restart it on its port and store."""
+    await asyncio.sleep(max(0.0, run.options.duration * BROKER_KILL_AT))
+    broker.kill()
+    run.say(f"SIGKILL nats-server; restart in {BROKER_DOWNTIME:.1f}s")
+    await asyncio.sleep(BROKER_DOWNTIME)
+    await asyncio.to_thread(broker.start)
+    run.say("nats-server back")
+
+
 async def fault_schedule(run: Run, proxy: FaultProxy) -> None:
     """Lose (CUT) or hold (STALL) cardpoints' responses to ecommerce in planned windows."""
     try:
@@ -307,6 +340,8 @@ async def fault_schedule(run: Run, proxy: FaultProxy) -> None:
 
 async def drive(run: Run) -> tuple[list[checker.Violation], int, str]:
     options = run.options
+    if run.broker is not None:
+        await asyncio.to_thread(run.broker.start)
     await run.cardpoints.start()
     if options.proxy:
         run.proxy = await FaultProxy(run.cardpoints.port).start()
@@ -347,6 +382,14 @@ async def drive(run: Run) -> tuple[list[checker.Violation], int, str]:
         snap = await checker.take_snapshot(to_bank, to_shop, run.plan.customers)
         violations = checker.check(snap, run.plan.customers, run.journal)
         pending = snap.pending
+        if run.broker is not None:
+            if not run.broker.running:
+                await asyncio.to_thread(run.broker.start)
+            found, run.events_checked = await check_events(
+                run.dbs.cardpoints, run.dbs.ecommerce, run.broker.url, within=EVENTS_WITHIN
+            )
+            run.say(f"{run.events_checked} events in the streams checked against both databases")
+            violations += found
         until = datetime.now(UTC) + timedelta(seconds=5)
         verdict = await reconcile(run, since, until)
         if options.self_test:
@@ -386,6 +429,7 @@ async def exercise(run: Run) -> None:
     ]
     tasks = [asyncio.create_task(c.run(stop, MAX_OPS_PER_CLIENT)) for c in clients]
     faults = asyncio.create_task(fault_schedule(run, run.proxy)) if run.proxy is not None else None
+    outage = asyncio.create_task(broker_outage(run, run.broker)) if run.broker is not None else None
     try:
         # The kills may run past --duration when restarts are slow; the clients keep
         # going until every planned kill is done, within a hard bound.
@@ -399,6 +443,8 @@ async def exercise(run: Run) -> None:
             faults.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await faults
+        if outage is not None:
+            await outage  # the broker is back before the checks
         done, late = await asyncio.wait(tasks, timeout=CLIENT_STOP_GRACE)
         for task in late:
             task.cancel()
@@ -550,6 +596,8 @@ async def _run_on(options: Options, plan: Plan, workdir: Path) -> int:
                 await run.proxy.close()
             for service in (run.ecommerce, run.cardpoints):
                 service.stop()
+            if run.broker is not None:
+                run.broker.stop()
     for violation in violations:
         print(violation)
     kills_done = min(run.cardpoints.kills, run.ecommerce.kills)
@@ -560,7 +608,7 @@ async def _run_on(options: Options, plan: Plan, workdir: Path) -> int:
         f"ecommerce:{run.ecommerce.kills} pending={pending} "
         f"settled_after_last_kill={_seconds(run.settled_after_last_kill)} "
         f"violations={len(violations)} "
-        f"reconcile={verdict} seed={options.seed} db={options.db}",
+        f"reconcile={verdict} events={run.events_checked} seed={options.seed} db={options.db}",
         flush=True,
     )
     if kills_done < options.kills:
@@ -622,6 +670,12 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         "and show that the checker reports both (the run then exits 1)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument(
+        "--no-events",
+        dest="events",
+        action="store_false",
+        help="no broker: the relays stay off and I8 (events) is not checked",
+    )
     args = parser.parse_args(argv)
     preset = PRESETS[args.preset]
     options = Options(
@@ -635,6 +689,7 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
         proxy=args.proxy,
         self_test=args.self_test,
         keep=args.keep,
+        events=args.events,
     )
     if options.duration <= 0 or options.clients < 1 or options.kills < 0:
         parser.error("--duration must be positive, --clients at least 1, --kills at least 0")

@@ -260,7 +260,7 @@ async def test_the_broker_down_fails_no_rpc_and_the_backlog_drains_after_it_retu
         await eventually(stuck, "health reports the stuck relay", timeout=20)
         assert unsent(url) == 7
         nats_server.start()
-        messages = await stream_messages(nats_server.url, "cardpoints", expect=9, timeout=40)
+        messages = await stream_messages(nats_server.url, "cardpoints", expect=9, within=40)
         sequences = check_consumer_view(messages, outbox_ids(url))
         assert sequences == {"account/b-1": [1, 2, 3, 4, 5, 6, 7], "account/b-2": [1, 2]}
 

@@ -32,7 +32,7 @@ SUMMARY = re.compile(
     r"^ops=(?P<ops>\d+) kills=cardpoints:(?P<cardpoints>\d+),ecommerce:(?P<ecommerce>\d+) "
     r"pending=(?P<pending>\d+) settled_after_last_kill=(?P<settled>\d+\.\ds|-) "
     r"violations=(?P<violations>\d+) reconcile=(?P<reconcile>\w+) "
-    r"seed=(?P<seed>\d+) db=(?P<db>\w+)$",
+    r"events=(?P<events>\d+) seed=(?P<seed>\d+) db=(?P<db>\w+)$",
     re.MULTILINE,
 )
 
@@ -69,6 +69,8 @@ def test_the_short_preset_survives_kills_with_every_invariant_intact(
     assert summary["settled"] != "-"  # the time from the last kill to 0 PENDING
     assert summary["violations"] == "0"
     assert summary["reconcile"] == "clean"
+    assert int(summary["events"]) > 0  # I8 checked: the streams against both databases
+    assert "SIGKILL nats-server" in output and "nats-server back" in output
     assert (summary["seed"], summary["db"]) == ("7", db)
     kills = PRESETS["short"].kills
     assert int(summary["cardpoints"]) >= kills and int(summary["ecommerce"]) >= kills
