@@ -365,12 +365,15 @@ class Relay:
     async def _round(self) -> bool:
         """Publish one batch if this relay holds the lease; whether there may be more."""
         js = await self._jetstream()
-        self._lease_until_us = await self.db.run(self._write_step(self._acquire))
-        if not self._lease_until_us:
-            return False
         rows = await self.db.run(self._read_unsent)
         if not rows:
-            return False
+            return False  # idle: no write transaction, so no fsync, while there is no work
+        # Renewed at half time, so that a busy holder is never interrupted by its lease.
+        renew_at = self._lease_until_us - int(self.settings.lease * 500_000)
+        if now_micros() >= renew_at:
+            self._lease_until_us = await self.db.run(self._write_step(self._acquire))
+            if not self._lease_until_us:
+                return False  # another replica publishes; stand by
         sent: list[int] = []
         margin = int(PUBLISH_TIMEOUT * 1_000_000)
         try:
