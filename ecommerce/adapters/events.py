@@ -5,6 +5,8 @@ Coupon codes leave only as their fingerprint, and the card account id never does
 
 from __future__ import annotations
 
+from typing import Any
+
 from ecommerce.domain.coupon_codes import fingerprint
 from ecommerce.domain.events import (
     CouponProductChanged,
@@ -35,8 +37,15 @@ _CHANGES = {
 }
 
 
-def _hashes(refund: Refund) -> list[str]:
-    return [fingerprint(code) for code in refund.codes]
+def _refund(refund: Refund) -> dict[str, Any]:
+    """The fields every refund event shares."""
+    return {
+        "redemption_id": refund.redemption_id,
+        "refund_id": refund.refund_id,
+        "request_id": refund.request_id,
+        "customer_id": refund.customer_id,
+        "coupon_sha256": [fingerprint(code) for code in refund.codes],
+    }
 
 
 def encode(event: object) -> Outgoing | None:
@@ -107,11 +116,7 @@ def encode(event: object) -> Outgoing | None:
                 f.redemption_id,
                 "refund_started",
                 pb.RefundStarted(
-                    redemption_id=f.redemption_id,
-                    refund_id=f.refund_id,
-                    request_id=f.request_id,
-                    customer_id=f.customer_id,
-                    coupon_sha256=_hashes(f),
+                    **_refund(f),
                     points=f.points,
                     start_time=to_timestamp(f.create_time),
                 ),
@@ -123,11 +128,7 @@ def encode(event: object) -> Outgoing | None:
                 f.redemption_id,
                 "coupons_refunded",
                 pb.CouponsRefunded(
-                    redemption_id=f.redemption_id,
-                    refund_id=f.refund_id,
-                    request_id=f.request_id,
-                    customer_id=f.customer_id,
-                    coupon_sha256=_hashes(f),
+                    **_refund(f),
                     points=f.points,
                     reversal_id=f.reversal_id,
                     refund_time=to_timestamp(f.update_time),
@@ -140,11 +141,7 @@ def encode(event: object) -> Outgoing | None:
                 f.redemption_id,
                 "refund_cancelled",
                 pb.RefundCancelled(
-                    redemption_id=f.redemption_id,
-                    refund_id=f.refund_id,
-                    request_id=f.request_id,
-                    customer_id=f.customer_id,
-                    coupon_sha256=_hashes(f),
+                    **_refund(f),
                     reason=reason,
                     cancel_time=to_timestamp(moment),
                 ),

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from typing import Any
 
+import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from nats.aio.msg import Msg
@@ -432,7 +433,7 @@ async def test_ecommerce_events_name_coupons_by_hash_and_never_the_card_account(
     redeemed = (
         await redemption.RedeemPoints(
             epb.RedeemPointsRequest(
-                request_id="r-1", customer_id="alice", product_id="coupon-10", quantity=3
+                request_id="r-1", customer_id="alice", product_id="coupon-10", quantity=4
             ),
             timeout=TIMEOUT,
         )
@@ -447,15 +448,31 @@ async def test_ecommerce_events_name_coupons_by_hash_and_never_the_card_account(
             request_id="f-1",
             customer_id="alice",
             redemption_id=redeemed.redemption_id,
-            codes=codes[1:],
+            codes=codes[1:3],
         ),
         timeout=TIMEOUT,
     )
-    messages = await stream_messages(nats_server.url, "ecommerce", expect=6)
+    # A refund the bank refuses (the account is closed) is started, then cancelled.
+    await bank.admin.SetAccountState(
+        cpb.SetAccountStateRequest(account_id=card, state=cpb.ACCOUNT_STATE_CLOSED),
+        timeout=TIMEOUT,
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await redemption.RefundCoupons(
+            epb.RefundCouponsRequest(
+                request_id="f-2",
+                customer_id="alice",
+                redemption_id=redeemed.redemption_id,
+                codes=codes[3:],
+            ),
+            timeout=TIMEOUT,
+        )
+    assert refused.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+    messages = await stream_messages(nats_server.url, "ecommerce", expect=8)
     sequences = check_consumer_view(messages, outbox_ids(ecommerce_url, ECOMMERCE_OUTBOX.events))
     assert sequences == {
         "product/coupon-10": [1, 2],
-        f"redemption/{redeemed.redemption_id}": [1, 2, 3, 4],
+        f"redemption/{redeemed.redemption_id}": [1, 2, 3, 4, 5, 6],
     }
     assert [m.subject for m in messages] == [
         "pointsbridge.ecommerce.product.changed",
@@ -464,12 +481,14 @@ async def test_ecommerce_events_name_coupons_by_hash_and_never_the_card_account(
         "pointsbridge.ecommerce.redemption.coupon_used",
         "pointsbridge.ecommerce.redemption.refund_started",
         "pointsbridge.ecommerce.redemption.coupons_refunded",
+        "pointsbridge.ecommerce.redemption.refund_started",
+        "pointsbridge.ecommerce.redemption.refund_cancelled",
     ]
     completed = decode(messages[2])
     assert (completed.points, completed.quantity, completed.face_value_total_minor) == (
-        1500,
-        3,
-        3000,
+        2000,
+        4,
+        4000,
     )
     import hashlib
 
@@ -478,6 +497,11 @@ async def test_ecommerce_events_name_coupons_by_hash_and_never_the_card_account(
     ]
     refunded = decode(messages[5])
     assert (refunded.points, len(refunded.coupon_sha256)) == (1000, 2)
+    cancelled = decode(messages[7])
+    assert (cancelled.reason, list(cancelled.coupon_sha256)) == (
+        "ACCOUNT_CLOSED",
+        [hashlib.sha256(codes[3].encode()).hexdigest()],
+    )
     for message in messages:
         text = message.data + repr(message.headers).encode() + message.subject.encode()
         for secret in [card, *codes, *(c.replace("-", "") for c in codes)]:
