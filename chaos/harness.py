@@ -7,6 +7,8 @@ One run:
 2. starts a private nats-server with JetStream (unless --no-events), then cardpoints
    and ecommerce as real OS processes on 127.0.0.1 port 0, with a fast recovery loop
    and their event relays on, and (unless --no-proxy) puts chaos.proxy between them;
+   on PostgreSQL it adds a standby process of each service on the same database,
+   whose relay takes the lease over from a killed one;
 3. opens card accounts with known credits, creates coupon products and links customers;
 4. runs --clients concurrent clients (quote, redeem, use, refund, plus calls that must be
    refused), each retrying with the same request_id on UNAVAILABLE/DEADLINE_EXCEEDED;
@@ -191,6 +193,9 @@ class Run:
     ecommerce: ServiceProcess = field(init=False)
     credentials: Credentials = field(init=False)
     broker: NatsServer | None = field(init=False, default=None)
+    # On PostgreSQL with events: a second process of each service on the same database,
+    # never killed, whose relay stands by and takes over the lease from a killed one.
+    standbys: list[ServiceProcess] = field(init=False, default_factory=list)
     events_checked: int = 0
 
     def __post_init__(self) -> None:
@@ -206,6 +211,17 @@ class Run:
             self.workdir,
         )
         self.ecommerce = ServiceProcess(ECOMMERCE, self._ecommerce_argv, self.workdir)
+        if self.broker is not None and self.options.db == "postgres":
+            self.standbys = [
+                ServiceProcess(
+                    f"{CARDPOINTS}-standby",
+                    cardpoints_command(
+                        self.dbs.cardpoints, *self.credentials.server_flags, *self._event_flags()
+                    ),
+                    self.workdir,
+                ),
+                ServiceProcess(f"{ECOMMERCE}-standby", self._ecommerce_argv, self.workdir),
+            ]
 
     def _event_flags(self) -> list[str]:
         return ["--nats-url", self.broker.url] if self.broker is not None else []
@@ -350,6 +366,9 @@ async def drive(run: Run) -> tuple[list[checker.Violation], int, str]:
         f"cardpoints on {run.cardpoints.address}, ecommerce on {run.ecommerce.address}"
         + (f", proxy on {run.proxy.address}" if run.proxy else "")
     )
+    for standby in run.standbys:
+        await standby.start()
+        run.say(f"{standby.name} on {standby.address} (same database; its relay stands by)")
     since = datetime.now(UTC) - timedelta(seconds=5)
     operator = run.credentials.operator
     to_bank = channel(run.cardpoints.address, operator, CHANNEL_OPTIONS)
@@ -594,7 +613,7 @@ async def _run_on(options: Options, plan: Plan, workdir: Path) -> int:
         finally:
             if run.proxy is not None:
                 await run.proxy.close()
-            for service in (run.ecommerce, run.cardpoints):
+            for service in (*run.standbys, run.ecommerce, run.cardpoints):
                 service.stop()
             if run.broker is not None:
                 run.broker.stop()
