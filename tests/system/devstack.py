@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import subprocess
@@ -17,7 +18,7 @@ _SIGN_IN = re.compile(rb"(http://127\.0\.0\.1:\d+)/dev/sign-in\?token=[\w.-]+")
 
 
 class DevStack:
-    def __init__(self, var: Path) -> None:
+    def __init__(self, var: Path, env: dict[str, str] | None = None) -> None:
         self.var = var
         self.log_path = var / "devstack.log"
         var.mkdir(parents=True, exist_ok=True)
@@ -44,6 +45,8 @@ class DevStack:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
+            # Publishing only when a test asks for it, whatever the caller's environment.
+            env={k: v for k, v in os.environ.items() if k != "POINTSBRIDGE_NATS_URL"} | (env or {}),
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -140,6 +140,7 @@ def test_make_run_prints_commands_that_work(stack: DevStack) -> None:
     assert isinstance(quote, dict)
     assert quote["ratio_version"] == "1"
     assert Path(ROOT / ".venv/bin/grpcurl").exists()
+    assert "Events: recorded in the outbox, not published" in stack.output
 
 
 def test_make_demo_redeems_and_reports(stack: DevStack) -> None:
