@@ -94,6 +94,10 @@ class StreamMismatch(RuntimeError):
     """The stream exists with settings the relay cannot publish into safely."""
 
 
+# What a broker that is down, slow or refusing raises (the rest is the database's).
+BROKER_ERRORS = (nats.errors.Error, ConnectionError, OSError, TimeoutError, StreamMismatch)
+
+
 @dataclass(frozen=True)
 class StreamSpec:
     name: str
@@ -238,6 +242,9 @@ class Relay:
             .where(events.c.id.in_(bindparam("ids", expanding=True)))
             .values(sent_us=bindparam("now"))
         )
+        self._first_unsent = (
+            select(events.c.id).where(events.c.sent_us.is_(None)).order_by(events.c.id).limit(1)
+        )
         self._backlog = select(func.count(), func.min(events.c.create_us)).where(
             events.c.sent_us.is_(None)
         )
@@ -295,6 +302,10 @@ class Relay:
         with self.db.read_sessions() as session:
             return list(session.connection().execute(self._unsent, {"limit": self.settings.batch}))
 
+    def _any_unsent(self) -> bool:
+        with self.db.read_sessions() as session:
+            return session.connection().execute(self._first_unsent).first() is not None
+
     def _read_backlog(self) -> tuple[int, int | None]:
         with self.db.read_sessions() as session:
             count, oldest = session.connection().execute(self._backlog).one()
@@ -314,7 +325,8 @@ class Relay:
                 except asyncio.CancelledError:
                     raise
                 except Exception as error:
-                    FAILED.labels(self.service).inc()
+                    if isinstance(error, BROKER_ERRORS):
+                        FAILED.labels(self.service).inc()
                     backoff = min(MAX_BACKOFF, max(0.2, backoff * 2))
                     log.warning(
                         "event relay of %s: %s: %s; retrying in %.1fs",
@@ -365,15 +377,17 @@ class Relay:
     async def _round(self) -> bool:
         """Publish one batch if this relay holds the lease; whether there may be more."""
         js = await self._jetstream()
-        rows = await self.db.run(self._read_unsent)
-        if not rows:
-            return False  # idle: no write transaction, so no fsync, while there is no work
         # Renewed at half time, so that a busy holder is never interrupted by its lease.
         renew_at = self._lease_until_us - int(self.settings.lease * 500_000)
         if now_micros() >= renew_at:
+            if not await self.db.run(self._any_unsent):
+                return False  # idle: no write transaction, so no fsync, while there is no work
             self._lease_until_us = await self.db.run(self._write_step(self._acquire))
             if not self._lease_until_us:
                 return False  # another replica publishes; stand by
+        rows = await self.db.run(self._read_unsent)
+        if not rows:
+            return False
         sent: list[int] = []
         margin = int(PUBLISH_TIMEOUT * 1_000_000)
         try:
