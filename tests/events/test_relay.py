@@ -38,7 +38,15 @@ from servicekit import event_types
 from servicekit.clock import utc_now
 from servicekit.db import Database, create_db_engine, drop_database, upgrade_schema
 from servicekit.outbox import LEASES_TABLE
-from servicekit.relay import HEALTH_SERVICE, PUBLISHED, Relay, RelaySettings
+from servicekit.relay import (
+    BACKLOG,
+    FAILED,
+    HEALTH_SERVICE,
+    OLDEST_AGE,
+    PUBLISHED,
+    Relay,
+    RelaySettings,
+)
 from tests import auth
 from tests.auth import ECOMMERCE_SECURITY, SERVER_SECURITY
 from tests.broker import NatsServer, ce, stream_messages
@@ -258,8 +266,12 @@ async def test_the_broker_down_fails_no_rpc_and_the_backlog_drains_after_it_retu
         async def stuck() -> bool:
             return bool(await bank.relay_status() == health_pb2.HealthCheckResponse.NOT_SERVING)
 
+        failures = FAILED.labels("cardpoints")._value.get()
         await eventually(stuck, "health reports the stuck relay", timeout=20)
         assert unsent(url) == 7
+        assert BACKLOG.labels("cardpoints")._value.get() == 7
+        assert OLDEST_AGE.labels("cardpoints")._value.get() > 1.0
+        assert FAILED.labels("cardpoints")._value.get() > failures
         nats_server.start()
         messages = await stream_messages(nats_server.url, "cardpoints", expect=9, within=40)
         sequences = check_consumer_view(messages, outbox_ids(url))
@@ -269,6 +281,8 @@ async def test_the_broker_down_fails_no_rpc_and_the_backlog_drains_after_it_retu
             return bool(await bank.relay_status() == health_pb2.HealthCheckResponse.SERVING)
 
         await eventually(serving, "health reports the relay serving again", timeout=20)
+        assert BACKLOG.labels("cardpoints")._value.get() == 0
+        assert OLDEST_AGE.labels("cardpoints")._value.get() == 0
     finally:
         await bank.close()
         await app.stop(1)
