@@ -930,7 +930,12 @@ def _snapshots_see_a_change(stack: Stack) -> None:
     rpc = next(r for r in RPCS if r.name == "OpenAccount")
     request = cp.OpenAccountRequest(account_id=f"snapshot-{stack.backend}", holder_name="S")
     assert stack.call(rpc, request.SerializeToString()).code is grpc.StatusCode.OK
-    assert changed_tables(before, stack.books.take()) == {"cardpoints.accounts"}
+    # The account, and its AccountOpened event with the account's sequence counter.
+    assert changed_tables(before, stack.books.take()) == {
+        "cardpoints.accounts",
+        "cardpoints.outbox_events",
+        "cardpoints.event_sequences",
+    }
     assert changed_tables(before, before) == set()
 
 
