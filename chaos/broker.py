@@ -16,6 +16,7 @@ from typing import Any
 
 import nats
 from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig
 
 BINARY = shutil.which("nats-server") or "/usr/sbin/nats-server"
 
@@ -112,7 +113,11 @@ async def stream_messages(
             count = (await js.stream_info(stream)).state.messages
         except nats.js.errors.NotFoundError:
             return []  # nothing was ever published (and nothing was expected)
-        sub = await js.pull_subscribe(subjects, stream=stream)
+        # No acks: a reader that acknowledged nothing would stall at the consumer's
+        # max_ack_pending (1000 by default) otherwise.
+        sub = await js.pull_subscribe(
+            subjects, stream=stream, config=ConsumerConfig(ack_policy=AckPolicy.NONE)
+        )
         messages: list[Msg] = []
         while len(messages) < count:
             batch = await sub.fetch(min(256, count - len(messages)), timeout=5)

@@ -76,3 +76,18 @@ async def test_the_event_checker_passes_a_clean_run_and_catches_strays_and_losse
     assert any("deduction ded_forged: 0 committed, 1 in the stream" in m for m in messages)
     assert any("account k-1 sequences [1, 2, 3, 4]" in m for m in messages), messages
     assert all(v.invariant == "I8" for v in violations)
+
+
+async def test_the_stream_reader_reads_past_a_thousand_unacknowledged_messages(
+    nats_server: NatsServer,
+) -> None:
+    nc = await nats.connect(nats_server.url)
+    try:
+        js = nc.jetstream()
+        await js.add_stream(name="POINTSBRIDGE_CARDPOINTS", subjects=["pointsbridge.cardpoints.>"])
+        for n in range(1500):
+            await js.publish("pointsbridge.cardpoints.account.points_credited", str(n).encode())
+    finally:
+        await nc.close()
+    messages = await stream_messages(nats_server.url, "cardpoints", expect=1500)
+    assert [int(m.data) for m in messages] == list(range(1500))
