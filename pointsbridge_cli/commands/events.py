@@ -16,7 +16,7 @@ from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 
 from pointsbridge_cli.failures import ExitCode
-from pointsbridge_cli.params import JsonOption
+from pointsbridge_cli.params import json_option
 from pointsbridge_cli.session import Session
 from servicekit import event_types
 from servicekit.relay import STREAMS, StreamMismatch, connect, ensure_stream, safe_url
@@ -52,7 +52,11 @@ async def _connected(url: str) -> Any:
 
 @app.command("setup")
 def setup(
-    ctx: typer.Context, nats_url: NatsUrlOption = DEFAULT_NATS_URL, json: JsonOption = False
+    ctx: typer.Context,
+    nats_url: NatsUrlOption = DEFAULT_NATS_URL,
+    json: Annotated[
+        bool, json_option(".streams[].outcome", "each stream and what was done to it as JSON")
+    ] = False,
 ) -> None:
     """Create both event streams, or check them (file storage, subjects, duplicate window).
 
@@ -186,7 +190,12 @@ def tail(
         ),
     ] = 0,
     nats_url: NatsUrlOption = DEFAULT_NATS_URL,
-    json: JsonOption = False,
+    json: Annotated[
+        bool,
+        json_option(
+            ".data", "one JSON object per event, its CloudEvents attributes and decoded data"
+        ),
+    ] = False,
 ) -> None:
     """Print events as they arrive, decoded from protobuf to readable JSON.
 
