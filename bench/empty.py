@@ -34,11 +34,12 @@ from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as cp_grpc
 from pointsbridge.ecommerce.v1 import ecommerce_pb2 as ec
 from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as ec_grpc
 from servicekit.auth import AuthInterceptor, RateLimiter, TokenVerifier
-from servicekit.clock import to_timestamp, utc_now
+from servicekit.clock import utc_now
 from servicekit.config import boolean, read_secret
 from servicekit.observability import configure_logging, outgoing_metadata
 from servicekit.server import Registration, start_server, wait_for_stop_signal
 from servicekit.status import rpc
+from servicekit.timestamps import to_timestamp
 from servicekit.tls import RECONNECT_OPTIONS
 
 log = logging.getLogger("bench.empty")

@@ -22,7 +22,7 @@ from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as cp_grpc
 from pointsbridge.ecommerce.v1 import ecommerce_pb2 as ec
 from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as ec_grpc
 from pointsbridge_cli.connection import Service
-from servicekit.clock import from_timestamp, to_timestamp
+from servicekit.timestamps import from_timestamp, to_timestamp
 
 _Request = TypeVar("_Request", bound=Message)
 _Item = TypeVar("_Item")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from datetime import UTC
 
 from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 from google.protobuf.message import Message
@@ -18,6 +17,7 @@ from rich.text import Text
 
 from pointsbridge.cardpoints.v1 import cardpoints_pb2 as cp
 from pointsbridge.ecommerce.v1 import ecommerce_pb2 as ec
+from servicekit.timestamps import from_timestamp
 
 NONE = "-"
 
@@ -37,7 +37,7 @@ def timestamp(message: Message, field: str) -> str:
         return NONE
     value = getattr(message, field)
     # ISO 8601 in UTC, as short as it is exact: 2026-01-31T09:58:31Z.
-    return str(value.ToDatetime(tzinfo=UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    return from_timestamp(value).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # ISO 4217 minor-unit exponents other than 2, the exponent of every other currency.

@@ -12,8 +12,8 @@ from cardpoints.domain.events import (
 from cardpoints.domain.model import AccountState
 from pointsbridge.cardpoints.v1 import cardpoints_pb2
 from pointsbridge.events.v1 import cardpoints_events_pb2 as pb
-from servicekit.clock import to_timestamp
 from servicekit.outbox import Outgoing
+from servicekit.timestamps import to_timestamp
 
 SERVICE = "cardpoints"
 ACCOUNT = "account"

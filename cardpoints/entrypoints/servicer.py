@@ -13,9 +13,10 @@ from cardpoints.service_layer import services
 from cardpoints.service_layer.unit_of_work import UnitOfWork
 from pointsbridge.cardpoints.v1 import cardpoints_pb2 as pb
 from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as pb_grpc
-from servicekit.clock import Clock, optional_time, to_timestamp
+from servicekit.clock import Clock
 from servicekit.db import Database
 from servicekit.status import rpc
+from servicekit.timestamps import optional_time, to_timestamp
 
 T = TypeVar("T")
 

@@ -21,8 +21,8 @@ from ecommerce.domain.events import (
 )
 from ecommerce.domain.model import Refund
 from pointsbridge.events.v1 import ecommerce_events_pb2 as pb
-from servicekit.clock import to_timestamp
 from servicekit.outbox import Outgoing
+from servicekit.timestamps import to_timestamp
 from servicekit.validation import checked_mul
 
 SERVICE = "ecommerce"

@@ -29,8 +29,8 @@ from pointsbridge.ecommerce.v1 import ecommerce_pb2 as pb
 from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as pb_grpc
 from servicekit import paging
 from servicekit.auth import ROLE_ADMIN, caller_has
-from servicekit.clock import optional_time, to_timestamp
 from servicekit.status import rpc
+from servicekit.timestamps import optional_time, to_timestamp
 from servicekit.validation import Validator
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -104,7 +104,7 @@ def product_pb(product: CouponProduct) -> pb.CouponProduct:
         validity_days=product.validity_days,
         max_quantity_per_redemption=product.max_quantity_per_redemption,
         active=product.active,
-        create_time=product.create_time,
+        create_time=to_timestamp(product.create_time),
     )
 
 
@@ -113,7 +113,7 @@ def ratio_pb(ratio: ExchangeRatio) -> pb.ExchangeRatio:
         product_id=ratio.product_id,
         version=ratio.version,
         points_per_coupon=ratio.points_per_coupon,
-        effective_time=ratio.effective_time,
+        effective_time=to_timestamp(ratio.effective_time),
     )
 
 
@@ -121,7 +121,7 @@ def link_pb(link: CardLink) -> pb.CardLink:
     return pb.CardLink(
         customer_id=link.customer_id,
         card_account_id=link.card_account_id,
-        link_time=link.link_time,
+        link_time=to_timestamp(link.link_time),
     )
 
 
@@ -142,21 +142,19 @@ def quote_pb(quote: Quote) -> pb.Quote:
 
 
 def coupon_pb(coupon: Coupon) -> pb.Coupon:
-    message = pb.Coupon(
+    return pb.Coupon(
         code=coupon.code,
         product_id=coupon.product_id,
         redemption_id=coupon.redemption_id,
         face_value_minor=coupon.face_value_minor,
         currency=coupon.currency,
         state=COUPON_STATES[coupon.state],
-        expire_time=coupon.expire_time,
+        expire_time=to_timestamp(coupon.expire_time),
         used_order_id=coupon.used_order_id,
         customer_id=coupon.customer_id,
-        issue_time=coupon.issue_time,
+        issue_time=to_timestamp(coupon.issue_time),
+        use_time=to_timestamp(coupon.use_time),
     )
-    if coupon.use_time is not None:
-        message.use_time.FromDatetime(coupon.use_time)
-    return message
 
 
 def redemption_pb(redemption: Redemption) -> pb.Redemption:
@@ -175,8 +173,8 @@ def redemption_pb(redemption: Redemption) -> pb.Redemption:
         points_per_coupon=redemption.points_per_coupon,
         card_account_id=redemption.card_account_id,
         refunded_points=redemption.refunded_points,
-        create_time=redemption.create_time,
-        update_time=redemption.update_time,
+        create_time=to_timestamp(redemption.create_time),
+        update_time=to_timestamp(redemption.update_time),
     )
 
 
@@ -189,7 +187,7 @@ def refund_pb(refund: Refund) -> pb.Refund:
         points=refund.points,
         state=REFUND_STATES[refund.state],
         reversal_id=refund.reversal_id,
-        create_time=refund.create_time,
+        create_time=to_timestamp(refund.create_time),
     )
 
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
+
+from servicekit.timestamps import from_timestamp
 
 LOCALES = ("en", "zh-CN")
 DEFAULT_LOCALE = "en"
@@ -80,7 +81,7 @@ def day(stamp: Timestamp) -> str:
     """A date as YYYY-MM-DD (UTC), which reads the same in both languages."""
     if not stamp.seconds:
         return ""
-    return datetime.fromtimestamp(stamp.seconds, UTC).strftime("%Y-%m-%d")
+    return from_timestamp(stamp).strftime("%Y-%m-%d")
 
 
 _EN: dict[str, str] = {

@@ -13,7 +13,7 @@ import pytest
 from pointsbridge.cardpoints.v1 import cardpoints_pb2 as pb
 from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as pb_grpc
 from servicekit import paging
-from servicekit.clock import to_timestamp
+from servicekit.timestamps import to_timestamp
 from tests.support import error_info_count, expect_error
 
 INT64_MAX = 2**63 - 1

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pointsbridge.cardpoints.v1 import cardpoints_pb2 as cp
 from pointsbridge.ecommerce.v1 import ecommerce_pb2 as ec
 from pointsbridge_cli.reconcile import compare, render_text
-from servicekit.clock import to_timestamp
+from servicekit.timestamps import to_timestamp
 
 SINCE = datetime(2026, 11, 1, tzinfo=UTC)
 UNTIL = SINCE + timedelta(days=1)
