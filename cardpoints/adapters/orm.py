@@ -7,7 +7,6 @@ from datetime import datetime
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
-    DateTime,
     ForeignKey,
     Index,
     Integer,
@@ -16,6 +15,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from servicekit.columns import UtcDateTime
 from servicekit.outbox import define_tables
 
 # SQLite only autoincrements an INTEGER PRIMARY KEY (the rowid).
@@ -38,8 +38,8 @@ class AccountRow(Base):
     holder_name: Mapped[str] = mapped_column(String(200))
     state: Mapped[str] = mapped_column(String(16))
     balance: Mapped[int] = mapped_column(BigInteger)
-    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    update_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    create_time: Mapped[datetime] = mapped_column(UtcDateTime(timezone=True))
+    update_time: Mapped[datetime] = mapped_column(UtcDateTime(timezone=True))
 
 
 class LedgerEntryRow(Base):
@@ -55,7 +55,7 @@ class LedgerEntryRow(Base):
     request_id: Mapped[str] = mapped_column(String(128))
     reference_id: Mapped[str] = mapped_column(String(32))
     reason: Mapped[str] = mapped_column(String(200))
-    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    create_time: Mapped[datetime] = mapped_column(UtcDateTime(timezone=True))
 
 
 class DeductionRow(Base):
@@ -78,8 +78,8 @@ class DeductionRow(Base):
     coupon_quantity: Mapped[int] = mapped_column(BigInteger)
     points_per_coupon: Mapped[int] = mapped_column(BigInteger)
     merchant_id: Mapped[str] = mapped_column(String(64))
-    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    update_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    create_time: Mapped[datetime] = mapped_column(UtcDateTime(timezone=True))
+    update_time: Mapped[datetime] = mapped_column(UtcDateTime(timezone=True))
 
 
 class ReversalRow(Base):
@@ -91,7 +91,7 @@ class ReversalRow(Base):
     deduction_id: Mapped[str] = mapped_column(ForeignKey("deductions.deduction_id"), index=True)
     points: Mapped[int] = mapped_column(BigInteger)
     balance_after: Mapped[int] = mapped_column(BigInteger)
-    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    create_time: Mapped[datetime] = mapped_column(UtcDateTime(timezone=True))
 
 
 class IdempotencyRecordRow(Base):
@@ -104,4 +104,4 @@ class IdempotencyRecordRow(Base):
     refusal_reason: Mapped[str | None] = mapped_column(String(64))
     refusal_message: Mapped[str] = mapped_column(Text)
     refusal_metadata: Mapped[str] = mapped_column(Text)
-    create_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    create_time: Mapped[datetime] = mapped_column(UtcDateTime(timezone=True))

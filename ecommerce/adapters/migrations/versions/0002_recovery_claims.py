@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from ecommerce.adapters.orm import UtcDateTime
+from servicekit.columns import UtcDateTime
 
 revision = "0002"
 down_revision = "0001"
