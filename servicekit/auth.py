@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from servicekit.config import ConfigError
-from servicekit.status import Undecodable, status_for
+from servicekit.status import Undecodable, refusal
 
 ROLE_CUSTOMER = "customer"
 ROLE_ADMIN = "admin"
@@ -316,9 +316,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 principal = self._principal(metadata, context)
             except CredentialError as error:
                 await context.abort_with_status(
-                    status_for(
-                        grpc.StatusCode.UNAUTHENTICATED, error.reason, error.message, error.metadata
-                    )
+                    refusal(error.reason, error.message, error.metadata)
                 )
                 raise AssertionError("unreachable") from None
             matched = principal.roles & rule.roles
@@ -328,8 +326,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             )
             if rule.roles and not allowed:
                 await context.abort_with_status(
-                    status_for(
-                        grpc.StatusCode.PERMISSION_DENIED,
+                    refusal(
                         _denial_reason(rule),
                         f"{method} is not open to {principal.subject!r}",
                         # Who may call it, so that the refusal can say so.
@@ -343,8 +340,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 and getattr(request, rule.owner_field) != principal.subject
             ):
                 await context.abort_with_status(
-                    status_for(
-                        grpc.StatusCode.PERMISSION_DENIED,
+                    refusal(
                         "NOT_OWNER",
                         f"{rule.owner_field} must be the caller's own",
                         {"field": rule.owner_field},
@@ -357,8 +353,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
                 and not limiter.allow(principal.subject)
             ):
                 await context.abort_with_status(
-                    status_for(
-                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    refusal(
                         "RATE_LIMITED",
                         "too many requests; slow down and retry",
                     )

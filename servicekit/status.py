@@ -24,7 +24,8 @@ ERROR_DOMAIN = "pointsbridge"
 MAX_VIOLATIONS = 20
 MAX_DETAIL_CHARS = 200
 
-# The AIP-193 table of DESIGN.md: every reason has exactly one canonical code.
+# The AIP-193 table of DESIGN.md: every reason has exactly one canonical code. Every
+# refusal leaves through it: the @rpc edge's domain errors and the auth interceptor's.
 REASON_CODES: dict[str, grpc.StatusCode] = {
     "INVALID_FIELD": grpc.StatusCode.INVALID_ARGUMENT,
     "POINTS_MISMATCH": grpc.StatusCode.INVALID_ARGUMENT,
@@ -103,9 +104,42 @@ def status_for(
     return status
 
 
+class UnknownReason(LookupError):
+    """A refusal named by a reason the table lacks: a bug, never a guess at its code."""
+
+
+def code_for(reason: str) -> grpc.StatusCode:
+    """The one canonical code of `reason`; INTERNAL is the edge's own, for bugs only."""
+    code = REASON_CODES.get(reason)
+    if code is None or code is grpc.StatusCode.INTERNAL:
+        raise UnknownReason(reason)
+    return code
+
+
+def refusal(
+    reason: str,
+    message: str,
+    metadata: dict[str, str] | None = None,
+    violations: Iterable[FieldViolation] = (),
+) -> grpc.Status:
+    """The status of a refusal: its code comes from REASON_CODES (UnknownReason if absent)."""
+    return status_for(code_for(reason), reason, message, metadata, violations)
+
+
 def status_of(error: DomainError) -> grpc.Status:
-    code = REASON_CODES.get(error.reason, grpc.StatusCode.FAILED_PRECONDITION)
-    return status_for(code, error.reason, error.message, error.metadata, error.violations)
+    return refusal(error.reason, error.message, error.metadata, error.violations)
+
+
+def internal_error(what: str) -> grpc.Status:
+    """Log the exception being handled under a fresh id, and the INTERNAL status quoting it."""
+    error_id = secrets.token_hex(8)
+    log.exception("unexpected error id=%s rpc=%s", error_id, what)
+    return status_for(
+        grpc.StatusCode.INTERNAL,
+        "INTERNAL",
+        f"internal error; quote error_id {error_id} to the operator",
+        {"error_id": error_id},
+    )
 
 
 @dataclass(frozen=True)
@@ -139,21 +173,17 @@ def rpc(method: _Method[_Servicer, _Request, _Response]) -> _Method[_Servicer, _
                     violations=[FieldViolation("request", "could not be parsed")],
                 )
             return await method(self, request, context)
-        except DomainError as error:
-            await context.abort_with_status(status_of(error))
         except grpc.aio.AbortError:
             raise
-        except Exception:
-            error_id = secrets.token_hex(8)
-            log.exception("unexpected error id=%s rpc=%s", error_id, method.__name__)
-            await context.abort_with_status(
-                status_for(
-                    grpc.StatusCode.INTERNAL,
-                    "INTERNAL",
-                    f"internal error; quote error_id {error_id} to the operator",
-                    {"error_id": error_id},
-                )
-            )
+        except Exception as error:
+            try:
+                if not isinstance(error, DomainError):
+                    raise
+                status = status_of(error)
+            except Exception:
+                # Not a refusal, or one named by a reason the table lacks: a bug either way.
+                status = internal_error(method.__name__)
+            await context.abort_with_status(status)
         raise AssertionError("abort_with_status returned")  # pragma: no cover
 
     return guarded
