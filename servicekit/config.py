@@ -79,6 +79,29 @@ class EnvParser(argparse.ArgumentParser):
             "pointsbridge.events.v1.Relay reports NOT_SERVING",
         )
 
+    def client_tls_options(
+        self, peer: str, defaults: Any, *, called: str, identity: str = ""
+    ) -> None:
+        """--<peer>-ca, --<peer>-cert and --<peer>-key: TLS (mutual with a certificate)
+        to the service named `called` in --help; `ClientTransport.to(settings, peer)`
+        reads them back."""
+        field = peer.replace("-", "_")
+        self.option(
+            f"--{peer}-ca",
+            default=getattr(defaults, f"{field}_ca"),
+            help=f"PEM CA to trust for {called}; turns on TLS to it",
+        )
+        self.option(
+            f"--{peer}-cert",
+            default=getattr(defaults, f"{field}_cert"),
+            help=f"PEM client certificate presented to {called}{identity}",
+        )
+        self.option(
+            f"--{peer}-key",
+            default=getattr(defaults, f"{field}_key"),
+            help=f"PEM key of --{peer}-cert",
+        )
+
     def server_options(self, defaults: Any, default_port: int) -> None:
         """The options every PointsBridge server has; `defaults` is its Settings()."""
         self.option(

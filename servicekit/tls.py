@@ -69,6 +69,16 @@ class ClientTransport:
     cert: str = ""
     key: str = ""
 
+    @classmethod
+    def to(cls, settings: Any, peer: str) -> ClientTransport:
+        """What `EnvParser.client_tls_options(peer, ...)` configured in `settings`."""
+        field = peer.replace("-", "_")
+        return cls(
+            getattr(settings, f"{field}_ca"),
+            getattr(settings, f"{field}_cert"),
+            getattr(settings, f"{field}_key"),
+        )
+
     @property
     def secure(self) -> bool:
         return bool(self.ca)

@@ -188,9 +188,7 @@ def create_app(
             settings.ecommerce_address,
             timeout=settings.call_timeout,
             redeem_timeout=settings.redeem_timeout,
-            transport=ClientTransport(
-                settings.ecommerce_ca, settings.ecommerce_cert, settings.ecommerce_key
-            ),
+            transport=ClientTransport.to(settings, "ecommerce"),
         )
         try:
             yield

@@ -63,19 +63,7 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
         type=float,
         help="deadline in seconds of RedeemPoints and RefundCoupons, which wait on card points",
     )
-    parser.option(
-        "--ecommerce-ca",
-        default=defaults.ecommerce_ca,
-        help="PEM CA to trust for the e-commerce service; turns on TLS to it",
-    )
-    parser.option(
-        "--ecommerce-cert",
-        default=defaults.ecommerce_cert,
-        help="PEM client certificate presented to the e-commerce service",
-    )
-    parser.option(
-        "--ecommerce-key", default=defaults.ecommerce_key, help="PEM key of --ecommerce-cert"
-    )
+    parser.client_tls_options("ecommerce", defaults, called="the e-commerce service")
     parser.option(
         "--tls-cert", default=defaults.tls_cert, help="PEM certificate to serve HTTPS with"
     )
