@@ -11,6 +11,7 @@ import grpc
 import pytest
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 from sqlalchemy import create_engine, func, inspect, select, table
 
 from cardpoints.entrypoints.server import Settings as CardpointsSettings
@@ -129,6 +130,10 @@ def test_every_rpc_has_a_request_and_a_rule_here() -> None:
     assert names == ADMIN_ONLY | SERVICE_ONLY | SERVICE_OR_ADMIN | CUSTOMER_OWNED | {
         "ListCouponProducts"
     }
+
+
+CARDPOINTS_SERVICES = ("CardPointsService", "CardPointsAdminService")
+ECOMMERCE_SERVICES = ("RedemptionService", "EcommerceAdminService")
 
 
 @dataclass
@@ -293,13 +298,39 @@ async def test_each_role_reaches_only_its_own_rpcs(pair: Pair) -> None:
     ), grown
 
 
+async def _reflected_services(channel: grpc.aio.Channel) -> set[str]:
+    """The services server reflection lists, asked as grpcurl `list` asks."""
+    asked = reflection_pb2.ServerReflectionRequest(list_services="")
+    call = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+        iter([asked]), timeout=10
+    )
+    names: set[str] = set()
+    async for answer in call:
+        assert not answer.HasField("error_response"), answer.error_response
+        names |= {s.name for s in answer.list_services_response.service}
+    return names
+
+
 async def test_health_and_reflection_need_no_credentials(pair: Pair) -> None:
-    for address in (pair.cardpoints, pair.ecommerce):
+    served = {
+        pair.cardpoints: {cp.DESCRIPTOR.services_by_name[n].full_name for n in CARDPOINTS_SERVICES},
+        pair.ecommerce: {ec.DESCRIPTOR.services_by_name[n].full_name for n in ECOMMERCE_SERVICES},
+    }
+    for address, services in served.items():
         async with grpc.aio.insecure_channel(address) as channel:
             check = await health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(), timeout=10
             )
             assert check.status == health_pb2.HealthCheckResponse.SERVING
+            listed = await _reflected_services(channel)
+            assert services | {"grpc.health.v1.Health", reflection.SERVICE_NAME} <= listed
+    # The same channel, with the same lack of credentials, is turned away anywhere else.
+    async with grpc.aio.insecure_channel(pair.ecommerce) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await ec_grpc.RedemptionServiceStub(channel).ListCouponProducts(
+                ec.ListCouponProductsRequest(), timeout=10
+            )
+    assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED
 
 
 def mistype(code: str) -> str:
