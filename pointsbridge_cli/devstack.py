@@ -34,8 +34,8 @@ from servicekit.auth import (
     TokenIssuer,
     generate_signing_key,
 )
-from servicekit.relay import safe_url
 from servicekit.status import remote_error
+from servicekit.streams import safe_url
 
 BIN = Path(sys.executable).parent
 DEMO_CARD = "demo-card"

@@ -23,29 +23,29 @@ import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
-import nats
-import nats.errors
-import nats.js.errors
 from grpc_health.v1 import health, health_pb2
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
-from nats.js.api import StorageType, StreamConfig
 from prometheus_client import Counter, Gauge
 from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from servicekit.db import Database, SqlUnitOfWork
 from servicekit.outbox import RELAY_LEASE, OutboxTables, now_micros
+from servicekit.streams import (
+    BROKER_ERRORS,
+    DUPLICATE_WINDOW,
+    STREAMS,
+    connect,
+    ensure_stream,
+    headers,
+    safe_url,
+)
 
 log = logging.getLogger("pointsbridge.events")
 
-# Seconds the stream remembers message ids to drop repeats. It must outlast the
-# longest a live relay takes to repeat a publish: a lease plus a round.
-DUPLICATE_WINDOW = 300.0
 LEASE = 15.0
 PUBLISH_TIMEOUT = 3.0
 BATCH = 200
@@ -58,8 +58,6 @@ PRUNE_BATCH = 5000
 # The health-checking service name that reports the relay (the server's "" stays SERVING:
 # a broker outage does not stop RPCs, so it must not take a replica out of rotation).
 HEALTH_SERVICE = "pointsbridge.events.v1.Relay"
-SPEC_VERSION = "1.0"
-CONTENT_TYPE = "application/protobuf"
 
 assert LEASE + 2 * PUBLISH_TIMEOUT + CHECK_EVERY < DUPLICATE_WINDOW
 
@@ -90,26 +88,6 @@ PRUNED = Counter(
 )
 
 
-class StreamMismatch(RuntimeError):
-    """The stream exists with settings the relay cannot publish into safely."""
-
-
-# What a broker that is down, slow or refusing raises (the rest is the database's).
-BROKER_ERRORS = (nats.errors.Error, ConnectionError, OSError, TimeoutError, StreamMismatch)
-
-
-@dataclass(frozen=True)
-class StreamSpec:
-    name: str
-    subjects: str
-
-
-STREAMS = {
-    "cardpoints": StreamSpec("POINTSBRIDGE_CARDPOINTS", "pointsbridge.cardpoints.>"),
-    "ecommerce": StreamSpec("POINTSBRIDGE_ECOMMERCE", "pointsbridge.ecommerce.>"),
-}
-
-
 @dataclass(frozen=True)
 class RelaySettings:
     """What `--nats-url`, `--events-retention` and `--events-stuck-after` configure."""
@@ -121,78 +99,6 @@ class RelaySettings:
     batch: int = BATCH
     idle_poll: float = IDLE_POLL
     prune_every: float = PRUNE_EVERY
-
-
-async def ensure_stream(js: JetStreamContext, service: str) -> str:
-    """Create the service's stream, or check it; "created", "updated" or "ok"."""
-    spec = STREAMS[service]
-    try:
-        info = await js.stream_info(spec.name)
-    except nats.js.errors.NotFoundError:
-        await js.add_stream(
-            StreamConfig(
-                name=spec.name,
-                subjects=[spec.subjects],
-                storage=StorageType.FILE,
-                duplicate_window=DUPLICATE_WINDOW,
-                description=f"PointsBridge {service} events (CloudEvents, protobuf data)",
-            )
-        )
-        return "created"
-    config = info.config
-    if spec.subjects not in (config.subjects or []):
-        raise StreamMismatch(
-            f"stream {spec.name} exists without subject {spec.subjects!r} ({config.subjects})"
-        )
-    storage = getattr(config.storage, "value", config.storage)
-    if storage != StorageType.FILE.value:
-        raise StreamMismatch(f"stream {spec.name} exists with {storage} storage, not file")
-    if (config.duplicate_window or 0) < DUPLICATE_WINDOW:
-        config.duplicate_window = DUPLICATE_WINDOW
-        await js.update_stream(config)
-        return "updated"
-    return "ok"
-
-
-def safe_url(url: str) -> str:
-    """`url` without the user and password it may carry, for logs and messages."""
-    parts = urlsplit(url if "://" in url else f"nats://{url}")
-    return f"{parts.scheme}://{parts.hostname}:{parts.port or 4222}"
-
-
-async def connect(url: str, *, wait: float = 5.0, **options: Any) -> NatsClient:
-    """A NATS connection that keeps reconnecting once made; making it takes at most `wait` s."""
-
-    async def quiet(error: Exception) -> None:
-        log.debug("nats: %s", error)
-
-    try:
-        settings: dict[str, Any] = {
-            "connect_timeout": 2,
-            "reconnect_time_wait": 0.5,
-            "max_reconnect_attempts": -1,
-            "error_cb": quiet,
-            **options,
-        }
-        return await asyncio.wait_for(nats.connect(url, **settings), wait)
-    except TimeoutError:
-        raise ConnectionError(f"no NATS server answered at {safe_url(url)}") from None
-
-
-def headers(row: Any, source: str) -> dict[str, str]:
-    """The CloudEvents binary-mode attributes of one outbox row, and its dedup id."""
-    moment = datetime.fromtimestamp(row.time_us / 1_000_000, UTC)
-    return {
-        "Nats-Msg-Id": row.event_id,
-        "ce-specversion": SPEC_VERSION,
-        "ce-id": row.event_id,
-        "ce-source": source,
-        "ce-type": row.type,
-        "ce-subject": row.aggregate_id,
-        "ce-time": moment.isoformat(timespec="microseconds").replace("+00:00", "Z"),
-        "ce-sequence": str(row.sequence),
-        "content-type": CONTENT_TYPE,
-    }
 
 
 class Relay:

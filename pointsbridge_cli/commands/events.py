@@ -19,7 +19,7 @@ from pointsbridge_cli.failures import ExitCode
 from pointsbridge_cli.params import json_option
 from pointsbridge_cli.session import Session
 from servicekit import event_types
-from servicekit.relay import STREAMS, StreamMismatch, connect, ensure_stream, safe_url
+from servicekit.streams import STREAMS, StreamMismatch, connect, ensure_stream, safe_url
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 
