@@ -108,9 +108,9 @@ def test_every_reason_the_code_names_is_in_the_table() -> None:
 
 
 def test_the_storefronts_refusal_words_are_for_reasons_in_the_table() -> None:
-    from storefront.entrypoints import i18n, pages
+    from storefront.entrypoints import i18n, views
 
-    assert set(pages.REFUSAL_PLACES) <= set(REASON_CODES)
+    assert set(views.REFUSAL_PLACES) <= set(REASON_CODES)
     # The storefront's own words (not a reason ecommerce sends) are spelled out here.
     own = {"QUANTITY_INVALID", "NO_CODES", "QUANTITY_CHANGED", "OTHER"}
     for words in (i18n._EN, i18n._ZH):
