@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pointsbridge_cli.render import money
+from pointsbridge_cli.formats import money
 
 
 @pytest.mark.parametrize(
