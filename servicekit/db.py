@@ -19,7 +19,6 @@ from typing import Any, ClassVar, Self, TypeVar
 
 from alembic import command
 from alembic.config import Config
-from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
@@ -375,38 +374,6 @@ class SqlUnitOfWork:
             self.session.commit()
             self.committed_events += self.events
         self.events = []
-
-
-def create_database(server_url: str, name: str) -> str:
-    """Create an empty PostgreSQL database on the server of `server_url`; its URL."""
-    admin = create_engine(normalize_url(server_url), isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    finally:
-        admin.dispose()
-    return make_url(server_url).set(database=name).render_as_string(hide_password=False)
-
-
-def drop_database(url: str) -> None:
-    """Drop the PostgreSQL database of `url`, closing any connection still open to it."""
-    parsed = make_url(url)
-    admin = create_engine(
-        normalize_url(parsed.set(database="postgres").render_as_string(hide_password=False)),
-        isolation_level="AUTOCOMMIT",
-    )
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{parsed.database}" WITH (FORCE)')
-    finally:
-        admin.dispose()
-
-
-def head_revision(script_location: str) -> str | None:
-    """The newest migration of one service."""
-    config = Config()
-    config.set_main_option("script_location", script_location)
-    return ScriptDirectory.from_config(config).get_current_head()
 
 
 def upgrade_schema(engine: Engine, script_location: str, version_table: str) -> None:

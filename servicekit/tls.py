@@ -100,6 +100,7 @@ class ClientTransport:
         *,
         options: Sequence[tuple[str, Any]] = (),
         server_name: str | None = None,
+        interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
     ) -> grpc.aio.Channel:
         """A channel to `target` (TLS when secure) that connects lazily and reconnects fast.
 
@@ -110,5 +111,7 @@ class ClientTransport:
         if self.secure:
             if server_name is not None:
                 options = (*options, ("grpc.ssl_target_name_override", server_name))
-            return grpc.aio.secure_channel(target, self.credentials(), options=options)
-        return grpc.aio.insecure_channel(target, options=options)
+            return grpc.aio.secure_channel(
+                target, self.credentials(), options=options, interceptors=interceptors
+            )
+        return grpc.aio.insecure_channel(target, options=options, interceptors=interceptors)

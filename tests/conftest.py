@@ -13,7 +13,7 @@ import pytest
 from cardpoints.entrypoints.server import App as CardpointsApp
 from cardpoints.entrypoints.server import Settings as CardpointsSettings
 from cardpoints.entrypoints.server import start as start_cardpoints
-from servicekit.db import create_database, drop_database
+from servicekit.devtools.databases import create_database, drop_database
 from tests import auth
 from tests.auth import SERVER_SECURITY
 

@@ -13,7 +13,8 @@ from sqlalchemy.exc import DBAPIError
 
 from cardpoints.adapters.orm import AccountRow, Base, LedgerEntryRow
 from cardpoints.entrypoints.server import MIGRATIONS, VERSION_TABLE
-from servicekit.db import create_db_engine, head_revision, upgrade_schema
+from servicekit.db import create_db_engine, upgrade_schema
+from servicekit.devtools.databases import head_revision
 
 
 def test_migrations_match_the_models_and_rerun_cleanly(make_db_url: Callable[[str], str]) -> None:

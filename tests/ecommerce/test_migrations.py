@@ -10,7 +10,8 @@ from sqlalchemy import inspect
 
 from ecommerce.adapters.orm import Base
 from ecommerce.entrypoints.server import MIGRATIONS, VERSION_TABLE
-from servicekit.db import create_db_engine, head_revision, upgrade_schema
+from servicekit.db import create_db_engine, upgrade_schema
+from servicekit.devtools.databases import head_revision
 
 
 def test_migrations_match_the_models_and_rerun_as_a_no_op(

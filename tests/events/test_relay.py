@@ -36,7 +36,8 @@ from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as epb_grpc
 from pointsbridge.events.v1 import cardpoints_events_pb2
 from servicekit import event_types
 from servicekit.clock import utc_now
-from servicekit.db import Database, create_db_engine, drop_database, upgrade_schema
+from servicekit.db import Database, create_db_engine, upgrade_schema
+from servicekit.devtools.databases import drop_database
 from servicekit.outbox import LEASES_TABLE
 from servicekit.relay import (
     BACKLOG,

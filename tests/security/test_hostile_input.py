@@ -56,7 +56,8 @@ from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as cp_grpc
 from pointsbridge.ecommerce.v1 import ecommerce_pb2 as ec
 from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as ec_grpc
 from servicekit.auth import generate_signing_key
-from servicekit.db import drop_database, normalize_url
+from servicekit.db import normalize_url
+from servicekit.devtools.databases import drop_database
 from servicekit.paging import encode_token
 from servicekit.server import MAX_MESSAGE_BYTES
 from servicekit.status import REASON_CODES, RemoteError, remote_error
