@@ -1,9 +1,6 @@
 """Reads both systems through their RPCs and checks the invariants I1-I6 of DESIGN.md.
 
-`take_snapshot` pages through everything the run created: card accounts, their
-ledgers and every deduction (with reversals) at cardpoints; every redemption (with
-coupons and refunds), every customer's coupons and the unsettled operations at
-ecommerce. `check` is a pure function of that snapshot, the accounts the harness
+`check` is a pure function of a snapshot (chaos.snapshot), the accounts the harness
 opened and credited, and the journal of what the clients were told.
 
 A violation names its invariant: I1 (no negative balance), I2 (ledger conservation),
@@ -15,31 +12,20 @@ SETTLED (nothing PENDING once both services are up).
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import TypeVar
+from dataclasses import dataclass
 
-import grpc
-from google.protobuf.message import Message
-
-from chaos.workload import Customer, Journal, Outcome
+from chaos.journal import Customer, Journal, Outcome
+from chaos.shop_check import check_shop
+from chaos.snapshot import Snapshot
 from pointsbridge.cardpoints.v1 import cardpoints_pb2 as cp
-from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as cp_grpc
 from pointsbridge.ecommerce.v1 import ecommerce_pb2 as ec
-from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as ec_grpc
 
-Req = TypeVar("Req", bound=Message)
-Resp = TypeVar("Resp", bound=Message)
+__all__ = ["Snapshot", "Violation", "check"]
 
-PAGE = 1000
-READ_TIMEOUT = 10.0
-MAX_PAGES = 10_000
-
-REDEMPTION_PREFIX = "redemption:"
-REFUND_PREFIX = "refund:"
+_COMPLETED = ec.REDEMPTION_STATE_COMPLETED
+_FAILED = ec.REDEMPTION_STATE_FAILED
 
 
 @dataclass(frozen=True, order=True)
@@ -51,141 +37,6 @@ class Violation:
         return f"violation {self.invariant}: {self.message}"
 
 
-@dataclass
-class Snapshot:
-    accounts: dict[str, cp.Account] = field(default_factory=dict)
-    ledgers: dict[str, list[cp.LedgerEntry]] = field(default_factory=dict)  # oldest first
-    deductions: list[cp.Deduction] = field(default_factory=list)
-    redemptions: list[ec.Redemption] = field(default_factory=list)  # ListRedemptions
-    coupons: dict[str, list[ec.Coupon]] = field(default_factory=dict)  # ListCoupons
-    exported: list[ec.ExportedRedemption] = field(default_factory=list)
-    unsettled: list[ec.UnsettledOperation] = field(default_factory=list)
-
-    @property
-    def pending(self) -> int:
-        """Unsettled operations, as ListUnsettled and the redemption/refund states say."""
-        listed = {op.id for op in self.unsettled}
-        states = {r.redemption_id for r in self.redemptions if r.state == _PENDING}
-        for item in self.exported:
-            states.update(f.refund_id for f in item.refunds if f.state == ec.REFUND_STATE_PENDING)
-        return len(listed | states)
-
-
-_PENDING = ec.REDEMPTION_STATE_PENDING
-_COMPLETED = ec.REDEMPTION_STATE_COMPLETED
-_FAILED = ec.REDEMPTION_STATE_FAILED
-
-
-async def _read(method: grpc.aio.UnaryUnaryMultiCallable[Req, Resp], request: Req) -> Resp:
-    """A read, resent a few times while a service is still coming up."""
-    for attempt in range(20):
-        try:
-            return await method(request, timeout=READ_TIMEOUT)
-        except grpc.aio.AioRpcError as error:
-            retryable = error.code() in (
-                grpc.StatusCode.UNAVAILABLE,
-                grpc.StatusCode.DEADLINE_EXCEEDED,
-            )
-            if not retryable or attempt == 19:
-                raise
-        await asyncio.sleep(0.25)
-    raise AssertionError("unreachable")
-
-
-async def _pages(
-    method: grpc.aio.UnaryUnaryMultiCallable[Req, Resp],
-    request_for: Callable[[str], Req],
-    next_token: Callable[[Resp], str],
-) -> list[Resp]:
-    """Every page of a listing, following next_page_token (bounded)."""
-    pages: list[Resp] = []
-    token = ""
-    for _ in range(MAX_PAGES):
-        page = await _read(method, request_for(token))
-        pages.append(page)
-        token = next_token(page)
-        if not token:
-            return pages
-    raise RuntimeError(f"more than {MAX_PAGES} pages")
-
-
-async def list_unsettled(channel: grpc.aio.Channel) -> list[ec.UnsettledOperation]:
-    admin = ec_grpc.EcommerceAdminServiceStub(channel)
-    answer = await _read(admin.ListUnsettled, ec.ListUnsettledRequest(page_size=PAGE))
-    return list(answer.operations)
-
-
-async def wait_settled(channel: grpc.aio.Channel, within: float) -> list[ec.UnsettledOperation]:
-    """Poll ListUnsettled until it is empty or `within` seconds pass; the last answer."""
-    deadline = time.monotonic() + within
-    while True:
-        left = await list_unsettled(channel)
-        if not left or time.monotonic() > deadline:
-            return left
-        await asyncio.sleep(0.5)
-
-
-async def take_snapshot(
-    cardpoints: grpc.aio.Channel, ecommerce: grpc.aio.Channel, customers: Sequence[Customer]
-) -> Snapshot:
-    bank = cp_grpc.CardPointsServiceStub(cardpoints)
-    shop = ec_grpc.RedemptionServiceStub(ecommerce)
-    admin = ec_grpc.EcommerceAdminServiceStub(ecommerce)
-    snap = Snapshot()
-    for customer in customers:
-        await _read_customer(snap, bank, shop, customer)
-    deductions = await _pages(
-        bank.ListDeductions,
-        lambda token: cp.ListDeductionsRequest(page_size=PAGE, page_token=token),
-        lambda page: page.next_page_token,
-    )
-    snap.deductions = [d for p in deductions for d in p.deductions]
-    exported = await _pages(
-        admin.ExportRedemptions,
-        lambda token: ec.ExportRedemptionsRequest(page_size=PAGE, page_token=token),
-        lambda page: page.next_page_token,
-    )
-    snap.exported = [r for p in exported for r in p.redemptions]
-    snap.unsettled = await list_unsettled(ecommerce)
-    return snap
-
-
-async def _read_customer(
-    snap: Snapshot,
-    bank: cp_grpc.CardPointsServiceAsyncStub,
-    shop: ec_grpc.RedemptionServiceAsyncStub,
-    customer: Customer,
-) -> None:
-    """One customer's card account with its ledger, redemptions and coupons."""
-    account_id, customer_id = customer.account_id, customer.customer_id
-    got = await _read(bank.GetAccount, cp.GetAccountRequest(account_id=account_id))
-    snap.accounts[account_id] = got.account
-    ledger = await _pages(
-        bank.ListTransactions,
-        lambda token: cp.ListTransactionsRequest(
-            account_id=account_id, page_size=PAGE, page_token=token
-        ),
-        lambda page: page.next_page_token,
-    )
-    snap.ledgers[account_id] = [e for p in ledger for e in p.transactions][::-1]
-    redemptions = await _pages(
-        shop.ListRedemptions,
-        lambda token: ec.ListRedemptionsRequest(
-            customer_id=customer_id, page_size=PAGE, page_token=token
-        ),
-        lambda page: page.next_page_token,
-    )
-    snap.redemptions.extend(r for p in redemptions for r in p.redemptions)
-    coupons = await _pages(
-        shop.ListCoupons,
-        lambda token: ec.ListCouponsRequest(
-            customer_id=customer_id, page_size=PAGE, page_token=token
-        ),
-        lambda page: page.next_page_token,
-    )
-    snap.coupons[customer_id] = [c for p in coupons for c in p.coupons]
-
-
 def check(snap: Snapshot, customers: Sequence[Customer], journal: Journal) -> list[Violation]:
     found: list[Violation] = []
 
@@ -194,7 +45,7 @@ def check(snap: Snapshot, customers: Sequence[Customer], journal: Journal) -> li
 
     credited = {c.account_id: c.credited for c in customers}
     _check_bank(snap, credited, add)
-    _check_shop(snap, add)
+    check_shop(snap, add)
     _check_journal(snap, journal, add)
     for line in journal.unexpected:
         add("ANSWER", line)
@@ -335,178 +186,6 @@ def _check_ledger_references(
                     f"{name} {request_id}: {len(same)} records, "
                     f"{seen[(kind, request_id)]} ledger entries",
                 )
-
-
-def _check_shop(snap: Snapshot, add: Add) -> None:
-    """I3, I4, I5 across both systems: redemptions, coupons and refunds against the bank."""
-    deductions: dict[str, list[cp.Deduction]] = defaultdict(list)
-    for deduction in snap.deductions:
-        deductions[deduction.request_id].append(deduction)
-    redemptions = {r.redemption_id: r for r in snap.redemptions}
-    exported = {e.redemption.redemption_id: e for e in snap.exported}
-    if set(exported) != set(redemptions):
-        add(
-            "EXPORT",
-            f"ExportRedemptions has {len(exported)} redemptions, ListRedemptions "
-            f"{len(redemptions)}; differ: {sorted(set(exported) ^ set(redemptions))[:5]}",
-        )
-    request_ids = Counter(r.request_id for r in snap.redemptions)
-    for request_id, count in request_ids.items():
-        if count > 1:
-            add("I3", f"request_id {request_id} has {count} redemptions")
-
-    listed: dict[str, ec.Coupon] = {}
-    codes: Counter[str] = Counter()
-    for coupons in snap.coupons.values():
-        for coupon in coupons:
-            codes[coupon.code] += 1
-            listed[coupon.code] = coupon
-    for code, count in codes.items():
-        if count > 1:
-            add("I4", f"coupon code {code} appears {count} times")
-
-    in_redemptions: set[str] = set()
-    for redemption in snap.redemptions:
-        rid = redemption.redemption_id
-        for coupon in redemption.coupons:
-            in_redemptions.add(coupon.code)
-            if coupon.code not in listed:
-                add("I4", f"coupon {coupon.code} of {rid} is not in ListCoupons")
-        # Should there be several (reported above), judge by the one the redemption names.
-        candidates = deductions.get(REDEMPTION_PREFIX + rid, [])
-        paid = next(
-            (d for d in candidates if d.deduction_id == redemption.deduction_id),
-            candidates[0] if candidates else None,
-        )
-        _check_redemption(redemption, paid, add)
-        refunds = list(exported[rid].refunds) if rid in exported else []
-        _check_refunds(redemption, refunds, paid, add)
-    for code in sorted(set(listed) - in_redemptions):
-        add("I4", f"coupon {code} belongs to no redemption")
-
-    for deduction in snap.deductions:
-        rid = deduction.request_id.removeprefix(REDEMPTION_PREFIX)
-        if not deduction.request_id.startswith(REDEMPTION_PREFIX) or rid not in redemptions:
-            add(
-                "I3",
-                f"deduction {deduction.deduction_id} ({deduction.request_id}, "
-                f"{deduction.points} points from {deduction.account_id}) has no redemption",
-            )
-        refund_ids = {f.refund_id for e in snap.exported for f in e.refunds}
-        for reversal in deduction.reversals:
-            if reversal.request_id.removeprefix(REFUND_PREFIX) not in refund_ids:
-                add("I6", f"reversal {reversal.request_id} of {deduction.request_id} has no refund")
-    for op in snap.unsettled:
-        add(
-            "SETTLED",
-            f"{ec.UnsettledKind.Name(op.kind)} {op.id} ({op.request_id}) is still unsettled",
-        )
-
-
-def _check_redemption(redemption: ec.Redemption, deduction: cp.Deduction | None, add: Add) -> None:
-    rid = redemption.redemption_id
-    coupons = list(redemption.coupons)
-    if redemption.state == _PENDING:
-        add("SETTLED", f"redemption {rid} ({redemption.request_id}) is still PENDING")
-        return
-    if redemption.state == _FAILED:
-        if deduction is not None:
-            add("I3", f"FAILED redemption {rid} has deduction {deduction.deduction_id}")
-        if coupons:
-            add("I3", f"FAILED redemption {rid} has {len(coupons)} coupons")
-        if not redemption.failure_reason:
-            add("I3", f"FAILED redemption {rid} has no failure reason")
-        return
-    if redemption.state != _COMPLETED:
-        add("I3", f"redemption {rid} is in state {redemption.state}")
-        return
-    if deduction is None:
-        add("I3", f"COMPLETED redemption {rid} has no deduction at cardpoints")
-    else:
-        if deduction.points != redemption.points:
-            add(
-                "I3",
-                f"redemption {rid}: {redemption.points} points, deduction {deduction.points}",
-            )
-        if deduction.account_id != redemption.card_account_id:
-            add("I3", f"redemption {rid} was deducted from {deduction.account_id}")
-        if deduction.deduction_id != redemption.deduction_id:
-            add(
-                "I3",
-                f"redemption {rid} names deduction {redemption.deduction_id!r}, cardpoints has "
-                f"{deduction.deduction_id}",
-            )
-        if (deduction.coupon_quantity, deduction.points_per_coupon) != (
-            redemption.quantity,
-            redemption.points_per_coupon,
-        ):
-            add("I3", f"redemption {rid}: deduction is for another quantity or ratio")
-    if redemption.points != redemption.quantity * redemption.points_per_coupon:
-        add("I3", f"redemption {rid}: {redemption.points} != quantity x points_per_coupon")
-    if len(coupons) != redemption.quantity:
-        add(
-            "I4",
-            f"COMPLETED redemption {rid} has {len(coupons)} coupons, not {redemption.quantity}",
-        )
-    for coupon in coupons:
-        if coupon.redemption_id != rid or coupon.customer_id != redemption.customer_id:
-            add("I4", f"coupon {coupon.code} is listed under {rid} but says otherwise")
-        if coupon.state == ec.COUPON_STATE_USED and not coupon.used_order_id:
-            add("I5", f"coupon {coupon.code} is USED on no order")
-        if coupon.state != ec.COUPON_STATE_USED and coupon.used_order_id:
-            add(
-                "I5",
-                f"coupon {coupon.code} is {ec.CouponState.Name(coupon.state)} but was used on "
-                f"{coupon.used_order_id}",
-            )
-
-
-def _check_refunds(
-    redemption: ec.Redemption,
-    refunds: list[ec.Refund],
-    deduction: cp.Deduction | None,
-    add: Add,
-) -> None:
-    rid = redemption.redemption_id
-    coupons = {c.code: c for c in redemption.coupons}
-    refunded_codes: Counter[str] = Counter()
-    total = 0
-    reversals = {r.request_id: r for r in deduction.reversals} if deduction else {}
-    for refund in refunds:
-        if refund.state == ec.REFUND_STATE_PENDING:
-            add("SETTLED", f"refund {refund.refund_id} of {rid} is still PENDING")
-            continue
-        total += refund.points
-        refunded_codes.update(refund.codes)
-        if refund.points != len(refund.codes) * redemption.points_per_coupon:
-            add("I6", f"refund {refund.refund_id}: {refund.points} points for {len(refund.codes)}")
-        for code in refund.codes:
-            coupon = coupons.get(code)
-            if coupon is None or coupon.state != ec.COUPON_STATE_VOID:
-                state = "missing" if coupon is None else ec.CouponState.Name(coupon.state)
-                add("I5", f"refund {refund.refund_id} returned coupon {code}, which is {state}")
-        reversal = reversals.get(REFUND_PREFIX + refund.refund_id)
-        if reversal is None:
-            add("I6", f"COMPLETED refund {refund.refund_id} of {rid} has no reversal")
-        elif reversal.points != refund.points:
-            add(
-                "I6",
-                f"refund {refund.refund_id}: {refund.points} points, reversal {reversal.points}",
-            )
-    for code, count in refunded_codes.items():
-        if count > 1:
-            add("I5", f"coupon {code} was refunded {count} times")
-    for code, coupon in coupons.items():
-        if coupon.state == ec.COUPON_STATE_VOID and code not in refunded_codes:
-            add("I5", f"coupon {code} is VOID but no completed refund returned it")
-    if redemption.refunded_points != total:
-        add("I6", f"redemption {rid} says {redemption.refunded_points} refunded, refunds {total}")
-    if deduction is not None and deduction.reversed_points != total:
-        add(
-            "I6",
-            f"redemption {rid}: refunds gave back {total}, cardpoints reversed "
-            f"{deduction.reversed_points}",
-        )
 
 
 def _check_journal(snap: Snapshot, journal: Journal, add: Add) -> None:

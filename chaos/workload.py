@@ -6,26 +6,24 @@ run's seed. What the services answered depends on timing (kills, concurrency), a
 do the later choices that depend on it (which coupons exist to use); the sequence of
 random draws is the same for a seed, the interleaving is not.
 
-The journal is the expected-state bookkeeping the checker holds the services to: every
-acknowledged success must be visible at the end, every refusal must have changed
-nothing, every unknown outcome must have been settled one way or the other.
+What they were told goes into the journal (chaos.journal).
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import random
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import grpc
 
+from chaos.journal import Customer, Journal, Outcome, Product, RedeemCall, RefundCall, UseCall
 from pointsbridge.ecommerce.v1 import ecommerce_pb2 as ec
 from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as ec_grpc
+from servicekit.devtools.credentials import bearer
 from servicekit.status import RemoteError, remote_error
 
 R = TypeVar("R")
@@ -48,96 +46,6 @@ REDEEM_REFUSALS = frozenset(
 )
 USE_REFUSALS = frozenset({"COUPON_ALREADY_USED", "COUPON_VOID"})
 REFUND_REFUSALS = frozenset({"COUPON_ALREADY_USED", "COUPON_VOID"})
-
-# Client channels reconnect to a restarted ecommerce within about a second.
-CHANNEL_OPTIONS = (
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1000),
-)
-
-
-class Outcome(enum.StrEnum):
-    OK = "ok"
-    REFUSED = "refused"
-    UNKNOWN = "unknown"  # every attempt ended UNAVAILABLE/DEADLINE_EXCEEDED, or cut short
-
-
-@dataclass(frozen=True)
-class Product:
-    product_id: str
-    points_per_coupon: int
-    max_quantity: int
-
-
-@dataclass(frozen=True)
-class Customer:
-    customer_id: str
-    account_id: str
-    credited: int
-
-
-@dataclass
-class RedeemCall:
-    request_id: str
-    customer_id: str
-    product_id: str
-    quantity: int
-    expected_points: int | None
-    outcome: Outcome = Outcome.UNKNOWN
-    reason: str = ""
-    redemption_id: str = ""
-    state: int = 0  # the Redemption state the client was shown
-    codes: tuple[str, ...] = ()
-    points: int = 0
-
-
-@dataclass
-class UseCall:
-    customer_id: str
-    code: str
-    order_id: str
-    outcome: Outcome = Outcome.UNKNOWN
-    reason: str = ""
-
-
-@dataclass
-class RefundCall:
-    request_id: str
-    customer_id: str
-    redemption_id: str
-    codes: tuple[str, ...]
-    outcome: Outcome = Outcome.UNKNOWN
-    reason: str = ""
-    refund_id: str = ""
-    points: int = 0
-
-
-@dataclass
-class Journal:
-    """What the clients asked and what they were told, in the order they asked."""
-
-    redeems: list[RedeemCall] = field(default_factory=list)
-    uses: list[UseCall] = field(default_factory=list)
-    refunds: list[RefundCall] = field(default_factory=list)
-    quotes: int = 0
-    ops: int = 0
-    attempts: int = 0
-    # Answers no correct service gives (an INTERNAL, an unexpected reason, a wrong quote).
-    unexpected: list[str] = field(default_factory=list)
-
-    def tally(self) -> str:
-        """How the calls ended, e.g. "redeem ok=120 refused=9 unknown=2 ...", for the log."""
-        parts = [f"quote {self.quotes}"]
-        for name, calls in (("redeem", self.redeems), ("use", self.uses), ("refund", self.refunds)):
-            counts = Counter(c.outcome for c in calls)
-            reasons = Counter(c.reason for c in calls if c.reason)
-            parts.append(
-                f"{name} "
-                + " ".join(f"{o.value}={counts[o]}" for o in Outcome)
-                + "".join(f" {r}={n}" for r, n in sorted(reasons.items()))
-            )
-        return "; ".join(parts)
 
 
 @dataclass
@@ -228,7 +136,7 @@ class Client:
 
     def _as(self, customer_id: str) -> tuple[tuple[str, str], ...]:
         """Call metadata: the customer's own bearer token (customers act for themselves)."""
-        return (("authorization", f"Bearer {self._token_for(customer_id)}"),)
+        return bearer(self._token_for(customer_id))
 
     def _next_id(self, kind: str) -> str:
         self._n += 1

@@ -21,8 +21,8 @@ import pytest
 
 from chaos.checker import Snapshot, check
 from chaos.harness import PRESETS, Plan, parse_options
+from chaos.journal import Customer, Journal, Outcome, RedeemCall, RefundCall, UseCall
 from chaos.proxy import FaultProxy, FrameScanner, Mode
-from chaos.workload import Customer, Journal, Outcome, RedeemCall, RefundCall, UseCall
 from pointsbridge.cardpoints.v1 import cardpoints_pb2 as cp
 from pointsbridge.ecommerce.v1 import ecommerce_pb2 as ec
 from tests.support import ROOT

@@ -18,12 +18,12 @@ from pathlib import Path
 import grpc
 import pytest
 
-from chaos.process import ServiceProcess, cardpoints_command, ecommerce_command
 from chaos.proxy import FaultProxy, Mode
 from pointsbridge.cardpoints.v1 import cardpoints_pb2 as cp
 from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as cp_grpc
 from pointsbridge.ecommerce.v1 import ecommerce_pb2 as ec
 from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as ec_grpc
+from servicekit.devtools.launch import ServiceProcess, cardpoints_command, ecommerce_command
 from tests import auth
 from tests.support import expect_error
 
@@ -58,7 +58,7 @@ async def start_stack(
     ecommerce: ServiceProcess | None = None
     channels: list[grpc.aio.Channel] = []
     try:
-        await cardpoints.start()
+        await cardpoints.serve()
         proxy = await FaultProxy(cardpoints.port).start()
         ecommerce = ServiceProcess(
             "ecommerce",
@@ -75,7 +75,7 @@ async def start_stack(
             ),
             logs,
         )
-        await ecommerce.start()
+        await ecommerce.serve()
         # The e-commerce identity with every role: this test is not about access control.
         channels = [auth.channel(cardpoints.address), auth.channel(ecommerce.address)]
         bank_admin = cp_grpc.CardPointsAdminServiceStub(channels[0])
