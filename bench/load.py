@@ -21,7 +21,7 @@ from typing import Any
 
 import grpc
 
-from bench.stack import DIRECT_MERCHANT, POINTS_PER_COUPON, PRODUCTS
+from bench.seed import DIRECT_MERCHANT, POINTS_PER_COUPON, PRODUCTS
 from pointsbridge.cardpoints.v1 import cardpoints_pb2 as cp
 from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as cp_grpc
 from pointsbridge.ecommerce.v1 import ecommerce_pb2 as ec

@@ -36,6 +36,7 @@ from typing import Any
 from bench import profiling, report
 from bench.limits import measure as measure_limits
 from bench.load import DEDUCT, REDEEM, Job, LoadPool, Result, percentile, split
+from bench.seed import check_invariants, seed
 from bench.stack import (
     DEFAULT_PG_URL,
     ROOT,
@@ -43,7 +44,6 @@ from bench.stack import (
     Keys,
     Server,
     cardpoints_argv,
-    check_invariants,
     cpu_seconds,
     ecommerce_argv,
     empty_argv,
@@ -52,7 +52,6 @@ from bench.stack import (
     migrate,
     postgres_cpu_seconds,
     rss_mb,
-    seed,
 )
 
 SCHEMA = "pointsbridge-bench/1"
