@@ -8,182 +8,50 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shlex
 import signal
-import subprocess
 import sys
 import threading
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import grpc
 
-from pointsbridge.cardpoints.v1 import cardpoints_pb2 as cp
-from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as cp_grpc
-from pointsbridge.ecommerce.v1 import ecommerce_pb2 as ec
-from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as ec_grpc
-from servicekit import lifeline
-from servicekit.auth import (
-    ROLE_ADMIN,
-    ROLE_CUSTOMER,
-    ROLE_SERVICE,
-    TokenIssuer,
-    generate_signing_key,
+from pointsbridge_cli.demo import (
+    DEMO_CARD,
+    DEMO_CUSTOMER,
+    DEMO_POINTS,
+    DEMO_PRODUCT,
+    START_FIRST,
+    demo,
+    seed,
 )
+from servicekit.auth import ROLE_CUSTOMER
+from servicekit.devtools.credentials import Credentials
+from servicekit.devtools.launch import BIN, ServiceProcess
 from servicekit.status import remote_error
 from servicekit.streams import safe_url
 
-BIN = Path(sys.executable).parent
-DEMO_CARD = "demo-card"
-DEMO_CUSTOMER = "demo-customer"
-DEMO_PRODUCT = "coupon-10"
-DEMO_POINTS = 100_000
-TIMEOUT = 10.0
-
-_START_FIRST = "start `make run` first (in another terminal), then run `make demo` again"
-_PORT_LINE = re.compile(r"serving on port (\d+)")
-_METRICS_LINE = re.compile(r"metrics on port (\d+)")
+SERVICE_TOKEN_TTL = 7 * 86_400
 
 
-@dataclass(frozen=True)
-class DevKeys:
-    """The development token keys under var/: made once, kept across restarts."""
+def start_child(name: str, command: Sequence[str]) -> ServiceProcess:
+    """A service process whose output is relayed to ours.
 
-    folder: Path
-
-    @property
-    def signing_key(self) -> Path:
-        return self.folder / "token-signing-key.pem"
-
-    @property
-    def public_key(self) -> Path:
-        return self.folder / "token-public-key.pem"
-
-    @property
-    def service_token(self) -> Path:
-        return self.folder / "ecommerce-service.token"
-
-    def ensure(self) -> None:
-        if not self.signing_key.exists():
-            private, public = generate_signing_key()
-            self.folder.mkdir(parents=True, exist_ok=True)
-            self.signing_key.touch(mode=0o600)
-            self.signing_key.write_bytes(private)
-            self.public_key.write_bytes(public)
-        # A fresh service token at every start: short-lived tokens are the habit to keep.
-        self.service_token.touch(mode=0o600)
-        self.service_token.write_text(self.issue("ecommerce", ROLE_SERVICE, ttl=7 * 86_400))
-
-    def issue(self, subject: str, role: str, ttl: int = 3600) -> str:
-        return TokenIssuer(self.signing_key.read_bytes()).issue(subject, [role], ttl)
-
-    def bearer(self, subject: str, role: str) -> tuple[tuple[str, str]]:
-        return (("authorization", f"Bearer {self.issue(subject, role)}"),)
-
-
-class Child:
-    """A service process whose log is relayed to ours; its port is read from its log.
-
-    Create children from the main thread: the kernel's parent-death signal
-    (servicekit.lifeline) follows the thread that started the child, not the process.
+    Tied to this process (servicekit.lifeline): if it dies before stopping the child
+    (SIGKILL, a closed terminal), the child is sent SIGTERM and frees its port. In its
+    own session, so that Ctrl-C reaches us and we stop the children in order. Start
+    children from the main thread: the tie follows the thread that started the child.
     """
-
-    def __init__(self, name: str, command: Sequence[str]) -> None:
-        self.name = name
-        self.process = subprocess.Popen(
-            # Tied to this process: if it dies before stopping the child (SIGKILL, a
-            # closed terminal), the child is sent SIGTERM and frees its port.
-            lifeline.command(os.getpid(), command),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            bufsize=1,
-            start_new_session=True,  # Ctrl-C reaches us; we stop the children in order
-        )
-        self._port: int | None = None
-        self.metrics_port: int | None = None
-        self._ready = threading.Event()
-        threading.Thread(target=self._relay, args=(self.process.stdout,), daemon=True).start()
-
-    def _relay(self, stream: IO[str] | None) -> None:
-        assert stream is not None
-        for line in stream:
-            sys.stderr.write(line)
-            if self.metrics_port is None and (metrics := _METRICS_LINE.search(line)):
-                self.metrics_port = int(metrics.group(1))
-            if self._port is None and (found := _PORT_LINE.search(line)):
-                self._port = int(found.group(1))
-                self._ready.set()
-        self._ready.set()
-
-    def wait_port(self, timeout: float = 60) -> int:
-        self._ready.wait(timeout)
-        if self._port is None:
-            try:  # its log has ended: it is exiting, or hangs with its output closed
-                code: int | None = self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                code = None
-            raise SystemExit(f"{self.name} did not start (exit code {code})")
-        return self._port
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        return self.process.wait()
+    return ServiceProcess(name, command, own_session=True, cwd=None).spawn()
 
 
-def seed(cardpoints: str, ecommerce: str, keys: DevKeys) -> None:
-    """Demo data, created once: every step is idempotent, so a restart changes nothing."""
-    operator = keys.bearer("devstack", ROLE_ADMIN)
-    with grpc.insecure_channel(cardpoints) as channel:
-        admin = cp_grpc.CardPointsAdminServiceStub(channel)
-        admin.OpenAccount(
-            cp.OpenAccountRequest(account_id=DEMO_CARD, holder_name="Demo Customer"),
-            timeout=TIMEOUT,
-            metadata=operator,
-        )
-        admin.CreditPoints(
-            cp.CreditPointsRequest(
-                request_id="demo-seed-credit",
-                account_id=DEMO_CARD,
-                points=DEMO_POINTS,
-                reason="demo data",
-            ),
-            timeout=TIMEOUT,
-            metadata=operator,
-        )
-    with grpc.insecure_channel(ecommerce) as channel:
-        shop = ec_grpc.EcommerceAdminServiceStub(channel)
-        try:
-            shop.CreateCouponProduct(
-                ec.CreateCouponProductRequest(
-                    product_id=DEMO_PRODUCT,
-                    display_name="10 CNY e-coupon",
-                    face_value_minor=1000,
-                    currency="CNY",
-                    points_per_coupon=1000,
-                    validity_days=30,
-                    max_quantity_per_redemption=20,
-                ),
-                timeout=TIMEOUT,
-                metadata=operator,
-            )
-        except grpc.RpcError as error:
-            if remote_error(error).reason != "PRODUCT_ALREADY_EXISTS":
-                raise
-        shop.LinkCardAccount(
-            ec.LinkCardAccountRequest(customer_id=DEMO_CUSTOMER, card_account_id=DEMO_CARD),
-            timeout=TIMEOUT,
-            metadata=operator,
-        )
+def wait_port(process: ServiceProcess) -> int:
+    try:
+        return process.wait_port(timeout=60)
+    except RuntimeError:
+        code = process.process.returncode if process.process is not None else None
+        raise SystemExit(f"{process.name} did not start (exit code {code})") from None
 
 
 def grpcurl_commands(ecommerce: str) -> list[str]:
@@ -235,10 +103,8 @@ def run(args: argparse.Namespace) -> int:
         "(e.g. nats://127.0.0.1:4222) to publish them.",
         file=sys.stderr,
     )
-    keys = DevKeys(var / "dev-keys")
-    keys.ensure()
-    security = ["--insecure-plaintext", "true", "--token-public-key", str(keys.public_key)]
-    cardpoints = Child(
+    keys = Credentials.ensure(var / "dev-keys", service_ttl=SERVICE_TOKEN_TTL)
+    cardpoints = start_child(
         "cardpoints",
         [
             str(BIN / "cardpoints-server"),
@@ -248,14 +114,14 @@ def run(args: argparse.Namespace) -> int:
             f"sqlite:///{var / 'cardpoints.db'}",
             "--metrics-address",
             f"127.0.0.1:{args.cardpoints_metrics_port}",
-            *security,
+            *keys.server_flags,
             *log_format,
         ],
     )
     children = [cardpoints]
     try:
-        cardpoints_port = cardpoints.wait_port()
-        ecommerce = Child(
+        cardpoints_port = wait_port(cardpoints)
+        ecommerce = start_child(
             "ecommerce",
             [
                 str(BIN / "ecommerce-server"),
@@ -267,16 +133,14 @@ def run(args: argparse.Namespace) -> int:
                 f"127.0.0.1:{args.ecommerce_metrics_port}",
                 "--cardpoints-address",
                 f"127.0.0.1:{cardpoints_port}",  # where cardpoints listens, and only there
-                *security,
-                "--cardpoints-token-file",
-                str(keys.service_token),
+                *keys.ecommerce_flags,
                 *log_format,
             ],
         )
         children.append(ecommerce)
-        ecommerce_port = ecommerce.wait_port()
+        ecommerce_port = wait_port(ecommerce)
         seed(f"localhost:{cardpoints_port}", f"localhost:{ecommerce_port}", keys)
-        storefront = Child(
+        storefront = start_child(
             "storefront",
             [
                 str(BIN / "storefront-server"),
@@ -290,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
             ],
         )
         children.append(storefront)
-        storefront_url = f"http://127.0.0.1:{storefront.wait_port()}"
+        storefront_url = f"http://127.0.0.1:{wait_port(storefront)}"
         demo_token = keys.issue(DEMO_CUSTOMER, ROLE_CUSTOMER, ttl=12 * 3600)
         commands = "\n\n".join(grpcurl_commands(f"localhost:{ecommerce_port}"))
         print(
@@ -311,69 +175,15 @@ def run(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
         while not stop.is_set():
-            if any(child.process.poll() is not None for child in children):
+            if not all(child.running for child in children):
                 print("a service exited; stopping", file=sys.stderr)
                 return 1
             stop.wait(0.5)
         return 0
     finally:
         for child in reversed(children):  # callers first: storefront, ecommerce, cardpoints
-            child.stop()
+            child.stop(timeout=30)
         print("stopped", file=sys.stderr)
-
-
-def demo(args: argparse.Namespace) -> int:
-    """Redeem three demo coupons and show what moved."""
-    cardpoints, ecommerce = args.cardpoints, args.ecommerce
-    keys = DevKeys(Path(args.var) / "dev-keys")
-    if not keys.signing_key.exists():
-        missing = f"no system has run here yet ({keys.signing_key} is missing)"
-        print(f"error: {missing}; {_START_FIRST}", file=sys.stderr)
-        return 1
-    operator = keys.bearer("devstack", ROLE_ADMIN)
-    customer = keys.bearer(DEMO_CUSTOMER, ROLE_CUSTOMER)
-    with (
-        grpc.insecure_channel(cardpoints) as cp_channel,
-        grpc.insecure_channel(ecommerce) as ec_channel,
-    ):
-        bank = cp_grpc.CardPointsServiceStub(cp_channel)
-        shop = ec_grpc.RedemptionServiceStub(ec_channel)
-
-        def balance() -> int:
-            account = bank.GetAccount(
-                cp.GetAccountRequest(account_id=DEMO_CARD), timeout=TIMEOUT, metadata=operator
-            )
-            return account.account.balance
-
-        before = balance()
-        quote = shop.QuoteRedemption(
-            ec.QuoteRedemptionRequest(
-                customer_id=DEMO_CUSTOMER, product_id=DEMO_PRODUCT, quantity=3
-            ),
-            timeout=TIMEOUT,
-            metadata=customer,
-        ).quote
-        redemption = shop.RedeemPoints(
-            ec.RedeemPointsRequest(
-                request_id=f"demo-{os.getpid()}-{time.time_ns()}",
-                customer_id=DEMO_CUSTOMER,
-                product_id=DEMO_PRODUCT,
-                quantity=3,
-                expected_points=quote.points_required,
-            ),
-            timeout=30,
-            metadata=customer,
-        ).redemption
-        after = balance()
-    print(
-        f"quote:    3 x {DEMO_PRODUCT} = {quote.points_required} points"
-        f" (ratio v{quote.ratio_version})"
-    )
-    print(f"balance:  {before} -> {after} points on {DEMO_CARD}")
-    print(f"redeemed: {redemption.redemption_id} ({ec.RedemptionState.Name(redemption.state)})")
-    for coupon in redemption.coupons:
-        print(f"coupon:   {coupon.code}")
-    return 0 if before - after == quote.points_required else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -410,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         unreached = failure.code is grpc.StatusCode.UNAVAILABLE and not failure.reason
         if args.command == "demo" and unreached:
             where = f"{args.cardpoints} and {args.ecommerce}"
-            print(f"error: nothing answers at {where}; {_START_FIRST}", file=sys.stderr)
+            print(f"error: nothing answers at {where}; {START_FIRST}", file=sys.stderr)
             return 1
         print(f"error: {failure.code.name} {failure.reason}: {failure.message}", file=sys.stderr)
         return 1

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from servicekit.auth import generate_signing_key
+from servicekit.devtools.credentials import write_file, write_signing_key
 
 SERVICES = ("cardpoints", "ecommerce")
 # The operators' client certificate: it gets the CLI through mutual TLS, and nothing
@@ -120,25 +119,15 @@ def make_leaf(
     return cert, key
 
 
-def _write(path: Path, data: bytes, private: bool = False) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
-    fd = os.open(path, flags, 0o600 if private else 0o644)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-
-
 def write_dev_pki(out: Path, services: tuple[str, ...] = SERVICES) -> None:
     ca, ca_key = make_ca("PointsBridge development CA")
-    _write(out / "ca.pem", ca.public_bytes(serialization.Encoding.PEM))
+    write_file(out / "ca.pem", ca.public_bytes(serialization.Encoding.PEM))
     leaves = [(name, make_leaf(name, ca, ca_key)) for name in services]
     leaves.append((OPERATOR, make_leaf(OPERATOR_COMMON_NAME, ca, ca_key, server=False)))
     for name, (cert, key) in leaves:
-        _write(out / f"{name}.pem", cert.public_bytes(serialization.Encoding.PEM))
-        _write(out / f"{name}-key.pem", _pem_key(key), private=True)
-    signing, public = generate_signing_key()
-    _write(out / "token-signing-key.pem", signing, private=True)
-    _write(out / "token-public-key.pem", public)
+        write_file(out / f"{name}.pem", cert.public_bytes(serialization.Encoding.PEM))
+        write_file(out / f"{name}-key.pem", _pem_key(key), private=True)
+    write_signing_key(out)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from pointsbridge_cli import devstack
+from servicekit.devtools.credentials import Credentials
 from tests.support import free_port
 
 
@@ -23,7 +24,7 @@ def test_demo_with_nothing_running_says_to_start_make_run_first(
     assert devstack.main(["demo", "--var", str(tmp_path), *nowhere]) == 1
     assert "start `make run` first" in capsys.readouterr().err
     # Run before, stopped now: the keys are there, the services are not.
-    devstack.DevKeys(tmp_path / "dev-keys").ensure()
+    Credentials.ensure(tmp_path / "dev-keys")
     assert devstack.main(["demo", "--var", str(tmp_path), *nowhere]) == 1
     said = capsys.readouterr().err
     assert said.startswith("error: nothing answers at 127.0.0.1:"), said

@@ -18,7 +18,7 @@ import pytest
 
 from pointsbridge.cardpoints.v1 import cardpoints_pb2 as cp
 from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as cp_grpc
-from pointsbridge_cli.devstack import DevKeys
+from servicekit.devtools.credentials import Credentials
 from tests.support import ROOT, free_port
 from tests.system.devstack import DevStack
 
@@ -57,8 +57,8 @@ def run(stack: DevStack, command: str) -> dict[str, object]:
     return result
 
 
-def keys(stack: DevStack) -> DevKeys:
-    return DevKeys(stack.var / "dev-keys")
+def keys(stack: DevStack) -> Credentials:
+    return Credentials(stack.var / "dev-keys")
 
 
 def balance(stack: DevStack, account_id: str) -> int:

@@ -15,7 +15,7 @@ from pointsbridge.cardpoints.v1 import cardpoints_pb2 as cp
 from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as cp_grpc
 from pointsbridge.ecommerce.v1 import ecommerce_pb2 as ec
 from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as ec_grpc
-from pointsbridge_cli.devstack import DevKeys
+from servicekit.devtools.credentials import Credentials
 from tests.support import ROOT
 from tests.system.devstack import DevStack
 from tests.system.test_readme import README_GRPCURL, balance, run
@@ -54,7 +54,7 @@ def test_the_walkthrough_runs_as_written(stack: DevStack, tmp_path: Path) -> Non
     (tmp_path / ".venv").symlink_to(ROOT / ".venv")
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("POINTSBRIDGE_")},
-        "POINTSBRIDGE_SIGNING_KEY": str(DevKeys(stack.var / "dev-keys").signing_key),
+        "POINTSBRIDGE_SIGNING_KEY": str(Credentials(stack.var / "dev-keys").signing_key),
         "POINTSBRIDGE_CLI_CARDPOINTS": f"localhost:{stack.cardpoints_port}",
         "POINTSBRIDGE_CLI_ECOMMERCE": f"localhost:{stack.ecommerce_port}",
     }
@@ -85,7 +85,7 @@ def test_the_walkthrough_runs_as_written(stack: DevStack, tmp_path: Path) -> Non
         account = cp_grpc.CardPointsServiceStub(channel).GetAccount(
             cp.GetAccountRequest(account_id="alice-card"),
             timeout=10,
-            metadata=DevKeys(stack.var / "dev-keys").bearer("tester", "admin"),
+            metadata=Credentials(stack.var / "dev-keys").bearer("tester", "admin"),
         )
     assert account.account.balance == 8050
     # The README's own account and demo redemption are untouched by the walkthrough.
@@ -99,6 +99,6 @@ def _first_issued_code(stack: DevStack) -> str:
         listed = ec_grpc.RedemptionServiceStub(channel).ListCoupons(
             ec.ListCouponsRequest(customer_id="demo-customer", state=ec.COUPON_STATE_ISSUED),
             timeout=10,
-            metadata=DevKeys(stack.var / "dev-keys").bearer("tester", "admin"),
+            metadata=Credentials(stack.var / "dev-keys").bearer("tester", "admin"),
         )
     return listed.coupons[0].code if listed.coupons else "<CODE>"
