@@ -170,7 +170,7 @@ async def kill_schedule(run: Run) -> None:
         if wait > 0:
             await asyncio.sleep(wait)
         service = services[kill.service]
-        pid = service.process.pid if service.process else 0
+        pid = service.pid
         service.kill()
         run.last_kill = time.monotonic()
         run.say(f"SIGKILL {service.name} (pid {pid}); restart in {kill.downtime:.2f}s")

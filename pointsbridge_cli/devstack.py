@@ -50,7 +50,7 @@ def wait_port(process: ServiceProcess) -> int:
     try:
         return process.wait_port(timeout=60)
     except RuntimeError:
-        code = process.process.returncode if process.process is not None else None
+        code = process.process.returncode
         raise SystemExit(f"{process.name} did not start (exit code {code})") from None
 
 

@@ -1,77 +1,75 @@
-"""Test credentials: one signing key per test run, and tokens for every kind of caller."""
+"""Test credentials: the callers' tokens over one signing key per test run.
+
+Nothing is made at import: the session fixture `auth` (tests/conftest.py) makes the key
+pair in a temporary folder and hands every test the same `Callers`.
+"""
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import grpc
 
-from servicekit.auth import TokenIssuer, generate_signing_key
-
-KEY_DIR = Path(tempfile.mkdtemp(prefix="pointsbridge-test-keys-"))
-_PRIVATE, _PUBLIC = generate_signing_key()
-SIGNING_KEY = KEY_DIR / "token-signing-key.pem"
-PUBLIC_KEY = KEY_DIR / "token-public-key.pem"
-SIGNING_KEY.write_bytes(_PRIVATE)
-PUBLIC_KEY.write_bytes(_PUBLIC)
-ISSUER = TokenIssuer(_PRIVATE)
+from servicekit.auth import ROLE_ADMIN, ROLE_SERVICE
+from servicekit.devtools.credentials import DAY, Credentials, channel
 
 
-def token(subject: str, *roles: str, ttl: int = 3600) -> str:
-    return ISSUER.issue(subject, list(roles), ttl)
+@dataclass(frozen=True)
+class Callers:
+    """Tokens for every kind of caller, and what a test server needs to check them."""
 
+    credentials: Credentials
 
-# Every role at once, as the e-commerce service identity: for tests about something
-# other than access control. The access-control tests use narrower tokens.
-SUPERUSER = token("ecommerce", "admin", "service")
-ADMIN = token("operator-1", "admin")
-SERVICE = token("ecommerce", "service")
-SERVICE_TOKEN_FILE = KEY_DIR / "ecommerce-service.token"
-SERVICE_TOKEN_FILE.write_text(token("ecommerce", "service", ttl=86_400))
+    @classmethod
+    def create(cls, folder: Path) -> Callers:
+        return cls(Credentials.ensure(folder, service_ttl=DAY))
 
-# What every test server needs: plaintext on loopback, and the key that checks tokens.
-SERVER_SECURITY: dict[str, Any] = {
-    "insecure_plaintext": True,
-    "token_public_key": str(PUBLIC_KEY),
-}
-ECOMMERCE_SECURITY: dict[str, Any] = {
-    **SERVER_SECURITY,
-    "cardpoints_token_file": str(SERVICE_TOKEN_FILE),
-}
-SERVER_FLAGS = ["--insecure-plaintext", "true", "--token-public-key", str(PUBLIC_KEY)]
-ECOMMERCE_FLAGS = [*SERVER_FLAGS, "--cardpoints-token-file", str(SERVICE_TOKEN_FILE)]
+    def token(self, subject: str, *roles: str, ttl: int = 3600, now: float | None = None) -> str:
+        return self.credentials.issue(subject, *roles, ttl=ttl, now=now)
 
+    @cached_property
+    def superuser(self) -> str:
+        """Every role at once, as the e-commerce service identity: for tests about something
+        other than access control. The access-control tests use narrower tokens."""
+        return self.token("ecommerce", ROLE_ADMIN, ROLE_SERVICE)
 
-def bearer(value: str) -> tuple[tuple[str, str], ...]:
-    return (("authorization", f"Bearer {value}"),)
+    @cached_property
+    def admin(self) -> str:
+        return self.token("operator-1", ROLE_ADMIN)
 
+    @cached_property
+    def service(self) -> str:
+        return self.token("ecommerce", ROLE_SERVICE)
 
-class BearerToken(grpc.aio.UnaryUnaryClientInterceptor):
-    """Adds `authorization: Bearer <token>` to every call of a channel."""
+    @property
+    def public_key(self) -> Path:
+        return self.credentials.public_key
 
-    def __init__(self, value: str) -> None:
-        self._metadata = bearer(value)
+    @property
+    def signing_key(self) -> Path:
+        return self.credentials.signing_key
 
-    async def intercept_unary_unary(
-        self,
-        continuation: Callable[[grpc.aio.ClientCallDetails, Any], Awaitable[Any]],
-        client_call_details: grpc.aio.ClientCallDetails,
-        request: Any,
-    ) -> Any:
-        metadata = [*(client_call_details.metadata or ()), *self._metadata]
-        details = grpc.aio.ClientCallDetails(
-            client_call_details.method,
-            client_call_details.timeout,
-            grpc.aio.Metadata(*metadata),
-            client_call_details.credentials,
-            client_call_details.wait_for_ready,
-        )
-        return await continuation(details, request)
+    @property
+    def server_security(self) -> dict[str, Any]:
+        """What every test server needs: plaintext on loopback, and the key that checks tokens."""
+        return self.credentials.server_settings
 
+    @property
+    def ecommerce_security(self) -> dict[str, Any]:
+        return self.credentials.ecommerce_settings
 
-def channel(address: str, value: str = SUPERUSER) -> grpc.aio.Channel:
-    """A plaintext channel whose every call carries the token."""
-    return grpc.aio.insecure_channel(address, interceptors=[BearerToken(value)])
+    @property
+    def server_flags(self) -> list[str]:
+        return self.credentials.server_flags
+
+    @property
+    def ecommerce_flags(self) -> list[str]:
+        return self.credentials.ecommerce_flags
+
+    def channel(self, address: str, token: str | None = None) -> grpc.aio.Channel:
+        """A plaintext channel whose every call carries the token (the superuser's unless
+        given) unless the call brings its own."""
+        return channel(address, token if token is not None else self.superuser)

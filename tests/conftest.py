@@ -14,8 +14,7 @@ from cardpoints.entrypoints.server import App as CardpointsApp
 from cardpoints.entrypoints.server import Settings as CardpointsSettings
 from cardpoints.entrypoints.server import start as start_cardpoints
 from servicekit.devtools.databases import create_database, drop_database
-from tests import auth
-from tests.auth import SERVER_SECURITY
+from tests.auth import Callers
 
 PG_ADMIN_URL = os.environ.get(
     "POINTSBRIDGE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -27,6 +26,12 @@ BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 def create_pg_database() -> str:
     """A fresh, empty database on the test PostgreSQL server."""
     return create_database(PG_ADMIN_URL, f"pbtest_{secrets.token_hex(6)}")
+
+
+@pytest.fixture(scope="session")
+def auth(tmp_path_factory: pytest.TempPathFactory) -> Callers:
+    """One signing key for the whole run, and tokens for every kind of caller."""
+    return Callers.create(tmp_path_factory.mktemp("keys"))
 
 
 @pytest.fixture(params=BACKENDS)
@@ -52,11 +57,13 @@ def make_db_url(backend: str, tmp_path: Path) -> Iterator[Callable[[str], str]]:
 
 
 @pytest.fixture
-async def cardpoints_app(make_db_url: Callable[[str], str]) -> AsyncIterator[CardpointsApp]:
+async def cardpoints_app(
+    make_db_url: Callable[[str], str], auth: Callers
+) -> AsyncIterator[CardpointsApp]:
     """A real card-points server on 127.0.0.1:0 over a fresh database of the test's backend."""
     app = await start_cardpoints(
         CardpointsSettings(
-            **SERVER_SECURITY,
+            **auth.server_security,
             address="127.0.0.1:0",
             database_url=make_db_url("cardpoints"),
             workers=4,
@@ -67,6 +74,8 @@ async def cardpoints_app(make_db_url: Callable[[str], str]) -> AsyncIterator[Car
 
 
 @pytest.fixture
-async def cardpoints_channel(cardpoints_app: CardpointsApp) -> AsyncIterator[grpc.aio.Channel]:
+async def cardpoints_channel(
+    cardpoints_app: CardpointsApp, auth: Callers
+) -> AsyncIterator[grpc.aio.Channel]:
     async with auth.channel(f"127.0.0.1:{cardpoints_app.port}") as channel:
         yield channel

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
 import os
-import re
 import socket
-import subprocess
-import sys
-import time
+import tempfile
 from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from typing import Any
 
 import grpc
 
+from servicekit.devtools.launch import BIN, ROOT, ServiceProcess
 from servicekit.status import RemoteError, remote_error
 
-ROOT = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
+__all__ = ["BIN", "ROOT", "error_info_count", "expect_error", "free_port", "start_server"]
 
 
 def free_port() -> int:
@@ -47,45 +45,10 @@ def error_info_count(error: grpc.aio.AioRpcError) -> int:
     return 0
 
 
-_PORT_LINE = re.compile(rb"serving on port (\d+)")
+_servers = itertools.count(1)
 
 
-class ServerProcess:
+def start_server(args: Sequence[str], env: dict[str, str] | None = None) -> ServiceProcess:
     """A server started as a real OS process on port 0; the port is read from its log."""
-
-    def __init__(self, args: Sequence[str], env: dict[str, str] | None = None) -> None:
-        self.log_path = (
-            Path(os.environ.get("TMPDIR", "/tmp")) / f"pb-server-{os.getpid()}-{id(self)}.log"
-        )
-        self._log = self.log_path.open("wb")
-        self.process = subprocess.Popen(
-            [str(a) for a in args],
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
-            cwd=ROOT,
-        )
-        self.port = self._wait_for_port(timeout=30)
-
-    def _wait_for_port(self, timeout: float) -> int:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = _PORT_LINE.search(self.log_path.read_bytes())
-            if found:
-                return int(found.group(1))
-            if self.process.poll() is not None:
-                break
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"server did not start:\n{self.log_path.read_text()}")
-
-    def stop(self, timeout: float = 15) -> int:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
-        return self.process.returncode
+    name = f"pb-server-{os.getpid()}-{next(_servers)}"
+    return ServiceProcess(name, args, Path(tempfile.gettempdir()), env=env).start(timeout=30)

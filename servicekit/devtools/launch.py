@@ -114,8 +114,8 @@ class ServiceProcess:
         self.metrics_port: int | None = None
         self.incarnations = 0
         self.kills = 0
-        self.process: subprocess.Popen[bytes] | None = None
-        self.log_path: Path | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log_path: Path | None = None
         self._relayed = b""
         self._relay_done = threading.Event()
 
@@ -126,13 +126,26 @@ class ServiceProcess:
         return f"{LOCALHOST}:{self.port}"
 
     @property
+    def process(self) -> subprocess.Popen[bytes]:
+        """The current incarnation."""
+        if self._process is None:
+            raise RuntimeError(f"{self.name} has not been started")
+        return self._process
+
+    @property
+    def log_path(self) -> Path:
+        """The current incarnation's log file (when not relayed)."""
+        if self._log_path is None:
+            raise RuntimeError(f"{self.name} has no log file")
+        return self._log_path
+
+    @property
     def pid(self) -> int:
-        assert self.process is not None
         return self.process.pid
 
     @property
     def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
+        return self._process is not None and self._process.poll() is None
 
     def _command(self) -> list[str]:
         argv = self._argv(f"{LOCALHOST}:{self.port}") if callable(self._argv) else self._argv
@@ -149,12 +162,12 @@ class ServiceProcess:
         if self._log_dir is None:
             self._relayed = b""
             self._relay_done.clear()
-            self.process = self._popen(subprocess.PIPE)
+            self._process = self._popen(subprocess.PIPE)
             threading.Thread(target=self._relay, args=(self.process.stdout,), daemon=True).start()
             return self
-        self.log_path = self._log_dir / f"{self.name}.{self.incarnations}.log"
-        with self.log_path.open("wb") as log:  # the child keeps its own copy of the file
-            self.process = self._popen(log)
+        self._log_path = self._log_dir / f"{self.name}.{self.incarnations}.log"
+        with self._log_path.open("wb") as log:  # the child keeps its own copy of the file
+            self._process = self._popen(log)
         return self
 
     def _popen(self, stdout: int | IO[bytes]) -> subprocess.Popen[bytes]:
@@ -180,12 +193,10 @@ class ServiceProcess:
     def _output(self) -> bytes:
         if self._log_dir is None:
             return self._relayed
-        assert self.log_path is not None
         return self.log_path.read_bytes()
 
     def _found_port(self) -> bool:
         """Read the port line, if it is there yet; raise if the process has ended without."""
-        assert self.process is not None
         output = self._output()
         if self.metrics_port is None and (metrics := _METRICS_LINE.search(output)):
             self.metrics_port = int(metrics.group(1))
@@ -235,14 +246,14 @@ class ServiceProcess:
 
     def kill(self) -> None:
         """SIGKILL: no drain, no cleanup, exactly like a crash."""
-        if self.process is not None and self.process.poll() is None:
+        if self.running:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(10)
             self.kills += 1
 
     def stop(self, timeout: float = 15.0) -> int | None:
         """SIGTERM (drain), then SIGKILL if it does not exit in time; safe to call twice."""
-        if self.process is None:
+        if self._process is None:
             return None
         if self.process.poll() is None:
             self.process.terminate()
@@ -253,8 +264,12 @@ class ServiceProcess:
                 self.process.wait(10)
         return self.process.returncode
 
+    def log(self) -> str:
+        """Everything the current incarnation has written so far."""
+        return self._output().decode(errors="replace")
+
     def tail(self, lines: int = 40) -> str:
-        if self._log_dir is not None and (self.log_path is None or not self.log_path.exists()):
+        if self._log_dir is not None and (self._log_path is None or not self._log_path.exists()):
             return "(no log)"
         text = self._output().decode(errors="replace").splitlines()
         return "\n".join(text[-lines:])

@@ -13,20 +13,23 @@ import pytest
 
 from pointsbridge.cardpoints.v1 import cardpoints_pb2 as pb
 from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as pb_grpc
+from servicekit.devtools.launch import ServiceProcess
 from servicekit.status import remote_error
-from tests import auth
-from tests.support import BIN, ServerProcess
+from tests.auth import Callers
+from tests.support import BIN, start_server
 
-SERVER = [str(BIN / "cardpoints-server"), "--address", "127.0.0.1:0", *auth.SERVER_FLAGS]
+SERVER = [str(BIN / "cardpoints-server"), "--address", "127.0.0.1:0"]
 
 
 @pytest.fixture
-def server_on(make_db_url: Callable[[str], str]) -> Iterator[Callable[..., ServerProcess]]:
+def server_on(
+    make_db_url: Callable[[str], str], auth: Callers
+) -> Iterator[Callable[..., ServiceProcess]]:
     url = make_db_url("cardpoints")
-    started: list[ServerProcess] = []
+    started: list[ServiceProcess] = []
 
-    def start(*extra: str) -> ServerProcess:
-        process = ServerProcess([*SERVER, "--database-url", url, *extra])
+    def start(*extra: str) -> ServiceProcess:
+        process = start_server([*SERVER, *auth.server_flags, "--database-url", url, *extra])
         started.append(process)
         return process
 
@@ -37,7 +40,7 @@ def server_on(make_db_url: Callable[[str], str]) -> Iterator[Callable[..., Serve
 
 @pytest.mark.parametrize("backend", [pytest.param("postgres", marks=pytest.mark.postgres)])
 async def test_two_replicas_on_one_database_cannot_overdraw(
-    server_on: Callable[..., ServerProcess],
+    server_on: Callable[..., ServiceProcess], auth: Callers
 ) -> None:
     replicas = [server_on(), server_on()]
     channels = [auth.channel(f"127.0.0.1:{r.port}") for r in replicas]
@@ -95,10 +98,10 @@ async def test_two_replicas_on_one_database_cannot_overdraw(
 
 
 def grpcurl(
-    port: int, *args: str, data: dict[str, object] | None = None
+    token: str, port: int, *args: str, data: dict[str, object] | None = None
 ) -> subprocess.CompletedProcess[str]:
     command = [str(BIN / "grpcurl"), "-plaintext", "-max-time", "10"]
-    command += ["-H", f"authorization: Bearer {auth.SUPERUSER}"]
+    command += ["-H", f"authorization: Bearer {token}"]
     if data is not None:
         command += ["-d", json.dumps(data)]
     return subprocess.run(
@@ -107,26 +110,34 @@ def grpcurl(
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
-def test_grpcurl_lists_services_and_moves_points(server_on: Callable[..., ServerProcess]) -> None:
+def test_grpcurl_lists_services_and_moves_points(
+    server_on: Callable[..., ServiceProcess], auth: Callers
+) -> None:
     port = server_on().port
-    listed = grpcurl(port, "list")
+    listed = grpcurl(auth.superuser, port, "list")
     assert listed.returncode == 0, listed.stderr
     assert set(listed.stdout.split()) >= {
         "pointsbridge.cardpoints.v1.CardPointsService",
         "pointsbridge.cardpoints.v1.CardPointsAdminService",
         "grpc.health.v1.Health",
     }
-    described = grpcurl(port, "describe", "pointsbridge.cardpoints.v1.DeductPointsRequest")
+    described = grpcurl(
+        auth.superuser, port, "describe", "pointsbridge.cardpoints.v1.DeductPointsRequest"
+    )
     assert "coupon_quantity" in described.stdout
 
     admin = "pointsbridge.cardpoints.v1.CardPointsAdminService"
     points = "pointsbridge.cardpoints.v1.CardPointsService"
     opened = grpcurl(
-        port, f"{admin}/OpenAccount", data={"accountId": "demo-card", "holderName": "Demo"}
+        auth.superuser,
+        port,
+        f"{admin}/OpenAccount",
+        data={"accountId": "demo-card", "holderName": "Demo"},
     )
     assert opened.returncode == 0, opened.stderr
     assert json.loads(opened.stdout)["account"]["state"] == "ACCOUNT_STATE_ACTIVE"
     credited = grpcurl(
+        auth.superuser,
         port,
         f"{admin}/CreditPoints",
         data={"requestId": "c-1", "accountId": "demo-card", "points": "100000"},
@@ -141,24 +152,26 @@ def test_grpcurl_lists_services_and_moves_points(server_on: Callable[..., Server
         "pointsPerCoupon": 1000,
         "merchantId": "shop",
     }
-    deducted = grpcurl(port, f"{points}/DeductPoints", data=deduct)
+    deducted = grpcurl(auth.superuser, port, f"{points}/DeductPoints", data=deduct)
     assert deducted.returncode == 0, deducted.stderr
     assert json.loads(deducted.stdout)["deduction"]["balance_after"] == "97000"
 
     # grpcurl resolves the error detail types through reflection and prints them.
-    refused = grpcurl(port, f"{points}/DeductPoints", data={**deduct, "points": 2999})
+    refused = grpcurl(
+        auth.superuser, port, f"{points}/DeductPoints", data={**deduct, "points": 2999}
+    )
     assert refused.returncode != 0
     assert "InvalidArgument" in refused.stdout + refused.stderr
     assert "POINTS_MISMATCH" in refused.stdout + refused.stderr
     assert "field_violations" in refused.stdout + refused.stderr
 
-    health = grpcurl(port, "grpc.health.v1.Health/Check")
+    health = grpcurl(auth.superuser, port, "grpc.health.v1.Health/Check")
     assert json.loads(health.stdout)["status"] == "SERVING"
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
 def test_sigterm_drains_then_exits_and_retries_stay_exactly_once(
-    server_on: Callable[..., ServerProcess],
+    server_on: Callable[..., ServiceProcess], auth: Callers
 ) -> None:
     server = server_on("--grace", "5")
 
@@ -180,7 +193,7 @@ def test_sigterm_drains_then_exits_and_retries_stay_exactly_once(
 
     results = asyncio.run(in_flight_then_signal())
     assert server.process.wait(20) == 0
-    assert b"draining" in server.log_path.read_bytes()
+    assert "draining" in server.log()
     # Calls the server had not taken up are refused, never half-done.
     failed = [i for i, r in enumerate(results) if isinstance(r, grpc.aio.AioRpcError)]
     for i in failed:

@@ -22,7 +22,7 @@ from cardpoints.entrypoints.server import start as start_cardpoints
 from ecommerce.entrypoints.server import App as EcommerceApp
 from ecommerce.entrypoints.server import Settings as EcommerceSettings
 from ecommerce.entrypoints.server import start as start_ecommerce
-from tests.auth import ECOMMERCE_SECURITY, SERVER_SECURITY, SUPERUSER
+from tests.auth import Callers
 from tests.support import free_port as free_port  # still importable from here
 
 CLI = Path(sys.executable).parent / "pointsbridge"
@@ -34,6 +34,7 @@ class Cli:
 
     cardpoints: str
     ecommerce: str
+    token: str  # POINTSBRIDGE_TOKEN unless `env` says otherwise
 
     async def __call__(
         self, *args: str, env: dict[str, str] | None = None, addresses: bool = True
@@ -50,7 +51,7 @@ class Cli:
             text=True,
             timeout=60,
             stdin=subprocess.DEVNULL,
-            env={**base, "POINTSBRIDGE_TOKEN": SUPERUSER, **(env or {})},
+            env={**base, "POINTSBRIDGE_TOKEN": self.token, **(env or {})},
         )
 
     async def ok(self, *args: str) -> str:
@@ -78,10 +79,10 @@ def silent_port() -> Iterator[int]:
 
 
 @pytest.fixture
-async def cardpoints_server(tmp_path: Path) -> AsyncIterator[CardpointsApp]:
+async def cardpoints_server(tmp_path: Path, auth: Callers) -> AsyncIterator[CardpointsApp]:
     app = await start_cardpoints(
         CardpointsSettings(
-            **SERVER_SECURITY,
+            **auth.server_security,
             address="127.0.0.1:0",
             database_url=f"sqlite:///{tmp_path}/cp.db",
             workers=2,
@@ -92,18 +93,18 @@ async def cardpoints_server(tmp_path: Path) -> AsyncIterator[CardpointsApp]:
 
 
 @pytest.fixture
-def cli(cardpoints_server: CardpointsApp) -> Cli:
+def cli(cardpoints_server: CardpointsApp, auth: Callers) -> Cli:
     """The CLI pointed at the card-points server; e-commerce at a port nobody listens on."""
-    return Cli(f"127.0.0.1:{cardpoints_server.port}", f"127.0.0.1:{free_port()}")
+    return Cli(f"127.0.0.1:{cardpoints_server.port}", f"127.0.0.1:{free_port()}", auth.superuser)
 
 
 @pytest.fixture
 async def ecommerce_server(
-    cardpoints_server: CardpointsApp, tmp_path: Path
+    cardpoints_server: CardpointsApp, tmp_path: Path, auth: Callers
 ) -> AsyncIterator[EcommerceApp]:
     app = await start_ecommerce(
         EcommerceSettings(
-            **ECOMMERCE_SECURITY,
+            **auth.ecommerce_security,
             address="127.0.0.1:0",
             database_url=f"sqlite:///{tmp_path}/ec.db",
             cardpoints_address=f"127.0.0.1:{cardpoints_server.port}",
@@ -115,5 +116,7 @@ async def ecommerce_server(
 
 
 @pytest.fixture
-def shop(cardpoints_server: CardpointsApp, ecommerce_server: EcommerceApp) -> Cli:
-    return Cli(f"127.0.0.1:{cardpoints_server.port}", f"127.0.0.1:{ecommerce_server.port}")
+def shop(cardpoints_server: CardpointsApp, ecommerce_server: EcommerceApp, auth: Callers) -> Cli:
+    return Cli(
+        f"127.0.0.1:{cardpoints_server.port}", f"127.0.0.1:{ecommerce_server.port}", auth.superuser
+    )

@@ -8,7 +8,7 @@ import re
 import subprocess
 import time
 
-from tests import auth
+from tests.auth import Callers
 from tests.cli.conftest import Cli, flat
 from tests.support import free_port
 
@@ -78,9 +78,9 @@ async def test_operators_list_accounts_paged_and_by_state(cli: Cli) -> None:
     assert [a["account_id"] for a in every["accounts"]] == ["alice-card", "bob-card", "carol-card"]
 
 
-async def test_credentials_refusals_say_what_is_wrong(cli: Cli) -> None:
+async def test_credentials_refusals_say_what_is_wrong(cli: Cli, auth: Callers) -> None:
     await cli.ok("accounts", "open", "dan-card", "--holder", "Dan")
-    expired = auth.ISSUER.issue("ops-1", ["admin"], 60, now=time.time() - 3600)
+    expired = auth.token("ops-1", "admin", ttl=60, now=time.time() - 3600)
     refused = await cli("accounts", "show", "dan-card", env={"POINTSBRIDGE_TOKEN": expired})
     assert refused.returncode == 8
     assert re.fullmatch(
@@ -208,19 +208,19 @@ async def test_points_that_are_not_positive_whole_numbers_are_usage_errors(cli: 
         assert "No such option" not in result.stderr
 
 
-async def test_unreachable_cardpoints_exits_7_naming_the_address() -> None:
+async def test_unreachable_cardpoints_exits_7_naming_the_address(auth: Callers) -> None:
     address = f"127.0.0.1:{free_port()}"
-    result = await Cli(address, address)("accounts", "show", "alice-card")
+    result = await Cli(address, address, auth.superuser)("accounts", "show", "alice-card")
     assert result.returncode == 7
     assert result.stderr.startswith(f"Cannot reach the cardpoints service at {address};")
     assert "--cardpoints" in result.stderr
 
 
 async def test_a_call_without_answer_exits_7_and_says_to_retry_with_the_request_id(
-    silent_port: int,
+    silent_port: int, auth: Callers
 ) -> None:
     address = f"127.0.0.1:{silent_port}"
-    result = await Cli(address, address)(
+    result = await Cli(address, address, auth.superuser)(
         "--timeout", "0.3", "accounts", "credit", "alice-card", "5", "--request-id", "slow-1"
     )
     assert result.returncode == 7

@@ -6,7 +6,8 @@ import asyncio
 import json
 import re
 
-from tests.auth import SUPERUSER, bearer
+from servicekit.devtools.credentials import bearer
+from tests.auth import Callers
 from tests.cli.conftest import Cli, flat
 from tests.support import free_port
 
@@ -269,7 +270,7 @@ async def test_unreachable_ecommerce_exits_7_naming_the_address(cli: Cli) -> Non
     assert "--ecommerce" in result.stderr
 
 
-async def test_reconcile_is_clean_then_names_a_stray_deduction(shop: Cli) -> None:
+async def test_reconcile_is_clean_then_names_a_stray_deduction(shop: Cli, auth: Callers) -> None:
     await _customer_with_points(shop, "rita@example", "rita-card", 10_000)
     await _coffee_product(shop)
     redeemed = await shop.json("redeem", "rita@example", "coffee-10", "3", "--request-id", "r-1")
@@ -304,7 +305,7 @@ async def test_reconcile_is_clean_then_names_a_stray_deduction(shop: Cli) -> Non
                 merchant_id="elsewhere",
             ),
             timeout=10,
-            metadata=bearer(SUPERUSER),
+            metadata=bearer(auth.superuser),
         )
     dirty = await shop("reconcile", "--json")
     assert dirty.returncode == 10
@@ -322,7 +323,9 @@ async def test_reconcile_is_clean_then_names_a_stray_deduction(shop: Cli) -> Non
 async def test_reconcile_names_the_service_it_cannot_reach(shop: Cli) -> None:
     """A failed page fetch stops the comparison and says which service and address."""
     down = f"127.0.0.1:{free_port()}"
-    result = await Cli(cardpoints=down, ecommerce=shop.ecommerce)("reconcile", "--json")
+    result = await Cli(cardpoints=down, ecommerce=shop.ecommerce, token=shop.token)(
+        "reconcile", "--json"
+    )
     assert result.returncode == 7, result.stderr
     assert result.stderr.startswith(f"Cannot reach the cardpoints service at {down};")
     assert result.stdout == ""

@@ -14,14 +14,15 @@ import time
 
 from rich.cells import cell_len
 
-from tests.auth import SUPERUSER
 from tests.cli.conftest import CLI, Cli
 from tests.cli.test_ecommerce_commands import _coffee_product, _customer_with_points
 
 _ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
 
 
-def in_terminal(args: list[str], columns: int, rows: int = 50, exit_code: int = 0) -> str:
+def in_terminal(
+    args: list[str], columns: int, token: str, rows: int = 50, exit_code: int = 0
+) -> str:
     """Run the CLI with a pseudo-terminal of columns x rows as stdin, stdout and stderr."""
     leader, follower = os.openpty()
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
@@ -36,7 +37,7 @@ def in_terminal(args: list[str], columns: int, rows: int = 50, exit_code: int = 
         stdin=follower,
         stdout=follower,
         stderr=follower,
-        env={**env, "TERM": "xterm-256color", "POINTSBRIDGE_TOKEN": SUPERUSER},
+        env={**env, "TERM": "xterm-256color", "POINTSBRIDGE_TOKEN": token},
         start_new_session=True,
     )
     os.close(follower)
@@ -64,7 +65,9 @@ def in_terminal(args: list[str], columns: int, rows: int = 50, exit_code: int = 
 
 async def terminal(shop: Cli, columns: int, *args: str, exit_code: int = 0) -> str:
     flags = ["--cardpoints", shop.cardpoints, "--ecommerce", shop.ecommerce]
-    return await asyncio.to_thread(in_terminal, [*flags, *args], columns, exit_code=exit_code)
+    return await asyncio.to_thread(
+        in_terminal, [*flags, *args], columns, shop.token, exit_code=exit_code
+    )
 
 
 def assert_whole(screen: str, columns: int, values: list[str]) -> None:

@@ -23,13 +23,13 @@ from pointsbridge.ecommerce.v1 import ecommerce_pb2 as pb
 from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as pb_grpc
 from servicekit.config import ConfigError
 from servicekit.devcerts import write_dev_pki
+from servicekit.devtools.launch import ServiceProcess
 from servicekit.status import remote_error
 from servicekit.targets import grpc_target, tls_name
 from servicekit.tls import ClientTransport
-from tests import auth
-from tests.auth import ECOMMERCE_SECURITY, SERVER_SECURITY
+from tests.auth import Callers
 from tests.ecommerce.seed import seed_over_grpc
-from tests.support import ServerProcess
+from tests.support import start_server
 
 CARDPOINTS = [sys.executable, "-m", "cardpoints.entrypoints.server"]
 TIMEOUT = 10.0
@@ -47,22 +47,23 @@ def test_addresses_become_grpc_targets_and_host_names_in_a_list_are_refused() ->
             grpc_target(bad, "--cardpoints-address")
 
 
-def _deductions_served(replica: ServerProcess) -> int:
-    return sum("DeductPoints OK" in line for line in replica.log_path.read_text().splitlines())
+def _deductions_served(replica: ServiceProcess) -> int:
+    return sum("DeductPoints OK" in line for line in replica.log().splitlines())
 
 
 @pytest.mark.parametrize("backend", [pytest.param("postgres", marks=pytest.mark.postgres)])
 async def test_redemptions_carry_on_when_one_of_two_cardpoints_replicas_is_killed(
     make_db_url: Callable[[str], str],
+    auth: Callers,
 ) -> None:
     url = make_db_url("cardpoints")
     env = {"POINTSBRIDGE_CARDPOINTS_DATABASE_URL": url}
-    args = [*CARDPOINTS, "--address", "127.0.0.1:0", "--log-format", "json", *auth.SERVER_FLAGS]
+    args = [*CARDPOINTS, "--address", "127.0.0.1:0", "--log-format", "json", *auth.server_flags]
     # One after the other: the first one migrates the shared database.
-    replicas = [ServerProcess(args, env) for _ in range(2)]
+    replicas = [start_server(args, env) for _ in range(2)]
     ecommerce = await start(
         Settings(
-            **ECOMMERCE_SECURITY,
+            **auth.ecommerce_security,
             address="127.0.0.1:0",
             database_url=make_db_url("ecommerce"),
             cardpoints_address=",".join(f"127.0.0.1:{r.port}" for r in replicas),
@@ -128,13 +129,14 @@ async def test_redemptions_carry_on_when_one_of_two_cardpoints_replicas_is_kille
 @pytest.mark.parametrize("backend", ["sqlite"])
 async def test_a_replica_whose_health_check_says_not_serving_takes_no_calls(
     make_db_url: Callable[[str], str],
+    auth: Callers,
 ) -> None:
     # Two cardpoints over two databases: only the healthy one knows the account, so a
     # call that went to the other would answer ACCOUNT_NOT_FOUND.
     apps = [
         await start_cardpoints(
             CardpointsSettings(
-                **SERVER_SECURITY, address="127.0.0.1:0", database_url=make_db_url(f"cp{i}")
+                **auth.server_security, address="127.0.0.1:0", database_url=make_db_url(f"cp{i}")
             )
         )
         for i in range(2)
@@ -147,7 +149,7 @@ async def test_a_replica_whose_health_check_says_not_serving_takes_no_calls(
             cpb.OpenAccountRequest(account_id="card-h", holder_name="H"), timeout=TIMEOUT
         )
     gateway = GrpcPointsGateway.connect(
-        f"127.0.0.1:{draining.port},127.0.0.1:{healthy.port}", timeout=TIMEOUT, token=auth.SERVICE
+        f"127.0.0.1:{draining.port},127.0.0.1:{healthy.port}", timeout=TIMEOUT, token=auth.service
     )
     try:
         for _ in range(20):
@@ -160,7 +162,7 @@ async def test_a_replica_whose_health_check_says_not_serving_takes_no_calls(
 
 @pytest.mark.parametrize("backend", ["sqlite"])
 async def test_replicas_listed_by_ip_are_reached_over_mutual_tls(
-    make_db_url: Callable[[str], str], tmp_path: Path
+    make_db_url: Callable[[str], str], tmp_path: Path, auth: Callers
 ) -> None:
     write_dev_pki(tmp_path)
     url = make_db_url("cardpoints")
@@ -172,7 +174,7 @@ async def test_replicas_listed_by_ip_are_reached_over_mutual_tls(
                 tls_cert=str(tmp_path / "cardpoints.pem"),
                 tls_key=str(tmp_path / "cardpoints-key.pem"),
                 tls_client_ca=str(tmp_path / "ca.pem"),
-                token_public_key=str(auth.PUBLIC_KEY),
+                token_public_key=str(auth.public_key),
             )
         )
         for _ in range(2)

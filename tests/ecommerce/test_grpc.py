@@ -27,8 +27,7 @@ from pointsbridge.ecommerce.v1 import ecommerce_pb2 as pb
 from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as pb_grpc
 from servicekit.db import create_db_engine
 from servicekit.status import RemoteError, remote_error
-from tests import auth
-from tests.auth import ECOMMERCE_SECURITY, SERVER_SECURITY
+from tests.auth import Callers
 from tests.support import error_info_count
 
 TIMEOUT = 10.0
@@ -60,6 +59,7 @@ class System:
     admin: pb_grpc.EcommerceAdminServiceAsyncStub
     points: cpb_grpc.CardPointsServiceAsyncStub
     points_admin: cpb_grpc.CardPointsAdminServiceAsyncStub
+    auth: Callers
     channels: list[grpc.aio.Channel] = field(default_factory=list)
     cardpoints_up: bool = True
 
@@ -73,7 +73,7 @@ class System:
         """Cardpoints back on its old port and database, as after a crash and restart."""
         self.cardpoints = await start_cardpoints(
             CardpointsSettings(
-                **SERVER_SECURITY,
+                **self.auth.server_security,
                 address=f"127.0.0.1:{port}",
                 database_url=self.cardpoints_url,
                 workers=4,
@@ -187,17 +187,17 @@ class System:
 
 
 @pytest.fixture
-async def system(make_db_url: Callable[[str], str]) -> AsyncIterator[System]:
+async def system(make_db_url: Callable[[str], str], auth: Callers) -> AsyncIterator[System]:
     cardpoints_url, ecommerce_url = make_db_url("cardpoints"), make_db_url("ecommerce")
     clock = MovableClock()
     cardpoints = await start_cardpoints(
         CardpointsSettings(
-            **SERVER_SECURITY, address="127.0.0.1:0", database_url=cardpoints_url, workers=4
+            **auth.server_security, address="127.0.0.1:0", database_url=cardpoints_url, workers=4
         )
     )
     ecommerce = await start(
         Settings(
-            **ECOMMERCE_SECURITY,
+            **auth.ecommerce_security,
             address="127.0.0.1:0",
             database_url=ecommerce_url,
             cardpoints_address=f"127.0.0.1:{cardpoints.port}",
@@ -217,6 +217,7 @@ async def system(make_db_url: Callable[[str], str]) -> AsyncIterator[System]:
         admin=pb_grpc.EcommerceAdminServiceStub(to_ecommerce),
         points=cpb_grpc.CardPointsServiceStub(to_cardpoints),
         points_admin=cpb_grpc.CardPointsAdminServiceStub(to_cardpoints),
+        auth=auth,
         channels=[to_ecommerce, to_cardpoints],
     )
     try:
@@ -725,12 +726,12 @@ async def test_bad_input_on_every_rpc_is_invalid_argument_naming_the_fields(
     assert await system.ledger(account) == ledger_before
 
 
-async def test_the_gateway_maps_cardpoints_answers(system: System) -> None:
+async def test_the_gateway_maps_cardpoints_answers(system: System, auth: Callers) -> None:
     account = await system.customer("alice", 10_000)
     await system.product()
     redemption = await system.redeem("r-1", quantity=2)
     gateway = GrpcPointsGateway.connect(
-        f"127.0.0.1:{system.cardpoints.port}", timeout=TIMEOUT, token=auth.SERVICE
+        f"127.0.0.1:{system.cardpoints.port}", timeout=TIMEOUT, token=auth.service
     )
     try:
         deduction = await gateway.get_deduction(f"redemption:{redemption.redemption_id}")
@@ -745,7 +746,7 @@ async def test_the_gateway_maps_cardpoints_answers(system: System) -> None:
         await gateway.close()
 
     port = await system.stop_cardpoints()
-    unreachable = GrpcPointsGateway.connect(f"127.0.0.1:{port}", timeout=1.0, token=auth.SERVICE)
+    unreachable = GrpcPointsGateway.connect(f"127.0.0.1:{port}", timeout=1.0, token=auth.service)
     try:
         with pytest.raises(PointsSystemUnavailable):
             await unreachable.get_account(account)

@@ -17,24 +17,24 @@ from pointsbridge.ecommerce.v1 import ecommerce_pb2 as ec
 from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as ec_grpc
 from servicekit.observability import serve_metrics
 from servicekit.status import remote_error
-from tests import auth
-from tests.auth import ECOMMERCE_SECURITY, SERVER_SECURITY
+from tests.auth import Callers
 from tests.metrics_scrape import scrape, value
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
 async def test_a_redemption_use_and_refund_move_the_metrics_exactly(
     make_db_url: Callable[[str], str],
+    auth: Callers,
 ) -> None:
     port = serve_metrics("127.0.0.1:0")
     bank = await start_cardpoints(
         CardpointsSettings(
-            **SERVER_SECURITY, address="127.0.0.1:0", database_url=make_db_url("cardpoints")
+            **auth.server_security, address="127.0.0.1:0", database_url=make_db_url("cardpoints")
         )
     )
     shop = await start(
         Settings(
-            **ECOMMERCE_SECURITY,
+            **auth.ecommerce_security,
             address="127.0.0.1:0",
             database_url=make_db_url("ecommerce"),
             cardpoints_address=f"127.0.0.1:{bank.port}",

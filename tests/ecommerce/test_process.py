@@ -21,9 +21,8 @@ from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as cpb_grpc
 from pointsbridge.ecommerce.v1 import ecommerce_pb2 as pb
 from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as pb_grpc
 from servicekit.status import remote_error
-from tests import auth
-from tests.auth import SERVER_SECURITY
-from tests.support import ROOT, ServerProcess
+from tests.auth import Callers
+from tests.support import ROOT, start_server
 
 MODULE = [sys.executable, "-m", "ecommerce.entrypoints.server"]
 
@@ -64,10 +63,11 @@ def test_a_count_below_one_is_refused_by_name(
 
 async def test_two_replicas_on_one_database_redeem_each_request_once_and_drain(
     make_db_url: Callable[[str], str],
+    auth: Callers,
 ) -> None:
     cardpoints = await start_cardpoints(
         CardpointsSettings(
-            **SERVER_SECURITY, address="127.0.0.1:0", database_url=make_db_url("cardpoints")
+            **auth.server_security, address="127.0.0.1:0", database_url=make_db_url("cardpoints")
         )
     )
     url = make_db_url("ecommerce")
@@ -75,7 +75,7 @@ async def test_two_replicas_on_one_database_redeem_each_request_once_and_drain(
     env = {"POINTSBRIDGE_ECOMMERCE_DATABASE_URL": url}
     # One after the other: the first one migrates the shared database.
     replicas = [
-        ServerProcess([*args, f"127.0.0.1:{cardpoints.port}", *auth.ECOMMERCE_FLAGS], env)
+        start_server([*args, f"127.0.0.1:{cardpoints.port}", *auth.ecommerce_flags], env)
         for _ in range(2)
     ]
     channels = [auth.channel(f"127.0.0.1:{r.port}") for r in replicas]
@@ -143,7 +143,7 @@ async def test_two_replicas_on_one_database_redeem_each_request_once_and_drain(
             await channel.close()
         exit_codes = [r.stop() for r in replicas]
         await cardpoints.stop(1)
-    assert exit_codes == [0, 0], [r.log_path.read_text() for r in replicas]
+    assert exit_codes == [0, 0], [r.log() for r in replicas]
 
 
 @pytest.mark.parametrize(
@@ -175,19 +175,19 @@ def test_switches_show_as_switches_in_help() -> None:
     ("module", "flags", "refusal"),
     [
         # ecommerce without a way to authenticate to cardpoints
-        (MODULE, ["--token-public-key", str(auth.PUBLIC_KEY)], "--cardpoints-token-file"),
+        (MODULE, ["--token-public-key", "{public_key}"], "--cardpoints-token-file"),
         # cardpoints without the key that checks tokens
         ([sys.executable, "-m", "cardpoints.entrypoints.server"], [], "--token-public-key"),
     ],
 )
 def test_a_refusal_to_start_is_not_preceded_by_warnings(
-    tmp_path: Path, module: list[str], flags: list[str], refusal: str
+    tmp_path: Path, module: list[str], flags: list[str], refusal: str, auth: Callers
 ) -> None:
     refused = subprocess.run(
         [
             *module,
             "--insecure-plaintext",
-            *flags,
+            *(flag.format(public_key=auth.public_key) for flag in flags),
             "--database-url",
             f"sqlite:///{tmp_path}/db.db",
             "--address",

@@ -16,8 +16,7 @@ from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as cpb_grpc
 from pointsbridge.ecommerce.v1 import ecommerce_pb2 as pb
 from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as pb_grpc
 from servicekit.status import remote_error
-from tests import auth
-from tests.auth import ECOMMERCE_SECURITY, SERVER_SECURITY
+from tests.auth import Callers
 from tests.ecommerce.seed import seed_over_grpc
 
 TIMEOUT = 10.0
@@ -34,17 +33,18 @@ async def wait_until(check: Callable[[], object], seconds: float = 20) -> None:
 
 async def test_the_loop_settles_what_an_outage_left_pending(
     make_db_url: Callable[[str], str],
+    auth: Callers,
 ) -> None:
     cardpoints_url, ecommerce_url = make_db_url("cardpoints"), make_db_url("ecommerce")
     cardpoints = await start_cardpoints(
         CardpointsSettings(
-            **SERVER_SECURITY, address="127.0.0.1:0", database_url=cardpoints_url, workers=2
+            **auth.server_security, address="127.0.0.1:0", database_url=cardpoints_url, workers=2
         )
     )
     port = cardpoints.port
     ecommerce = await start(
         Settings(
-            **ECOMMERCE_SECURITY,
+            **auth.ecommerce_security,
             address="127.0.0.1:0",
             database_url=ecommerce_url,
             cardpoints_address=f"127.0.0.1:{port}",
@@ -84,7 +84,7 @@ async def test_the_loop_settles_what_an_outage_left_pending(
         # The bank comes back; nobody retries; the loop finishes the redemption.
         cardpoints = await start_cardpoints(
             CardpointsSettings(
-                **SERVER_SECURITY, address=f"127.0.0.1:{port}", database_url=cardpoints_url
+                **auth.server_security, address=f"127.0.0.1:{port}", database_url=cardpoints_url
             )
         )
 

@@ -22,15 +22,14 @@ from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as cpb_grpc
 from pointsbridge.ecommerce.v1 import ecommerce_pb2 as pb
 from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as pb_grpc
 from servicekit.status import remote_error
-from tests import auth
-from tests.auth import SERVER_SECURITY
+from tests.auth import Callers
 from tests.ecommerce.seed import seed_over_grpc
 
 TIMEOUT = 10.0
 SHORT_TTL = 4
 
 
-def write_token(path: Path, ttl: int) -> None:
+def write_token(path: Path, ttl: int, auth: Callers) -> None:
     """As an operator (or an agent) rotates it: a new file renamed over the old one."""
     fresh = path.with_suffix(".new")
     fresh.write_text(auth.token("ecommerce", "service", ttl=ttl))
@@ -53,19 +52,22 @@ async def until(check: Callable[[], object], seconds: float) -> None:
 
 
 async def test_an_expired_token_is_named_the_redemption_waits_and_a_rotated_one_is_used(
-    make_db_url: Callable[[str], str], tmp_path: Path, caplog: pytest.LogCaptureFixture
+    make_db_url: Callable[[str], str],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    auth: Callers,
 ) -> None:
     caplog.set_level(logging.INFO)
     token_file = tmp_path / "ecommerce.token"
-    write_token(token_file, SHORT_TTL)
+    write_token(token_file, SHORT_TTL, auth=auth)
     cardpoints = await start_cardpoints(
         CardpointsSettings(
-            **SERVER_SECURITY, address="127.0.0.1:0", database_url=make_db_url("cardpoints")
+            **auth.server_security, address="127.0.0.1:0", database_url=make_db_url("cardpoints")
         )
     )
     ecommerce = await start(
         Settings(
-            **SERVER_SECURITY,
+            **auth.server_security,
             cardpoints_token_file=str(token_file),
             address="127.0.0.1:0",
             database_url=make_db_url("ecommerce"),
@@ -118,7 +120,7 @@ async def test_an_expired_token_is_named_the_redemption_waits_and_a_rotated_one_
 
         # A new token is written over the file: the waiting redemption settles without
         # anyone retrying it, and new ones go through, with no restart.
-        write_token(token_file, 3600)
+        write_token(token_file, 3600, auth=auth)
 
         async def settled() -> bool:
             got = await shop.GetRedemption(

@@ -10,6 +10,7 @@ from collections.abc import Callable
 import pytest
 
 from pointsbridge_cli.commands.events import _filter_for
+from tests.auth import Callers
 from tests.broker import NatsServer, stream_messages
 from tests.cli.conftest import CLI
 from tests.events.test_relay import Bank, start_bank
@@ -47,7 +48,7 @@ def test_the_tail_filter_is_fitted_to_each_stream(subject: str, expected: dict[s
 
 
 async def test_setup_creates_both_streams_and_tail_prints_the_events_decoded(
-    make_db_url: Callable[[str], str], nats_server: NatsServer
+    make_db_url: Callable[[str], str], nats_server: NatsServer, auth: Callers
 ) -> None:
     setup = await asyncio.to_thread(
         run_cli, "events", "setup", "--nats-url", nats_server.url, "--json"
@@ -71,8 +72,8 @@ async def test_setup_creates_both_streams_and_tail_prints_the_events_decoded(
     assert again.returncode == 0, again.stderr
     assert "POINTSBRIDGE_CARDPOINTS (pointsbridge.cardpoints.>): ok" in again.stdout
 
-    app = await start_bank(make_db_url("cardpoints"), nats_server.url)
-    bank = Bank(app)
+    app = await start_bank(auth, make_db_url("cardpoints"), nats_server.url)
+    bank = Bank(app, auth)
     try:
         await bank.open("t-1", 700)
         await bank.deduct("tail-1", "t-1", 200)

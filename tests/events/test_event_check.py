@@ -14,17 +14,18 @@ from ecommerce.entrypoints.server import Settings as EcommerceSettings
 from ecommerce.entrypoints.server import migrate as migrate_ecommerce
 from pointsbridge.events.v1 import cardpoints_events_pb2 as ev
 from servicekit.db import create_db_engine
+from tests.auth import Callers
 from tests.broker import NatsServer, stream_messages
 from tests.events.test_relay import Bank, start_bank
 
 
 async def test_the_event_checker_passes_a_clean_run_and_catches_strays_and_losses(
-    make_db_url: Callable[[str], str], nats_server: NatsServer
+    make_db_url: Callable[[str], str], nats_server: NatsServer, auth: Callers
 ) -> None:
     cardpoints_url, ecommerce_url = make_db_url("cardpoints"), make_db_url("ecommerce")
     migrate_ecommerce(EcommerceSettings(database_url=ecommerce_url))
-    app = await start_bank(cardpoints_url, nats_server.url)
-    bank = Bank(app)
+    app = await start_bank(auth, cardpoints_url, nats_server.url)
+    bank = Bank(app, auth)
     try:
         await bank.open("k-1", 100)
         await bank.deduct("k-d1", "k-1", 40)

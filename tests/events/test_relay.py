@@ -48,8 +48,7 @@ from servicekit.relay import (
     Relay,
     RelaySettings,
 )
-from tests import auth
-from tests.auth import ECOMMERCE_SECURITY, SERVER_SECURITY
+from tests.auth import Callers
 from tests.broker import NatsServer, ce, stream_messages
 from tests.conftest import create_pg_database
 
@@ -60,10 +59,12 @@ def decode(message: Msg) -> Any:
     return event_types.decode(ce(message)["type"], message.data)
 
 
-async def start_bank(database_url: str, nats_url: str = "", **settings: Any) -> CardpointsApp:
+async def start_bank(
+    auth: Callers, database_url: str, nats_url: str = "", **settings: Any
+) -> CardpointsApp:
     return await start_cardpoints(
         CardpointsSettings(
-            **SERVER_SECURITY,
+            **auth.server_security,
             address="127.0.0.1:0",
             database_url=database_url,
             workers=4,
@@ -78,7 +79,7 @@ def uow(db: Database) -> CardpointsUnitOfWork:
 
 
 class Bank:
-    def __init__(self, app: CardpointsApp) -> None:
+    def __init__(self, app: CardpointsApp, auth: Callers) -> None:
         self.channel = auth.channel(f"127.0.0.1:{app.port}")
         self.points = cpb_grpc.CardPointsServiceStub(self.channel)
         self.admin = cpb_grpc.CardPointsAdminServiceStub(self.channel)
@@ -168,11 +169,11 @@ def check_consumer_view(messages: list[Msg], expected_ids: list[str]) -> dict[st
 
 
 async def test_turning_the_relay_on_later_publishes_the_backlog_in_order(
-    make_db_url: Callable[[str], str], nats_server: NatsServer
+    make_db_url: Callable[[str], str], nats_server: NatsServer, auth: Callers
 ) -> None:
     url = make_db_url("cardpoints")
-    app = await start_bank(url)  # no NATS URL: recorded, not published
-    bank = Bank(app)
+    app = await start_bank(auth, url)  # no NATS URL: recorded, not published
+    bank = Bank(app, auth)
     try:
         for account in ("a-1", "a-2", "a-3"):
             await bank.open(account, 1000)
@@ -183,8 +184,8 @@ async def test_turning_the_relay_on_later_publishes_the_backlog_in_order(
         await app.stop(1)
     assert unsent(url) == 12
 
-    app = await start_bank(url, nats_server.url)
-    bank = Bank(app)
+    app = await start_bank(auth, url, nats_server.url)
+    bank = Bank(app, auth)
     try:
         messages = await stream_messages(nats_server.url, "cardpoints", expect=12)
         sequences = check_consumer_view(messages, outbox_ids(url))
@@ -251,11 +252,11 @@ async def test_a_repeat_after_a_crash_between_ack_and_mark_sent_is_dropped_by_th
 
 
 async def test_the_broker_down_fails_no_rpc_and_the_backlog_drains_after_it_returns(
-    make_db_url: Callable[[str], str], nats_server: NatsServer
+    make_db_url: Callable[[str], str], nats_server: NatsServer, auth: Callers
 ) -> None:
     url = make_db_url("cardpoints")
-    app = await start_bank(url, nats_server.url, events_stuck_after=1.0)
-    bank = Bank(app)
+    app = await start_bank(auth, url, nats_server.url, events_stuck_after=1.0)
+    bank = Bank(app, auth)
     try:
         await bank.open("b-1", 1000)
         await stream_messages(nats_server.url, "cardpoints", expect=2)
@@ -292,10 +293,14 @@ async def test_the_broker_down_fails_no_rpc_and_the_backlog_drains_after_it_retu
 @pytest.mark.postgres
 async def test_two_relays_on_one_postgres_database_publish_each_row_once_in_order(
     nats_server: NatsServer,
+    auth: Callers,
 ) -> None:
     url = create_pg_database()
-    apps = [await start_bank(url, nats_server.url), await start_bank(url, nats_server.url)]
-    banks = [Bank(app) for app in apps]
+    apps = [
+        await start_bank(auth, url, nats_server.url),
+        await start_bank(auth, url, nats_server.url),
+    ]
+    banks = [Bank(app, auth) for app in apps]
     first_copies = PUBLISHED.labels("cardpoints", "false")._value.get()
     repeats = PUBLISHED.labels("cardpoints", "true")._value.get()
     try:
@@ -393,13 +398,13 @@ async def test_sent_rows_are_pruned_after_the_retention(
 
 @pytest.fixture
 async def shop(
-    make_db_url: Callable[[str], str], nats_server: NatsServer
+    make_db_url: Callable[[str], str], nats_server: NatsServer, auth: Callers
 ) -> AsyncIterator[tuple[Any, Any, str]]:
-    cardpoints = await start_bank(make_db_url("cardpoints"), nats_server.url)
+    cardpoints = await start_bank(auth, make_db_url("cardpoints"), nats_server.url)
     ecommerce_url = make_db_url("ecommerce")
     ecommerce = await start_ecommerce(
         EcommerceSettings(
-            **ECOMMERCE_SECURITY,
+            **auth.ecommerce_security,
             address="127.0.0.1:0",
             database_url=ecommerce_url,
             cardpoints_address=f"127.0.0.1:{cardpoints.port}",
@@ -407,7 +412,7 @@ async def shop(
             nats_url=nats_server.url,
         )
     )
-    bank = Bank(cardpoints)
+    bank = Bank(cardpoints, auth)
     channel = auth.channel(f"127.0.0.1:{ecommerce.port}")
     try:
         yield bank, channel, ecommerce_url

@@ -24,9 +24,9 @@ from pointsbridge.ecommerce.v1 import ecommerce_pb2 as ec
 from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as ec_grpc
 from servicekit.auth import TokenIssuer, generate_signing_key
 from servicekit.db import normalize_url
+from servicekit.devtools.credentials import bearer
 from servicekit.status import remote_error
-from tests import auth
-from tests.auth import ECOMMERCE_SECURITY, SERVER_SECURITY, bearer, token
+from tests.auth import Callers
 
 # A request per RPC, naming customer "bob" wherever a customer id goes.
 REQUESTS: dict[str, Callable[[], Message]] = {
@@ -147,14 +147,16 @@ class Pair:
 
 
 @pytest.fixture
-async def pair(make_db_url: Callable[[str], str]) -> AsyncIterator[Pair]:
+async def pair(make_db_url: Callable[[str], str], auth: Callers) -> AsyncIterator[Pair]:
     cardpoints_url, ecommerce_url = make_db_url("cardpoints"), make_db_url("ecommerce")
     cardpoints = await start_cardpoints(
-        CardpointsSettings(**SERVER_SECURITY, address="127.0.0.1:0", database_url=cardpoints_url)
+        CardpointsSettings(
+            **auth.server_security, address="127.0.0.1:0", database_url=cardpoints_url
+        )
     )
     ecommerce = await start(
         Settings(
-            **ECOMMERCE_SECURITY,
+            **auth.ecommerce_security,
             address="127.0.0.1:0",
             database_url=ecommerce_url,
             cardpoints_address=f"127.0.0.1:{cardpoints.port}",
@@ -206,23 +208,25 @@ async def call(
     return grpc.StatusCode.OK, ""
 
 
-OTHER_KEY, _ = generate_signing_key()
-FORGED = TokenIssuer(OTHER_KEY).issue("ecommerce", ["admin", "service"], 3600)
-EXPIRED = auth.ISSUER.issue("ecommerce", ["admin", "service"], 60, now=time.time() - 3600)
+def bad_credentials(auth: Callers) -> dict[str, tuple[tuple[tuple[str, str], ...], str]]:
+    other_key, _ = generate_signing_key()
+    forged = TokenIssuer(other_key).issue("ecommerce", ["admin", "service"], 3600)
+    expired = auth.token("ecommerce", "admin", "service", ttl=60, now=time.time() - 3600)
+    return {
+        "none": ((), "MISSING_CREDENTIALS"),
+        "expired": (bearer(expired), "INVALID_CREDENTIALS"),
+        "wrong signature": (bearer(forged), "INVALID_CREDENTIALS"),
+        "not a token": (bearer("not-a-jwt"), "INVALID_CREDENTIALS"),
+        "other scheme": ((("authorization", "Basic YWRtaW46YWRtaW4="),), "INVALID_CREDENTIALS"),
+    }
 
-BAD_CREDENTIALS = {
-    "none": ((), "MISSING_CREDENTIALS"),
-    "expired": (bearer(EXPIRED), "INVALID_CREDENTIALS"),
-    "wrong signature": (bearer(FORGED), "INVALID_CREDENTIALS"),
-    "not a token": (bearer("not-a-jwt"), "INVALID_CREDENTIALS"),
-    "other scheme": ((("authorization", "Basic YWRtaW46YWRtaW4="),), "INVALID_CREDENTIALS"),
-}
 
-
-async def test_bad_credentials_are_refused_on_every_rpc_and_change_nothing(pair: Pair) -> None:
+async def test_bad_credentials_are_refused_on_every_rpc_and_change_nothing(
+    pair: Pair, auth: Callers
+) -> None:
     before = snapshot(pair.urls)
     for service, name, method in all_methods():
-        for label, (metadata, reason) in BAD_CREDENTIALS.items():
+        for label, (metadata, reason) in bad_credentials(auth).items():
             code, got = await call(pair, service, method, metadata)
             assert (code, got) == (grpc.StatusCode.UNAUTHENTICATED, reason), (name, label)
     assert snapshot(pair.urls) == before
@@ -254,13 +258,13 @@ CALLERS = [
 ]
 
 
-async def test_each_role_reaches_only_its_own_rpcs(pair: Pair) -> None:
+async def test_each_role_reaches_only_its_own_rpcs(pair: Pair, auth: Callers) -> None:
     before = snapshot(pair.urls)
     reached = 0
     for service, name, method in all_methods():
         for role, subject in CALLERS:
             denial = expected_denial(name, role, subject)
-            code, reason = await call(pair, service, method, bearer(token(subject, role)))
+            code, reason = await call(pair, service, method, bearer(auth.token(subject, role)))
             if denial is None:
                 # Past authorization: whatever the use case says, it is not an access refusal.
                 assert code not in (
@@ -338,7 +342,9 @@ def mistype(code: str) -> str:
     return ("2" if code[0] != "2" else "3") + code[1:]
 
 
-async def redemptions_of_alice_and_bob(pair: Pair) -> tuple[ec.Redemption, ec.Redemption]:
+async def redemptions_of_alice_and_bob(
+    pair: Pair, auth: Callers
+) -> tuple[ec.Redemption, ec.Redemption]:
     """Alice and bob, each with a linked card and one coupon redeemed by themself."""
     async with auth.channel(pair.cardpoints) as bank, auth.channel(pair.ecommerce) as shop:
         for who in ("alice", "bob"):
@@ -366,18 +372,20 @@ async def redemptions_of_alice_and_bob(pair: Pair) -> tuple[ec.Redemption, ec.Re
                     request_id=f"{who}-1", customer_id=who, product_id="c20", quantity=1
                 ),
                 timeout=10,
-                metadata=bearer(token(who, "customer")),
+                metadata=bearer(auth.token(who, "customer")),
             )
             redeemed.append(answer.redemption)
     return redeemed[0], redeemed[1]
 
 
-async def test_only_an_operator_lists_every_customers_redemptions(pair: Pair) -> None:
-    alices, bobs = await redemptions_of_alice_and_bob(pair)
+async def test_only_an_operator_lists_every_customers_redemptions(
+    pair: Pair, auth: Callers
+) -> None:
+    alices, bobs = await redemptions_of_alice_and_bob(pair, auth=auth)
     async with grpc.aio.insecure_channel(pair.ecommerce) as channel:
         stub = ec_grpc.RedemptionServiceStub(channel)
         everyone = await stub.ListRedemptions(
-            ec.ListRedemptionsRequest(), timeout=10, metadata=bearer(auth.ADMIN)
+            ec.ListRedemptionsRequest(), timeout=10, metadata=bearer(auth.admin)
         )
         assert [r.redemption_id for r in everyone.redemptions] == [
             bobs.redemption_id,
@@ -387,14 +395,16 @@ async def test_only_an_operator_lists_every_customers_redemptions(pair: Pair) ->
             await stub.ListRedemptions(
                 ec.ListRedemptionsRequest(),
                 timeout=10,
-                metadata=bearer(token("alice", "customer")),
+                metadata=bearer(auth.token("alice", "customer")),
             )
         failure = remote_error(refused.value)
         assert (failure.code, failure.reason) == (grpc.StatusCode.PERMISSION_DENIED, "NOT_OWNER")
 
 
-async def test_another_customers_coupon_looks_like_one_that_does_not_exist(pair: Pair) -> None:
-    alices, bobs = await redemptions_of_alice_and_bob(pair)
+async def test_another_customers_coupon_looks_like_one_that_does_not_exist(
+    pair: Pair, auth: Callers
+) -> None:
+    alices, bobs = await redemptions_of_alice_and_bob(pair, auth=auth)
     async with grpc.aio.insecure_channel(pair.ecommerce) as channel:
         stub = ec_grpc.RedemptionServiceStub(channel)
         alices_code = alices.coupons[0].code
@@ -435,7 +445,7 @@ async def test_another_customers_coupon_looks_like_one_that_does_not_exist(pair:
                 failure.violations,
             )
 
-        bob = token("bob", "customer")
+        bob = auth.token("bob", "customer")
         cases = [
             # (rpc, alice's code or id, a made-up one), bob being the caller each time
             ("UseCoupon", (alices_code, ""), (made_up_code, "")),
@@ -458,7 +468,7 @@ async def test_another_customers_coupon_looks_like_one_that_does_not_exist(pair:
                 assert typo == await answer(bob, rpc, mistype(made_up[0]), made_up[1]), rpc
                 assert typo[:2] == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_FIELD")
             # An operator acting for bob is told the truth.
-            truth = await answer(auth.ADMIN, rpc, *foreign)
+            truth = await answer(auth.admin, rpc, *foreign)
             assert truth[:2] == (grpc.StatusCode.PERMISSION_DENIED, "NOT_OWNER"), rpc
 
         async with auth.channel(pair.ecommerce) as shop:
@@ -471,15 +481,16 @@ async def test_another_customers_coupon_looks_like_one_that_does_not_exist(pair:
 @pytest.mark.parametrize("backend", ["sqlite"])
 async def test_a_flooding_customer_is_slowed_without_starving_others(
     make_db_url: Callable[[str], str],
+    auth: Callers,
 ) -> None:
     cardpoints = await start_cardpoints(
         CardpointsSettings(
-            **SERVER_SECURITY, address="127.0.0.1:0", database_url=make_db_url("cardpoints")
+            **auth.server_security, address="127.0.0.1:0", database_url=make_db_url("cardpoints")
         )
     )
     shop = await start(
         Settings(
-            **ECOMMERCE_SECURITY,
+            **auth.ecommerce_security,
             address="127.0.0.1:0",
             database_url=make_db_url("ecommerce"),
             cardpoints_address=f"127.0.0.1:{cardpoints.port}",
@@ -501,7 +512,7 @@ async def test_a_flooding_customer_is_slowed_without_starving_others(
                     await stub(
                         ec.ListCouponsRequest(customer_id=customer),
                         timeout=10,
-                        metadata=bearer(token(customer, "customer")),
+                        metadata=bearer(auth.token(customer, "customer")),
                     )
                 except grpc.aio.AioRpcError as error:
                     failure = remote_error(error)
@@ -513,7 +524,7 @@ async def test_a_flooding_customer_is_slowed_without_starving_others(
             assert (grpc.StatusCode.RESOURCE_EXHAUSTED, "RATE_LIMITED") in flood[5:]
             # Another customer, and an operator, are not held back by mallory's flood.
             assert await list_as("alice") == (grpc.StatusCode.OK, "")
-            async with auth.channel(f"127.0.0.1:{shop.port}", auth.ADMIN) as operator:
+            async with auth.channel(f"127.0.0.1:{shop.port}", auth.admin) as operator:
                 listed = await ec_grpc.RedemptionServiceStub(operator).ListCoupons(
                     ec.ListCouponsRequest(customer_id="mallory"), timeout=10
                 )
@@ -523,7 +534,9 @@ async def test_a_flooding_customer_is_slowed_without_starving_others(
         await cardpoints.stop(1)
 
 
-async def test_garbage_from_a_stranger_is_unauthenticated_before_it_is_parsed(pair: Pair) -> None:
+async def test_garbage_from_a_stranger_is_unauthenticated_before_it_is_parsed(
+    pair: Pair, auth: Callers
+) -> None:
     for address, rpc in (
         (pair.cardpoints, "/pointsbridge.cardpoints.v1.CardPointsService/DeductPoints"),
         (pair.ecommerce, "/pointsbridge.ecommerce.v1.RedemptionService/RedeemPoints"),
@@ -532,7 +545,7 @@ async def test_garbage_from_a_stranger_is_unauthenticated_before_it_is_parsed(pa
             raw: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(rpc)
             for metadata, expected in (
                 ((), (grpc.StatusCode.UNAUTHENTICATED, "MISSING_CREDENTIALS")),
-                (bearer(auth.SUPERUSER), (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_FIELD")),
+                (bearer(auth.superuser), (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_FIELD")),
             ):
                 with pytest.raises(grpc.aio.AioRpcError) as refused:
                     await raw(b"\xff\xfe\x00garbage", timeout=10, metadata=metadata)

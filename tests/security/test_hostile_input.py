@@ -57,12 +57,12 @@ from pointsbridge.ecommerce.v1 import ecommerce_pb2 as ec
 from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as ec_grpc
 from servicekit.auth import generate_signing_key
 from servicekit.db import normalize_url
+from servicekit.devtools.credentials import bearer
 from servicekit.devtools.databases import drop_database
 from servicekit.paging import encode_token
 from servicekit.server import MAX_MESSAGE_BYTES
 from servicekit.status import REASON_CODES, RemoteError, remote_error
-from tests import auth
-from tests.auth import ECOMMERCE_SECURITY, SERVER_SECURITY, SUPERUSER
+from tests.auth import Callers
 from tests.conftest import BACKENDS, create_pg_database
 
 TIMEOUT = 15.0
@@ -264,6 +264,7 @@ class Stack:
     channels: dict[str, grpc.Channel]
     books: Books
     known: Known  # so that some hostile requests get past the look-ups
+    superuser: str  # the token of calls that are not about credentials
     seen: Counter[tuple[str, str, str]] = field(default_factory=Counter)
 
     def examples(self, on_sqlite: int) -> int:
@@ -276,7 +277,7 @@ class Stack:
 
     def call(self, rpc: Rpc, payload: bytes, metadata: Metadata | None = None) -> Answer:
         if metadata is None:
-            metadata = auth.bearer(SUPERUSER)
+            metadata = bearer(self.superuser)
         try:
             self._stub(rpc)(payload, timeout=TIMEOUT, metadata=metadata)
         except grpc.RpcError as error:
@@ -286,7 +287,7 @@ class Stack:
     def call_all(self, calls: Sequence[tuple[Rpc, bytes]]) -> list[Answer]:
         """Like `call`, for several calls in flight at once."""
         futures = [
-            self._stub(rpc).future(payload, timeout=TIMEOUT, metadata=auth.bearer(SUPERUSER))
+            self._stub(rpc).future(payload, timeout=TIMEOUT, metadata=bearer(self.superuser))
             for rpc, payload in calls
         ]
         answers = []
@@ -335,7 +336,7 @@ class Answer:
         return f"{self.code.name} {self.error.reason} {self.error.message[:300]!r}"
 
 
-async def _seed(cardpoints: str, ecommerce: str) -> Known:
+async def _seed(cardpoints: str, ecommerce: str, auth: Callers) -> Known:
     """An active and a frozen card, a product, two linked customers and one redemption."""
     async with auth.channel(cardpoints) as bank, auth.channel(ecommerce) as shop:
         bank_admin = cp_grpc.CardPointsAdminServiceStub(bank)
@@ -406,7 +407,7 @@ async def _seed(cardpoints: str, ecommerce: str) -> Known:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module", params=BACKENDS)
 async def stack(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, auth: Callers
 ) -> AsyncIterator[Stack]:
     backend = str(request.param)
     created: list[str] = []
@@ -427,7 +428,7 @@ async def stack(
         urls = {"cardpoints": new_url("cardpoints"), "ecommerce": new_url("ecommerce")}
         cardpoints = await start_cardpoints(
             CardpointsSettings(
-                **SERVER_SECURITY,
+                **auth.server_security,
                 address=f"{LOOPBACK}:0",
                 database_url=urls["cardpoints"],
                 workers=4,
@@ -436,7 +437,7 @@ async def stack(
         cleanup.push_async_callback(cardpoints.stop, 1)
         ecommerce = await start_ecommerce(
             EcommerceSettings(
-                **ECOMMERCE_SECURITY,
+                **auth.ecommerce_security,
                 address=f"{LOOPBACK}:0",
                 database_url=urls["ecommerce"],
                 cardpoints_address=f"{LOOPBACK}:{cardpoints.port}",
@@ -454,8 +455,8 @@ async def stack(
             cleanup.callback(channel.close)
         books = Books(urls)
         cleanup.callback(books.close)
-        known = await _seed(addresses["cardpoints"], addresses["ecommerce"])
-        yield Stack(backend, channels, books, known)
+        known = await _seed(addresses["cardpoints"], addresses["ecommerce"], auth=auth)
+        yield Stack(backend, channels, books, known, auth.superuser)
 
 
 # ---------------------------------------------------------------- the checks
@@ -985,7 +986,7 @@ def _oversized(stack: Stack) -> None:
     # A header past the transport's metadata limit is refused there too.
     before = stack.books.take()
     rpc = next(r for r in RPCS if r.name == "DeductPoints")
-    huge = stack.call(rpc, b"", auth.bearer("A" * 100_000))
+    huge = stack.call(rpc, b"", bearer("A" * 100_000))
     assert huge.code is grpc.StatusCode.RESOURCE_EXHAUSTED, str(huge)
     assert changed_tables(before, stack.books.take()) == set()
     assert_serving(stack)
@@ -1006,7 +1007,6 @@ def _b64(data: bytes) -> str:
 
 
 OTHER_KEY = generate_signing_key()[0]
-SIGNING_KEY = auth.SIGNING_KEY.read_bytes()
 PRINTABLE = st.characters(min_codepoint=0x20, max_codepoint=0x7E)  # what HTTP/2 lets through
 
 
@@ -1040,19 +1040,19 @@ DEFECTS: dict[str, Callable[[dict[str, Any]], None]] = {
 }
 
 
-def _signed_with_defect(defect: str) -> str:
+def _signed_with_defect(defect: str, signing_key: bytes) -> str:
     claims = _good_claims()
     DEFECTS[defect](claims)
-    return jwt.encode(claims, SIGNING_KEY, algorithm="ES256")
+    return jwt.encode(claims, signing_key, algorithm="ES256")
 
 
 def _forged(claims: dict[str, Any], key: bytes) -> str:
     return jwt.encode(claims, key, algorithm="ES256")
 
 
-def _tampered(position: int, replacement: str) -> str:
+def _tampered(position: int, replacement: str, superuser: str) -> str:
     """The real superuser token with one character of its signature changed."""
-    head, body, signature = SUPERUSER.split(".")
+    head, body, signature = superuser.split(".")
     # Not the last character: some of its bits are padding, so changing it may change nothing.
     index = position % (len(signature) - 1)
     if signature[index] == replacement:
@@ -1060,9 +1060,9 @@ def _tampered(position: int, replacement: str) -> str:
     return ".".join((head, body, signature[:index] + replacement + signature[index + 1 :]))
 
 
-def _resigned_claims(roles: list[str]) -> str:
+def _resigned_claims(roles: list[str], superuser: str) -> str:
     """Claims swapped for others, under the real token's header and signature."""
-    head, _, signature = SUPERUSER.split(".")
+    head, _, signature = superuser.split(".")
     claims = {**_good_claims(), "roles": roles, "sub": "mallory"}
     return ".".join((head, _b64(json.dumps(claims).encode()), signature))
 
@@ -1085,46 +1085,57 @@ JWT_CLAIMS = st.fixed_dictionaries(
     }
 ).map(lambda c: json.dumps(c).encode())
 
-TOKENS = st.one_of(
-    st.text(PRINTABLE, max_size=200),
-    st.builds(lambda c, n: c * n, st.text(PRINTABLE, min_size=1, max_size=3), st.integers(1, 7000)),
-    st.builds(
-        lambda h, c, s: f"{_b64(h)}.{_b64(c)}.{_b64(s)}",
-        JWT_HEADERS,
-        JWT_CLAIMS,
-        st.binary(max_size=96),
-    ),
-    st.builds(_forged, JWT_CLAIMS.map(json.loads), st.just(OTHER_KEY)),
-    st.sampled_from(sorted(DEFECTS)).map(_signed_with_defect),
-    st.builds(_tampered, st.integers(0, 200), st.sampled_from("ABab019_-")),
-    st.lists(st.sampled_from(["admin", "service", "customer"]), min_size=1).map(_resigned_claims),
-    st.sampled_from(
-        [SUPERUSER + ".", SUPERUSER[:-10], "." * 2, "a.b.c", SUPERUSER.replace(".", "")]
-    ),
-)
+
+def tokens(auth: Callers) -> st.SearchStrategy[str]:
+    superuser, signing_key = auth.superuser, auth.signing_key.read_bytes()
+    return st.one_of(
+        st.text(PRINTABLE, max_size=200),
+        st.builds(
+            lambda c, n: c * n, st.text(PRINTABLE, min_size=1, max_size=3), st.integers(1, 7000)
+        ),
+        st.builds(
+            lambda h, c, s: f"{_b64(h)}.{_b64(c)}.{_b64(s)}",
+            JWT_HEADERS,
+            JWT_CLAIMS,
+            st.binary(max_size=96),
+        ),
+        st.builds(_forged, JWT_CLAIMS.map(json.loads), st.just(OTHER_KEY)),
+        st.builds(_signed_with_defect, st.sampled_from(sorted(DEFECTS)), st.just(signing_key)),
+        st.builds(_tampered, st.integers(0, 200), st.sampled_from("ABab019_-"), st.just(superuser)),
+        st.builds(
+            _resigned_claims,
+            st.lists(st.sampled_from(["admin", "service", "customer"]), min_size=1),
+            st.just(superuser),
+        ),
+        st.sampled_from(
+            [superuser + ".", superuser[:-10], "." * 2, "a.b.c", superuser.replace(".", "")]
+        ),
+    )
+
+
 SCHEMES = st.sampled_from(
     ["Bearer ", "bearer ", "BEARER ", "Bearer  ", "", "Basic ", "Token ", "Bearer"]
 )
 
 
-def headers() -> st.SearchStrategy[Metadata]:
-    value = st.builds(lambda scheme, token: (scheme + token)[:6000], SCHEMES, TOKENS)
+def headers(auth: Callers) -> st.SearchStrategy[Metadata]:
+    value = st.builds(lambda scheme, token: (scheme + token)[:6000], SCHEMES, tokens(auth))
     one = value.map(lambda v: (("authorization", v),))
     return st.one_of(
         st.just(()),
         one,
         # the first header is the one that counts; a good one after it must not rescue it
-        value.map(lambda v: (("authorization", v), ("authorization", f"Bearer {SUPERUSER}"))),
+        value.map(lambda v: (("authorization", v), ("authorization", f"Bearer {auth.superuser}"))),
         st.builds(
-            lambda v: (("x-authorization", f"Bearer {SUPERUSER}"), ("authorization", v)), value
+            lambda v: (("x-authorization", f"Bearer {auth.superuser}"), ("authorization", v)), value
         ),
-        st.just((("x-api-key", SUPERUSER), ("authorization-bin", b"\x00\xff"))),
+        st.just((("x-api-key", auth.superuser), ("authorization-bin", b"\x00\xff"))),
     )
 
 
-def _run_headers(stack: Stack) -> None:
+def _run_headers(stack: Stack, auth: Callers) -> None:
     @hostile_settings(stack.examples(HEADER_EXAMPLES))
-    @given(rpc=st.sampled_from(RPCS), metadata=headers())
+    @given(rpc=st.sampled_from(RPCS), metadata=headers(auth=auth))
     def hostile_credentials(rpc: Rpc, metadata: Metadata) -> None:
         note(f"metadata: {[(k, v[:300]) for k, v in metadata]!r}")
         answer = exercise(stack, rpc, b"", metadata)
@@ -1141,13 +1152,14 @@ def _run_headers(stack: Stack) -> None:
 @pytest.mark.asyncio(loop_scope="module")
 async def test_hostile_authorization_headers_are_unauthenticated_and_change_nothing(
     stack: Stack,
+    auth: Callers,
 ) -> None:
     def refused() -> int:
         code = grpc.StatusCode.UNAUTHENTICATED.name
         return sum(n for (_, seen, _), n in stack.seen.items() if seen == code)
 
     before = refused()
-    await asyncio.to_thread(_run_headers, stack)
+    await asyncio.to_thread(_run_headers, stack, auth)
     assert refused() - before >= stack.examples(HEADER_EXAMPLES)
     await asyncio.to_thread(assert_serving, stack)
 

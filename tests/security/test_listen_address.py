@@ -10,7 +10,7 @@ import pytest
 from cardpoints.entrypoints import server as cardpoints_server
 from ecommerce.entrypoints import server as ecommerce_server
 from servicekit.ports import listen_address
-from tests.auth import ECOMMERCE_SECURITY, SERVER_SECURITY
+from tests.auth import Callers
 
 
 def test_without_tls_the_default_is_loopback_and_with_tls_every_interface() -> None:
@@ -40,7 +40,7 @@ def _accepts(host: str, port: int) -> bool:
 
 @pytest.mark.parametrize("service", ["cardpoints", "ecommerce"])
 async def test_a_plaintext_server_given_no_address_is_reachable_from_this_machine_only(
-    service: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    service: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, auth: Callers
 ) -> None:
     outward = _outward_address()
     if outward is None:
@@ -53,13 +53,13 @@ async def test_a_plaintext_server_given_no_address_is_reachable_from_this_machin
     if service == "cardpoints":
         app = await cardpoints_server.start(
             cardpoints_server.Settings(
-                **SERVER_SECURITY, database_url=f"sqlite:///{tmp_path / service}.db"
+                **auth.server_security, database_url=f"sqlite:///{tmp_path / service}.db"
             )
         )
     else:
         app = await ecommerce_server.start(
             ecommerce_server.Settings(
-                **ECOMMERCE_SECURITY,
+                **auth.ecommerce_security,
                 database_url=f"sqlite:///{tmp_path / service}.db",
                 cardpoints_address="127.0.0.1:1",
                 recovery_interval=0,

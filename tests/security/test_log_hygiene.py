@@ -17,9 +17,9 @@ from pointsbridge.cardpoints.v1 import cardpoints_pb2 as cp
 from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as cp_grpc
 from pointsbridge.ecommerce.v1 import ecommerce_pb2 as ec
 from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as ec_grpc
+from servicekit.devtools.credentials import bearer
 from servicekit.observability import JsonFormatter
-from tests import auth
-from tests.auth import ECOMMERCE_SECURITY, SERVER_SECURITY, bearer, token
+from tests.auth import Callers
 
 CARD_NUMBER = "6222020200112233445"  # a full card account number as the account id
 
@@ -42,24 +42,24 @@ def captured() -> Iterator[io.StringIO]:
 
 @pytest.mark.parametrize("backend", ["sqlite"])
 async def test_flows_leave_no_card_number_token_or_code_in_the_logs(
-    captured: io.StringIO, make_db_url: Callable[[str], str]
+    captured: io.StringIO, make_db_url: Callable[[str], str], auth: Callers
 ) -> None:
     bank = await start_cardpoints(
         CardpointsSettings(
-            **SERVER_SECURITY, address="127.0.0.1:0", database_url=make_db_url("cardpoints")
+            **auth.server_security, address="127.0.0.1:0", database_url=make_db_url("cardpoints")
         )
     )
     shop = await start(
         Settings(
-            **ECOMMERCE_SECURITY,
+            **auth.ecommerce_security,
             address="127.0.0.1:0",
             database_url=make_db_url("ecommerce"),
             cardpoints_address=f"127.0.0.1:{bank.port}",
             recovery_interval=0,
         )
     )
-    customer_token = token("alice", "customer")
-    secrets_seen: list[str] = [CARD_NUMBER, customer_token, auth.SUPERUSER]
+    customer_token = auth.token("alice", "customer")
+    secrets_seen: list[str] = [CARD_NUMBER, customer_token, auth.superuser]
     try:
         async with (
             auth.channel(f"127.0.0.1:{bank.port}") as to_bank,
@@ -149,9 +149,11 @@ async def test_flows_leave_no_card_number_token_or_code_in_the_logs(
     assert {line.get("rpc") for line in traced} >= {"RedeemPoints", "DeductPoints"}
 
 
-def test_the_formatters_mask_whatever_code_logs_by_mistake(captured: io.StringIO) -> None:
+def test_the_formatters_mask_whatever_code_logs_by_mistake(
+    captured: io.StringIO, auth: Callers
+) -> None:
     code = "BMRP-NAP3-M4EE-GVQH-YX"
-    jwt = token("alice", "customer")
+    jwt = auth.token("alice", "customer")
     logging.getLogger("careless").warning(
         "card %s used %s with %s", CARD_NUMBER, code, jwt, extra={"detail": code.replace("-", "")}
     )

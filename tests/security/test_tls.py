@@ -27,8 +27,9 @@ from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as ec_grpc
 from servicekit.auth import TokenIssuer
 from servicekit.config import ConfigError
 from servicekit.devcerts import make_ca, make_leaf, write_dev_pki
+from servicekit.devtools.credentials import bearer
 from servicekit.status import remote_error
-from tests.auth import ADMIN, PUBLIC_KEY, SUPERUSER, bearer, token
+from tests.auth import Callers
 from tests.cli.conftest import Cli
 
 
@@ -62,7 +63,9 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
 
 
 @pytest.fixture
-async def bank(pki: Pki, make_db_url: Callable[[str], str]) -> AsyncIterator[CardpointsApp]:
+async def bank(
+    pki: Pki, make_db_url: Callable[[str], str], auth: Callers
+) -> AsyncIterator[CardpointsApp]:
     app = await start_cardpoints(
         CardpointsSettings(
             address="127.0.0.1:0",
@@ -70,7 +73,7 @@ async def bank(pki: Pki, make_db_url: Callable[[str], str]) -> AsyncIterator[Car
             tls_cert=pki["cardpoints.pem"],
             tls_key=pki["cardpoints-key.pem"],
             tls_client_ca=pki["ca.pem"],
-            token_public_key=str(PUBLIC_KEY),
+            token_public_key=str(auth.public_key),
         )
     )
     yield app
@@ -94,21 +97,23 @@ async def get_account(channel: grpc.aio.Channel, metadata: tuple[tuple[str, str]
 
 @pytest.mark.parametrize("backend", ["sqlite"])
 async def test_clients_without_a_trusted_certificate_fail_the_handshake(
-    pki: Pki, bank: CardpointsApp
+    pki: Pki, bank: CardpointsApp, auth: Callers
 ) -> None:
     for cert in (None, "rogue"):
         async with mtls_channel(pki, bank.port, cert) as channel:
             with pytest.raises(grpc.aio.AioRpcError) as refused:
-                await get_account(channel, bearer(SUPERUSER))
+                await get_account(channel, bearer(auth.superuser))
             assert refused.value.code() == grpc.StatusCode.UNAVAILABLE, cert
     async with grpc.aio.insecure_channel(f"localhost:{bank.port}") as plaintext:
         with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await get_account(plaintext, bearer(SUPERUSER))
+            await get_account(plaintext, bearer(auth.superuser))
         assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
-async def test_the_certificate_is_the_service_identity(pki: Pki, bank: CardpointsApp) -> None:
+async def test_the_certificate_is_the_service_identity(
+    pki: Pki, bank: CardpointsApp, auth: Callers
+) -> None:
     async with mtls_channel(pki, bank.port, "ecommerce") as channel:
         # No token at all: the client certificate says this is the e-commerce service.
         with pytest.raises(grpc.aio.AioRpcError) as missing:
@@ -124,7 +129,7 @@ async def test_the_certificate_is_the_service_identity(pki: Pki, bank: Cardpoint
         opened = await admin.OpenAccount(
             cp.OpenAccountRequest(account_id="a", holder_name="A"),
             timeout=5,
-            metadata=bearer(ADMIN),
+            metadata=bearer(auth.admin),
         )
         assert opened.account.account_id == "a"
     # Another service's certificate, signed by the right CA, is not the e-commerce service.
@@ -135,7 +140,7 @@ async def test_the_certificate_is_the_service_identity(pki: Pki, bank: Cardpoint
 
 
 async def test_a_redemption_over_mutual_tls_end_to_end(
-    pki: Pki, bank: CardpointsApp, make_db_url: Callable[[str], str]
+    pki: Pki, bank: CardpointsApp, make_db_url: Callable[[str], str], auth: Callers
 ) -> None:
     shop = await start(
         Settings(
@@ -144,14 +149,14 @@ async def test_a_redemption_over_mutual_tls_end_to_end(
             cardpoints_address=f"localhost:{bank.port}",
             tls_cert=pki["ecommerce.pem"],
             tls_key=pki["ecommerce-key.pem"],
-            token_public_key=str(PUBLIC_KEY),
+            token_public_key=str(auth.public_key),
             cardpoints_ca=pki["ca.pem"],
             cardpoints_cert=pki["ecommerce.pem"],
             cardpoints_key=pki["ecommerce-key.pem"],
         )
     )
     try:
-        admin = bearer(ADMIN)
+        admin = bearer(auth.admin)
         async with mtls_channel(pki, bank.port, "ecommerce") as to_bank:
             bank_admin = cp_grpc.CardPointsAdminServiceStub(to_bank)
             await bank_admin.OpenAccount(
@@ -190,7 +195,7 @@ async def test_a_redemption_over_mutual_tls_end_to_end(
                     request_id="tls-1", customer_id="alice", product_id="c10", quantity=2
                 ),
                 timeout=10,
-                metadata=bearer(token("alice", "customer")),
+                metadata=bearer(auth.token("alice", "customer")),
             )
         assert redeemed.redemption.state == ec.REDEMPTION_STATE_COMPLETED
         assert len(redeemed.redemption.coupons) == 2
@@ -201,12 +206,13 @@ async def test_a_redemption_over_mutual_tls_end_to_end(
 @pytest.mark.parametrize("backend", ["sqlite"])
 async def test_servers_refuse_plaintext_and_missing_keys_unless_told(
     make_db_url: Callable[[str], str],
+    auth: Callers,
 ) -> None:
     url = make_db_url("cardpoints")
     with pytest.raises(ConfigError, match="insecure-plaintext"):
         await start_cardpoints(
             CardpointsSettings(
-                address="127.0.0.1:0", database_url=url, token_public_key=str(PUBLIC_KEY)
+                address="127.0.0.1:0", database_url=url, token_public_key=str(auth.public_key)
             )
         )
     with pytest.raises(ConfigError, match="token-public-key"):
@@ -219,14 +225,15 @@ async def test_servers_refuse_plaintext_and_missing_keys_unless_told(
                 address="127.0.0.1:0",
                 database_url=make_db_url("ecommerce"),
                 insecure_plaintext=True,
-                token_public_key=str(PUBLIC_KEY),
+                token_public_key=str(auth.public_key),
             )
         )
 
 
 async def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """The CLI as a subprocess, with the addresses and TLS options given in args."""
-    return await Cli("", "")(*args, env=env, addresses=False)
+    # No token unless `env` brings one: --help needs none, and the others say whose.
+    return await Cli("", "", "")(*args, env=env, addresses=False)
 
 
 @pytest.mark.parametrize("backend", ["sqlite"])
@@ -322,9 +329,9 @@ async def test_the_operator_certificate_reaches_mtls_cardpoints_but_cannot_deduc
 
 @pytest.mark.parametrize("backend", ["sqlite"])
 async def test_the_cli_says_what_is_wrong_with_tls_not_that_the_service_is_down(
-    pki: Pki, bank: CardpointsApp, make_db_url: Callable[[str], str]
+    pki: Pki, bank: CardpointsApp, make_db_url: Callable[[str], str], auth: Callers
 ) -> None:
-    admin = {"POINTSBRIDGE_TOKEN": ADMIN}
+    admin = {"POINTSBRIDGE_TOKEN": auth.admin}
     mutual = f"localhost:{bank.port}"
 
     async def show(address: str, *tls: str) -> str:
@@ -357,7 +364,7 @@ async def test_the_cli_says_what_is_wrong_with_tls_not_that_the_service_is_down(
             address="127.0.0.1:0",
             database_url=make_db_url("plain"),
             insecure_plaintext=True,
-            token_public_key=str(PUBLIC_KEY),
+            token_public_key=str(auth.public_key),
         )
     )
     try:

@@ -9,10 +9,12 @@ import pytest
 
 from servicekit.config import ConfigError
 from servicekit.token_file import TokenFile
-from tests import auth
+from tests.auth import Callers
 
 
-def test_a_changed_file_is_read_and_an_emptied_one_keeps_the_token_held(tmp_path: Path) -> None:
+def test_a_changed_file_is_read_and_an_emptied_one_keeps_the_token_held(
+    tmp_path: Path, auth: Callers
+) -> None:
     path = tmp_path / "service.token"
     first, second = auth.token("ecommerce", "service", ttl=60), auth.token("x", "service")
     path.write_text(first + "\n")

@@ -23,8 +23,7 @@ from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as pb_grpc
 from storefront.entrypoints.server import RunningStorefront
 from storefront.entrypoints.server import start as start_storefront
 from storefront.entrypoints.settings import Settings as StorefrontSettings
-from tests import auth
-from tests.auth import ECOMMERCE_SECURITY, SERVER_SECURITY
+from tests.auth import Callers
 
 TIMEOUT = 10.0
 
@@ -40,6 +39,7 @@ class Stack:
     cardpoints_port: int
     to_bank: grpc.aio.Channel
     to_shop: grpc.aio.Channel
+    auth: Callers
     ecommerce_overrides: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -80,7 +80,7 @@ class Stack:
                 pb.LinkCardAccountRequest(customer_id=customer_id, card_account_id=card),
                 timeout=TIMEOUT,
             )
-        return customer_id, auth.token(customer_id, "customer")
+        return customer_id, self.auth.token(customer_id, "customer")
 
     async def balance(self, customer_id: str) -> int:
         account = await self.bank_reader.GetAccount(
@@ -124,7 +124,7 @@ class Stack:
     async def restart_cardpoints(self) -> None:
         self.cardpoints = await start_cardpoints(
             CardpointsSettings(
-                **SERVER_SECURITY,
+                **self.auth.server_security,
                 address=f"127.0.0.1:{self.cardpoints_port}",
                 database_url=f"sqlite:///{self.folder / 'cardpoints.db'}",
                 workers=2,
@@ -155,7 +155,7 @@ class Stack:
         await self.cardpoints.stop(grace=1)
 
 
-async def start_stack(folder: Path, **ecommerce: Any) -> Stack:
+async def start_stack(folder: Path, auth: Callers, **ecommerce: Any) -> Stack:
     """Cardpoints and ecommerce on SQLite in `folder`, and a storefront in front of them.
 
     The recovery loop is off unless asked for: a PENDING redemption stays PENDING until
@@ -163,7 +163,7 @@ async def start_stack(folder: Path, **ecommerce: Any) -> Stack:
     """
     cardpoints = await start_cardpoints(
         CardpointsSettings(
-            **SERVER_SECURITY,
+            **auth.server_security,
             address="127.0.0.1:0",
             database_url=f"sqlite:///{folder / 'cardpoints.db'}",
             workers=2,
@@ -177,7 +177,7 @@ async def start_stack(folder: Path, **ecommerce: Any) -> Stack:
     }
     shop = await start_ecommerce(
         EcommerceSettings(
-            **ECOMMERCE_SECURITY,
+            **auth.ecommerce_security,
             address="127.0.0.1:0",
             database_url=f"sqlite:///{folder / 'ecommerce.db'}",
             cardpoints_address=f"127.0.0.1:{cardpoints.port}",
@@ -200,5 +200,6 @@ async def start_stack(folder: Path, **ecommerce: Any) -> Stack:
         cardpoints_port=cardpoints.port,
         to_bank=auth.channel(f"127.0.0.1:{cardpoints.port}"),
         to_shop=auth.channel(f"127.0.0.1:{shop.port}"),
+        auth=auth,
         ecommerce_overrides=options,
     )

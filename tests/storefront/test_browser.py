@@ -20,6 +20,7 @@ from playwright.async_api import (
 )
 
 from pointsbridge.ecommerce.v1 import ecommerce_pb2 as pb
+from tests.auth import Callers
 from tests.storefront.browser import DESKTOP, PHONE, horizontal_overflow, launch, screenshot
 from tests.storefront.stack import TIMEOUT, Stack, start_stack
 
@@ -29,8 +30,8 @@ WAIT_MS = 10_000
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    running = await start_stack(tmp_path_factory.mktemp("storefront"))
+async def stack(tmp_path_factory: pytest.TempPathFactory, auth: Callers) -> AsyncIterator[Stack]:
+    running = await start_stack(tmp_path_factory.mktemp("storefront"), auth)
     yield running
     await running.close()
 
@@ -298,9 +299,9 @@ async def test_refund_gives_the_points_back(page: Page, stack: Stack) -> None:
 
 
 async def test_a_pending_redemption_is_finished_by_try_again(
-    browser: Browser, tmp_path: Path
+    browser: Browser, tmp_path: Path, auth: Callers
 ) -> None:
-    stack = await start_stack(tmp_path)
+    stack = await start_stack(tmp_path, auth)
     context = await browser.new_context(viewport=DESKTOP)
     context.set_default_timeout(WAIT_MS * 2)
     try:

@@ -23,7 +23,7 @@ from storefront.entrypoints import i18n
 from storefront.entrypoints.app import CONTENT_SECURITY_POLICY, create_app
 from storefront.entrypoints.sessions import SessionStore, TokenUnreadable, read_token
 from storefront.entrypoints.settings import Settings, parse_settings
-from tests import auth
+from tests.auth import Callers
 from tests.storefront.stack import Stack, start_stack
 
 
@@ -56,7 +56,7 @@ def test_both_languages_have_every_phrase() -> None:
         assert re.findall(r"{(\w+)}", text) == re.findall(r"{(\w+)}", chinese[key]), key
 
 
-def test_a_token_says_who_signs_in_and_until_when() -> None:
+def test_a_token_says_who_signs_in_and_until_when(auth: Callers) -> None:
     token = auth.token("alice", "customer", ttl=60)
     customer, expires = read_token(token, now=0)
     assert customer == "alice" and expires > 0
@@ -166,7 +166,7 @@ def in_process(shop: FakeShop, base_url: str = "http://testserver", **settings: 
 
 
 @pytest.fixture
-async def browser(shop: FakeShop) -> AsyncIterator[httpx.AsyncClient]:
+async def browser(shop: FakeShop, auth: Callers) -> AsyncIterator[httpx.AsyncClient]:
     async with in_process(shop, dev_sign_in=True) as client:
         token = auth.token("alice", "customer")
         assert (await client.get(f"/dev/sign-in?token={token}")).status_code == 303
@@ -265,14 +265,14 @@ async def test_pages_carry_the_security_headers(browser: httpx.AsyncClient) -> N
     assert script.status_code == 200 and "no-store" not in script.headers.get("cache-control", "")
 
 
-async def test_the_session_cookie_is_secure_over_https(shop: FakeShop) -> None:
+async def test_the_session_cookie_is_secure_over_https(shop: FakeShop, auth: Callers) -> None:
     async with in_process(shop, "https://shop.example", dev_sign_in=True) as client:
         signed_in = await client.get(f"/dev/sign-in?token={auth.token('alice', 'customer')}")
     cookie = signed_in.headers["set-cookie"]
     assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=lax" in cookie
 
 
-async def test_without_the_flag_there_is_no_dev_sign_in(shop: FakeShop) -> None:
+async def test_without_the_flag_there_is_no_dev_sign_in(shop: FakeShop, auth: Callers) -> None:
     async with in_process(shop) as client:
         page = await client.get(f"/dev/sign-in?token={auth.token('a', 'customer')}")
         assert page.status_code == 404
@@ -282,8 +282,8 @@ async def test_without_the_flag_there_is_no_dev_sign_in(shop: FakeShop) -> None:
 
 
 @pytest.fixture
-async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    running = await start_stack(tmp_path)
+async def stack(tmp_path: Path, auth: Callers) -> AsyncIterator[Stack]:
+    running = await start_stack(tmp_path, auth)
     yield running
     await running.close()
 

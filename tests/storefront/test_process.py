@@ -10,8 +10,8 @@ from dataclasses import fields
 import httpx
 
 from storefront.entrypoints.settings import Settings
-from tests import auth
-from tests.support import ROOT, ServerProcess
+from tests.auth import Callers
+from tests.support import ROOT, start_server
 
 MODULE = [sys.executable, "-m", "storefront.entrypoints.server"]
 
@@ -45,9 +45,9 @@ def test_plain_http_beyond_loopback_is_refused_unless_asked_for() -> None:
     assert half.returncode == 2 and "--tls-cert and --tls-key go together" in half.stderr
 
 
-def test_it_serves_on_port_zero_and_stops_on_sigterm() -> None:
+def test_it_serves_on_port_zero_and_stops_on_sigterm(auth: Callers) -> None:
     # No ecommerce behind it: pages that need it say so, with the request id.
-    server = ServerProcess(
+    server = start_server(
         [
             *MODULE,
             "--address",
@@ -77,7 +77,7 @@ def test_it_serves_on_port_zero_and_stops_on_sigterm() -> None:
             assert client.get("/dev/sign-in").status_code == 404  # off unless asked for
     finally:
         assert server.stop() == 0
-    lines = [json.loads(line) for line in server.log_path.read_text().splitlines()]
+    lines = [json.loads(line) for line in server.log().splitlines()]
     access = [e for e in lines if e["logger"] == "storefront.access"]
     assert {"GET /healthz", "POST /sign-in"} <= {f"{e['method']} {e['path']}" for e in access}
-    assert token not in server.log_path.read_text()
+    assert token not in server.log()

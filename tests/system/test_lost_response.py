@@ -9,6 +9,7 @@ deadline (STALL).
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -24,7 +25,7 @@ from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as cp_grpc
 from pointsbridge.ecommerce.v1 import ecommerce_pb2 as ec
 from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as ec_grpc
 from servicekit.devtools.launch import ServiceProcess, cardpoints_command, ecommerce_command
-from tests import auth
+from tests.auth import Callers
 from tests.support import expect_error
 
 ACCOUNT = "lost-card"
@@ -48,11 +49,15 @@ class Stack:
 
 @asynccontextmanager
 async def start_stack(
-    make_db_url: Callable[[str], str], logs: Path, *, recovery_interval: float
+    make_db_url: Callable[[str], str], logs: Path, *, recovery_interval: float, auth: Callers
 ) -> AsyncIterator[Stack]:
     """cardpoints <- proxy <- ecommerce, as processes on 127.0.0.1, with seeded data."""
     cardpoints = ServiceProcess(
-        "cardpoints", cardpoints_command(make_db_url("cardpoints"), *auth.SERVER_FLAGS), logs
+        "cardpoints",
+        cardpoints_command(make_db_url("cardpoints"), *auth.server_flags),
+        logs,
+        hermetic=True,
+        lifeline=signal.SIGKILL,
     )
     proxy: FaultProxy | None = None
     ecommerce: ServiceProcess | None = None
@@ -71,9 +76,11 @@ async def start_stack(
                 str(recovery_interval),
                 "--settle-delay",
                 "0.5",
-                *auth.ECOMMERCE_FLAGS,
+                *auth.ecommerce_flags,
             ),
             logs,
+            hermetic=True,
+            lifeline=signal.SIGKILL,
         )
         await ecommerce.serve()
         # The e-commerce identity with every role: this test is not about access control.
@@ -214,10 +221,10 @@ async def assert_completed_exactly_once(stack: Stack, redemption: ec.Redemption)
 
 @pytest.mark.parametrize("fault", [Mode.CUT, Mode.STALL])
 async def test_a_client_retry_completes_a_lost_deduction_once(
-    make_db_url: Callable[[str], str], tmp_path: Path, fault: Mode
+    make_db_url: Callable[[str], str], tmp_path: Path, fault: Mode, auth: Callers
 ) -> None:
     # The recovery loop is off: only the client's retry can finish the redemption.
-    async with start_stack(make_db_url, tmp_path, recovery_interval=0) as stack:
+    async with start_stack(make_db_url, tmp_path, recovery_interval=0, auth=auth) as stack:
         redemption_id = await lose_the_response(stack, fault)
         retried = await retry_redeem(stack)
         assert retried.redemption_id == redemption_id
@@ -226,10 +233,10 @@ async def test_a_client_retry_completes_a_lost_deduction_once(
 
 @pytest.mark.parametrize("fault", [Mode.CUT, Mode.STALL])
 async def test_the_recovery_loop_completes_a_lost_deduction_once(
-    make_db_url: Callable[[str], str], tmp_path: Path, fault: Mode
+    make_db_url: Callable[[str], str], tmp_path: Path, fault: Mode, auth: Callers
 ) -> None:
     # Nobody retries: the loop re-sends the same DeductPoints once the proxy forwards again.
-    async with start_stack(make_db_url, tmp_path, recovery_interval=0.2) as stack:
+    async with start_stack(make_db_url, tmp_path, recovery_interval=0.2, auth=auth) as stack:
         redemption_id = await lose_the_response(stack, fault)
         deadline = time.monotonic() + 20
         redemption = await get_redemption(stack, redemption_id)

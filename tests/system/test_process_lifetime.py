@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import auth
+from tests.auth import Callers
 from tests.support import ROOT
 from tests.system.devstack import DevStack
 
@@ -38,19 +38,19 @@ def _run(module: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize("flag", ["--address", "--metrics-address"])
 @pytest.mark.parametrize(
-    "module, extra",
+    "module, flags",
     [
-        ("cardpoints.entrypoints.server", auth.SERVER_FLAGS),
-        ("ecommerce.entrypoints.server", auth.ECOMMERCE_FLAGS),
+        ("cardpoints.entrypoints.server", "server_flags"),
+        ("ecommerce.entrypoints.server", "ecommerce_flags"),
     ],
 )
 def test_a_taken_port_is_named_in_one_line_and_the_server_exits_non_zero(
-    module: str, extra: list[str], flag: str, taken_port: int, tmp_path: Path
+    module: str, flags: str, flag: str, taken_port: int, tmp_path: Path, auth: Callers
 ) -> None:
     other = "--metrics-address" if flag == "--address" else "--address"
     done = _run(
         module,
-        *extra,
+        *getattr(auth, flags),
         "--database-url",
         f"sqlite:///{tmp_path / 'db.sqlite'}",
         "--log-format",
