@@ -16,7 +16,14 @@ from servicekit.devtools import databases
 from servicekit.devtools.credentials import Credentials
 from servicekit.devtools.databases import PG_URL as DEFAULT_PG_URL
 from servicekit.devtools.databases import Databases
-from servicekit.devtools.launch import LOCALHOST, ROOT, ServiceProcess, python_module
+from servicekit.devtools.launch import (
+    LOCALHOST,
+    ROOT,
+    ServiceProcess,
+    cardpoints_command,
+    ecommerce_command,
+    python_module,
+)
 
 __all__ = ["DEFAULT_PG_URL", "ROOT", "Databases", "Keys", "Server", "fresh_databases"]
 
@@ -129,41 +136,12 @@ class Server(ServiceProcess):
 
 
 def cardpoints_argv(keys: Keys, database_url: str, *extra: str) -> list[str]:
-    return python_module(
-        "cardpoints.entrypoints.server",
-        "--address",
-        f"{LOCALHOST}:0",
-        "--database-url",
-        database_url,
-        "--insecure-plaintext",
-        "true",
-        "--token-public-key",
-        str(keys.public_key),
-        "--log-format",
-        "json",
-        *extra,
-    )
+    return cardpoints_command(database_url, *keys.server_flags, *extra)(f"{LOCALHOST}:0")
 
 
 def ecommerce_argv(keys: Keys, database_url: str, cardpoints: str, *extra: str) -> list[str]:
-    return python_module(
-        "ecommerce.entrypoints.server",
-        "--address",
-        f"{LOCALHOST}:0",
-        "--database-url",
-        database_url,
-        "--cardpoints-address",
-        cardpoints,
-        "--insecure-plaintext",
-        "true",
-        "--token-public-key",
-        str(keys.public_key),
-        "--cardpoints-token-file",
-        str(keys.service_token_file),
-        "--log-format",
-        "json",
-        *extra,
-    )
+    command = ecommerce_command(database_url, cardpoints, *keys.ecommerce_flags, *extra)
+    return command(f"{LOCALHOST}:0")
 
 
 def empty_argv(keys: Keys, role: str, *extra: str) -> list[str]:

@@ -37,12 +37,12 @@ def python_module(module: str, *args: str) -> list[str]:
     return [sys.executable, "-m", module, *args]
 
 
-def cardpoints_command(database_url: str, *extra: str) -> Callable[[str], list[str]]:
-    """argv of a card-points server for a listen address."""
+def server_command(service: str, database_url: str, *extra: str) -> Callable[[str], list[str]]:
+    """argv of a `service` server (cardpoints or ecommerce) for a listen address."""
 
     def argv(address: str) -> list[str]:
         return python_module(
-            "cardpoints.entrypoints.server",
+            f"{service}.entrypoints.server",
             "--address",
             address,
             "--database-url",
@@ -53,28 +53,18 @@ def cardpoints_command(database_url: str, *extra: str) -> Callable[[str], list[s
         )
 
     return argv
+
+
+def cardpoints_command(database_url: str, *extra: str) -> Callable[[str], list[str]]:
+    return server_command("cardpoints", database_url, *extra)
 
 
 def ecommerce_command(
     database_url: str, cardpoints_address: str, *extra: str
 ) -> Callable[[str], list[str]]:
-    """argv of an e-commerce server for a listen address."""
-
-    def argv(address: str) -> list[str]:
-        return python_module(
-            "ecommerce.entrypoints.server",
-            "--address",
-            address,
-            "--database-url",
-            database_url,
-            "--cardpoints-address",
-            cardpoints_address,
-            "--log-format",
-            "json",
-            *extra,
-        )
-
-    return argv
+    return server_command(
+        "ecommerce", database_url, "--cardpoints-address", cardpoints_address, *extra
+    )
 
 
 class ServiceProcess:
