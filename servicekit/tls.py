@@ -101,13 +101,16 @@ class ClientTransport:
         options: Sequence[tuple[str, Any]] = (),
         server_name: str | None = None,
         interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+        fast_reconnect: bool = True,
     ) -> grpc.aio.Channel:
         """A channel to `target` (TLS when secure) that connects lazily and reconnects fast.
 
         With TLS, `server_name` is the name every server's certificate is checked
-        against, for a target that names several replicas by address.
+        against, for a target that names several replicas by address. Without
+        `fast_reconnect`, gRPC's own backoff and connect timeout hold (the short
+        minimum backoff is also the least time a connection attempt is given).
         """
-        options = (*RECONNECT_OPTIONS, *options)
+        options = (*(RECONNECT_OPTIONS if fast_reconnect else ()), *options)
         if self.secure:
             if server_name is not None:
                 options = (*options, ("grpc.ssl_target_name_override", server_name))

@@ -71,5 +71,7 @@ class Callers:
 
     def channel(self, address: str, token: str | None = None) -> grpc.aio.Channel:
         """A plaintext channel whose every call carries the token (the superuser's unless
-        given) unless the call brings its own."""
-        return channel(address, token if token is not None else self.superuser)
+        given) unless the call brings its own. gRPC's own connect timeout: a loaded
+        machine may take longer than the fast-reconnect minimum to connect."""
+        token = token if token is not None else self.superuser
+        return channel(address, token, fast_reconnect=False)

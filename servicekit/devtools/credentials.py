@@ -132,8 +132,11 @@ def channel(
     *,
     options: Sequence[tuple[str, Any]] = (),
     transport: ClientTransport = ClientTransport(),  # noqa: B008  (frozen: plaintext)
+    fast_reconnect: bool = True,
 ) -> grpc.aio.Channel:
-    """A channel (plaintext unless `transport` says TLS) that reconnects fast and whose
-    calls carry `token`, if given, unless they bring their own."""
+    """A channel (plaintext unless `transport` says TLS) whose calls carry `token`, if
+    given, unless they bring their own; it reconnects fast unless told not to."""
     interceptors = [BearerToken(token)] if token is not None else []
-    return transport.channel(address, options=options, interceptors=interceptors)
+    return transport.channel(
+        address, options=options, interceptors=interceptors, fast_reconnect=fast_reconnect
+    )
