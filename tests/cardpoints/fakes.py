@@ -45,11 +45,12 @@ class FakeAccounts:
         return self.store.accounts.get(account_id)
 
     def add(self, account: Account) -> None:
+        assert account.account_id not in self.store.accounts, "unique account_id"
         self.store.accounts[account.account_id] = account
 
     def debit_if_covered(self, account_id: str, points: int, now: datetime) -> int | None:
-        account = self.store.accounts[account_id]
-        if account.state is not AccountState.ACTIVE or account.balance < points:
+        account = self.store.accounts.get(account_id)
+        if account is None or account.state is not AccountState.ACTIVE or account.balance < points:
             return None
         self.store.accounts[account_id] = dataclasses.replace(
             account, balance=account.balance - points, update_time=now
@@ -57,8 +58,8 @@ class FakeAccounts:
         return account.balance - points
 
     def credit_within_int64(self, account_id: str, points: int, now: datetime) -> int | None:
-        account = self.store.accounts[account_id]
-        if account.balance > INT64_MAX - points:
+        account = self.store.accounts.get(account_id)
+        if account is None or account.balance > INT64_MAX - points:
             return None
         self.store.accounts[account_id] = dataclasses.replace(
             account, balance=account.balance + points, update_time=now
@@ -85,6 +86,7 @@ class FakeLedger:
         self.store = store
 
     def add(self, entry: LedgerEntry) -> None:
+        assert self.get(entry.entry_id) is None, "unique entry_id"
         self.store.ledger.append(entry)
 
     def get(self, entry_id: str) -> LedgerEntry | None:
@@ -106,6 +108,8 @@ class FakeDeductions:
         self.store = store
 
     def add(self, deduction: Deduction) -> None:
+        assert deduction.deduction_id not in self.store.deductions, "unique deduction_id"
+        assert self.get_by_request_id(deduction.request_id) is None, "unique request_id"
         self.store.deductions[deduction.deduction_id] = deduction
 
     def get(self, deduction_id: str) -> Deduction | None:
@@ -124,8 +128,8 @@ class FakeDeductions:
         return None
 
     def reverse_within(self, deduction_id: str, points: int, now: datetime) -> bool:
-        deduction = self.store.deductions[deduction_id]
-        if deduction.reversed_points + points > deduction.points:
+        deduction = self.store.deductions.get(deduction_id)
+        if deduction is None or deduction.reversed_points + points > deduction.points:
             return False
         self.store.deductions[deduction_id] = dataclasses.replace(
             deduction, reversed_points=deduction.reversed_points + points, update_time=now
@@ -133,6 +137,10 @@ class FakeDeductions:
         return True
 
     def add_reversal(self, reversal: Reversal) -> None:
+        assert reversal.reversal_id not in self.store.reversals, "unique reversal_id"
+        assert all(
+            r.request_id != reversal.request_id for r in self.store.reversals.values()
+        ), "unique request_id"
         self.store.reversals[reversal.reversal_id] = reversal
 
     def get_reversal(self, reversal_id: str) -> Reversal | None:
@@ -162,7 +170,7 @@ class FakeIdempotency:
 
     def add(self, record: IdempotencyRecord) -> None:
         key = (record.operation, record.request_id)
-        assert key not in self.store.records, "unique constraint"
+        assert key not in self.store.records, "unique (operation, request_id)"
         self.store.records[key] = record
 
 
@@ -188,9 +196,10 @@ class FakeUnitOfWork:
         pass
 
     def commit(self) -> None:
+        # A copy: what the repositories write after the commit stays uncommitted.
+        done = self.working.copy()
         for name in ("accounts", "ledger", "deductions", "reversals", "records"):
-            setattr(self.committed, name, getattr(self.working, name))
-        self.working = self.committed.copy()
+            setattr(self.committed, name, getattr(done, name))
         self.commits += 1
         self.committed_events += self.events
         self.events = []
