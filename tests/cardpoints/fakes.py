@@ -138,9 +138,9 @@ class FakeDeductions:
 
     def add_reversal(self, reversal: Reversal) -> None:
         assert reversal.reversal_id not in self.store.reversals, "unique reversal_id"
-        assert all(
-            r.request_id != reversal.request_id for r in self.store.reversals.values()
-        ), "unique request_id"
+        assert all(r.request_id != reversal.request_id for r in self.store.reversals.values()), (
+            "unique request_id"
+        )
         self.store.reversals[reversal.reversal_id] = reversal
 
     def get_reversal(self, reversal_id: str) -> Reversal | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Generic, TypeVar
 
 import pytest
 from sqlalchemy.exc import IntegrityError
@@ -17,9 +17,11 @@ from sqlalchemy.exc import IntegrityError
 from cardpoints.adapters import orm as cardpoints_orm
 from cardpoints.adapters.repository import CardpointsUnitOfWork
 from cardpoints.entrypoints import server as cardpoints_server
+from cardpoints.service_layer.unit_of_work import UnitOfWork as CardpointsUoW
 from ecommerce.adapters import orm as ecommerce_orm
 from ecommerce.entrypoints import server as ecommerce_server
 from ecommerce.service_layer.unit_of_work import SqlUnitOfWork as EcommerceUnitOfWork
+from ecommerce.service_layer.unit_of_work import UnitOfWork as EcommerceUoW
 from servicekit.db import Database, create_db_engine, drop_database, upgrade_schema
 from tests.cardpoints import fakes as cardpoints_fakes
 from tests.conftest import create_pg_database
@@ -28,12 +30,15 @@ from tests.ecommerce import test_services as ecommerce_fakes
 STORES = ["fake", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
+U = TypeVar("U")
+
+
 @dataclass(frozen=True)
-class Store:
+class Store(Generic[U]):
     """One store of one service: fresh units of work over it, and how it refuses a bad row."""
 
     kind: str
-    uow: Callable[[], Any]
+    uow: Callable[[], U]
     # What the store raises for a row that breaks a unique or check constraint. The SQL
     # stores raise IntegrityError (which Database reruns as a concurrent duplicate); the
     # fakes stand in with an assertion.
@@ -43,6 +48,10 @@ class Store:
 @pytest.fixture(params=STORES)
 def store_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
+
+
+CardpointsStore = Store[CardpointsUoW]
+EcommerceStore = Store[EcommerceUoW]
 
 
 @dataclass(frozen=True)
@@ -123,7 +132,7 @@ def sql_database(
 
 
 @pytest.fixture
-def cardpoints(store_kind: str, sql_database: Callable[[Schema], Database]) -> Store:
+def cardpoints(store_kind: str, sql_database: Callable[[Schema], Database]) -> CardpointsStore:
     if store_kind == "fake":
         state = cardpoints_fakes.Store()
         return Store(store_kind, lambda: cardpoints_fakes.FakeUnitOfWork(state), AssertionError)
@@ -132,7 +141,7 @@ def cardpoints(store_kind: str, sql_database: Callable[[Schema], Database]) -> S
 
 
 @pytest.fixture
-def ecommerce(store_kind: str, sql_database: Callable[[Schema], Database]) -> Store:
+def ecommerce(store_kind: str, sql_database: Callable[[Schema], Database]) -> EcommerceStore:
     if store_kind == "fake":
         state = ecommerce_fakes.FakeDatabase()
         return Store(store_kind, lambda: ecommerce_fakes.FakeUnitOfWork(state), AssertionError)

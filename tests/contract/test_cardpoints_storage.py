@@ -3,124 +3,37 @@
 from __future__ import annotations
 
 import dataclasses
-import itertools
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
 from cardpoints.domain.events import AccountOpened
-from cardpoints.domain.model import (
-    Account,
-    AccountState,
-    Deduction,
-    EntryType,
-    IdempotencyRecord,
-    LedgerEntry,
-    Reversal,
-)
+from cardpoints.domain.model import AccountState, Deduction, LedgerEntry
 from servicekit.validation import INT64_MAX
-from tests.contract.conftest import Store
-
-T0 = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
-LATER = T0 + timedelta(minutes=5)
-_ids = itertools.count(1)
-
-
-def account(account_id: str = "card-1", balance: int = 1000, **changes: object) -> Account:
-    fields: dict[str, object] = {
-        "account_id": account_id,
-        "holder_name": "Li Lei",
-        "state": AccountState.ACTIVE,
-        "balance": balance,
-        "create_time": T0,
-        "update_time": T0,
-        **changes,
-    }
-    return Account(**fields)  # type: ignore[arg-type]
-
-
-def entry(account_id: str = "card-1", amount: int = 10, entry_id: str = "") -> LedgerEntry:
-    return LedgerEntry(
-        entry_id=entry_id or f"e{next(_ids)}",
-        account_id=account_id,
-        type=EntryType.CREDIT if amount > 0 else EntryType.DEDUCTION,
-        amount=amount,
-        balance_after=1000 + amount,
-        request_id=f"req-{amount}",
-        reference_id="",
-        reason="spring bonus",
-        create_time=T0,
-    )
-
-
-def deduction(request_id: str = "r1", points: int = 300, at: datetime = T0) -> Deduction:
-    return Deduction(
-        deduction_id=f"d-{request_id}",
-        request_id=request_id,
-        account_id="card-1",
-        points=points,
-        balance_after=1000 - points,
-        reversed_points=0,
-        coupon_quantity=3,
-        points_per_coupon=points // 3,
-        merchant_id="shop",
-        create_time=at,
-        update_time=at,
-    )
-
-
-def reversal(request_id: str, of: Deduction, points: int) -> Reversal:
-    return Reversal(
-        reversal_id=f"v-{request_id}",
-        request_id=request_id,
-        deduction_id=of.deduction_id,
-        deduction_request_id=of.request_id,
-        points=points,
-        balance_after=700 + points,
-        create_time=LATER,
-    )
-
-
-def record(operation: str = "deduct", request_id: str = "r1", **changes: object) -> IdempotencyRecord:
-    fields: dict[str, object] = {
-        "operation": operation,
-        "request_id": request_id,
-        "fingerprint": "card-1|300|3|100|shop",
-        "resource_id": "d-r1",
-        "refusal_reason": None,
-        "refusal_message": "",
-        "refusal_metadata": {},
-        "create_time": T0,
-        **changes,
-    }
-    return IdempotencyRecord(**fields)  # type: ignore[arg-type]
-
-
-def with_account(store: Store, *accounts: Account) -> None:
-    with store.uow() as uow:
-        for one in accounts or (account(),):
-            uow.accounts.add(one)
-        uow.commit()
-
-
-def balance(store: Store, account_id: str = "card-1") -> int:
-    with store.uow() as uow:
-        found = uow.accounts.get(account_id)
-        assert found is not None
-        return found.balance
-
+from tests.contract.cardpoints_rows import (
+    LATER,
+    T0,
+    account,
+    balance,
+    deduction,
+    entry,
+    record,
+    reversal,
+    with_account,
+)
+from tests.contract.conftest import CardpointsStore
 
 # --- accounts ---------------------------------------------------------------
 
 
-def test_an_account_reads_back_as_it_was_added(cardpoints: Store) -> None:
+def test_an_account_reads_back_as_it_was_added(cardpoints: CardpointsStore) -> None:
     with_account(cardpoints)
     with cardpoints.uow() as uow:
         assert uow.accounts.get("card-1") == account()
         assert uow.accounts.get("nobody") is None
 
 
-def test_a_second_account_of_one_id_is_refused(cardpoints: Store) -> None:
+def test_a_second_account_of_one_id_is_refused(cardpoints: CardpointsStore) -> None:
     with_account(cardpoints)
     with pytest.raises(cardpoints.refusal), cardpoints.uow() as uow:
         uow.accounts.add(account(holder_name="Han Meimei"))
@@ -129,7 +42,7 @@ def test_a_second_account_of_one_id_is_refused(cardpoints: Store) -> None:
 
 
 def test_a_debit_takes_points_only_from_an_active_account_that_holds_them(
-    cardpoints: Store,
+    cardpoints: CardpointsStore,
 ) -> None:
     with_account(cardpoints)
     with cardpoints.uow() as uow:
@@ -144,7 +57,7 @@ def test_a_debit_takes_points_only_from_an_active_account_that_holds_them(
 
 @pytest.mark.parametrize("state", [AccountState.FROZEN, AccountState.CLOSED])
 def test_a_debit_of_an_account_that_is_not_active_is_refused(
-    cardpoints: Store, state: AccountState
+    cardpoints: CardpointsStore, state: AccountState
 ) -> None:
     with_account(cardpoints, account(state=state))
     with cardpoints.uow() as uow:
@@ -153,7 +66,7 @@ def test_a_debit_of_an_account_that_is_not_active_is_refused(
     assert balance(cardpoints) == 1000
 
 
-def test_a_credit_stops_at_int64(cardpoints: Store) -> None:
+def test_a_credit_stops_at_int64(cardpoints: CardpointsStore) -> None:
     with_account(cardpoints, account(state=AccountState.FROZEN))  # frozen accounts are credited
     with cardpoints.uow() as uow:
         assert uow.accounts.credit_within_int64("card-1", 5, LATER) == 1005
@@ -166,7 +79,7 @@ def test_a_credit_stops_at_int64(cardpoints: Store) -> None:
         )
 
 
-def test_a_state_change_is_stored(cardpoints: Store) -> None:
+def test_a_state_change_is_stored(cardpoints: CardpointsStore) -> None:
     with_account(cardpoints)
     with cardpoints.uow() as uow:
         uow.accounts.set_state("card-1", AccountState.CLOSED, LATER)
@@ -175,7 +88,9 @@ def test_a_state_change_is_stored(cardpoints: Store) -> None:
         assert uow.accounts.get("card-1") == account(state=AccountState.CLOSED, update_time=LATER)
 
 
-def test_accounts_list_in_id_order_after_a_key_filtered_by_state(cardpoints: Store) -> None:
+def test_accounts_list_in_id_order_after_a_key_filtered_by_state(
+    cardpoints: CardpointsStore,
+) -> None:
     ids = [f"card-{i:02d}" for i in range(7)]
     with_account(
         cardpoints,
@@ -198,7 +113,9 @@ def test_accounts_list_in_id_order_after_a_key_filtered_by_state(cardpoints: Sto
 # --- the ledger ---------------------------------------------------------------
 
 
-def test_ledger_entries_read_back_and_page_newest_first_per_account(cardpoints: Store) -> None:
+def test_ledger_entries_read_back_and_page_newest_first_per_account(
+    cardpoints: CardpointsStore,
+) -> None:
     with_account(cardpoints, account("card-1"), account("card-2"))
     mine = [entry("card-1", amount) for amount in (1, 2, 3, 4, 5)]
     with cardpoints.uow() as uow:
@@ -221,7 +138,7 @@ def test_ledger_entries_read_back_and_page_newest_first_per_account(cardpoints: 
         assert uow.ledger.list("nobody", None, 10) == []
 
 
-def test_a_ledger_entry_id_is_unique(cardpoints: Store) -> None:
+def test_a_ledger_entry_id_is_unique(cardpoints: CardpointsStore) -> None:
     with_account(cardpoints)
     with pytest.raises(cardpoints.refusal), cardpoints.uow() as uow:
         uow.ledger.add(entry(entry_id="same"))
@@ -231,7 +148,7 @@ def test_a_ledger_entry_id_is_unique(cardpoints: Store) -> None:
 # --- deductions and reversals ---------------------------------------------------------
 
 
-def test_a_deduction_reads_back_by_id_and_by_request_id(cardpoints: Store) -> None:
+def test_a_deduction_reads_back_by_id_and_by_request_id(cardpoints: CardpointsStore) -> None:
     with_account(cardpoints)
     made = deduction()
     with cardpoints.uow() as uow:
@@ -244,7 +161,7 @@ def test_a_deduction_reads_back_by_id_and_by_request_id(cardpoints: Store) -> No
         assert uow.deductions.get_by_request_id("none") is None
 
 
-def test_a_second_deduction_of_one_request_id_is_refused(cardpoints: Store) -> None:
+def test_a_second_deduction_of_one_request_id_is_refused(cardpoints: CardpointsStore) -> None:
     with_account(cardpoints)
     with cardpoints.uow() as uow:
         uow.deductions.add(deduction())
@@ -256,7 +173,9 @@ def test_a_second_deduction_of_one_request_id_is_refused(cardpoints: Store) -> N
         assert uow.deductions.get("d-other") is None
 
 
-def test_reversals_never_pass_the_deduction_and_read_back_in_order(cardpoints: Store) -> None:
+def test_reversals_never_pass_the_deduction_and_read_back_in_order(
+    cardpoints: CardpointsStore,
+) -> None:
     with_account(cardpoints)
     made = deduction(points=300)
     first, rest = reversal("v1", made, 100), reversal("v2", made, 200)
@@ -279,7 +198,7 @@ def test_reversals_never_pass_the_deduction_and_read_back_in_order(cardpoints: S
         assert uow.deductions.get_reversal("none") is None
 
 
-def test_a_second_reversal_of_one_request_id_is_refused(cardpoints: Store) -> None:
+def test_a_second_reversal_of_one_request_id_is_refused(cardpoints: CardpointsStore) -> None:
     with_account(cardpoints)
     made = deduction()
     with cardpoints.uow() as uow:
@@ -290,7 +209,9 @@ def test_a_second_reversal_of_one_request_id_is_refused(cardpoints: Store) -> No
         uow.deductions.add_reversal(dataclasses.replace(reversal("v1", made, 10), reversal_id="x"))
 
 
-def test_deductions_list_oldest_first_in_a_half_open_window(cardpoints: Store) -> None:
+def test_deductions_list_oldest_first_in_a_half_open_window(
+    cardpoints: CardpointsStore,
+) -> None:
     with_account(cardpoints)
     made = [deduction(f"w{i}", 30, T0 + timedelta(minutes=i)) for i in range(6)]
     back = reversal("v1", made[2], 10)
@@ -320,7 +241,7 @@ def test_deductions_list_oldest_first_in_a_half_open_window(cardpoints: Store) -
 # --- idempotency records ---------------------------------------------------------------
 
 
-def test_an_idempotency_record_reads_back_refusal_and_all(cardpoints: Store) -> None:
+def test_an_idempotency_record_reads_back_refusal_and_all(cardpoints: CardpointsStore) -> None:
     refused = record(
         request_id="r-big",
         resource_id=None,
@@ -340,7 +261,9 @@ def test_an_idempotency_record_reads_back_refusal_and_all(cardpoints: Store) -> 
         assert uow.idempotency.get("reverse", "r1") is None
 
 
-def test_a_second_record_of_one_operation_and_request_id_is_refused(cardpoints: Store) -> None:
+def test_a_second_record_of_one_operation_and_request_id_is_refused(
+    cardpoints: CardpointsStore,
+) -> None:
     with cardpoints.uow() as uow:
         uow.idempotency.add(record())
         uow.commit()
@@ -353,7 +276,7 @@ def test_a_second_record_of_one_operation_and_request_id_is_refused(cardpoints: 
 # --- the unit of work ---------------------------------------------------------------
 
 
-def test_what_was_not_committed_is_rolled_back(cardpoints: Store) -> None:
+def test_what_was_not_committed_is_rolled_back(cardpoints: CardpointsStore) -> None:
     with_account(cardpoints)
     with cardpoints.uow() as uow:
         uow.accounts.add(account("card-2"))
@@ -370,7 +293,9 @@ def test_what_was_not_committed_is_rolled_back(cardpoints: Store) -> None:
         assert uow.idempotency.get("deduct", "r1") is None
 
 
-def test_what_follows_a_commit_is_rolled_back_unless_committed(cardpoints: Store) -> None:
+def test_what_follows_a_commit_is_rolled_back_unless_committed(
+    cardpoints: CardpointsStore,
+) -> None:
     with cardpoints.uow() as uow:
         uow.accounts.add(account())
         uow.commit()
@@ -379,7 +304,7 @@ def test_what_follows_a_commit_is_rolled_back_unless_committed(cardpoints: Store
         assert [key for key, _ in uow.accounts.list(None, None, 10)] == ["card-1"]
 
 
-def test_only_committed_events_are_committed_events(cardpoints: Store) -> None:
+def test_only_committed_events_are_committed_events(cardpoints: CardpointsStore) -> None:
     opened = AccountOpened(account())
     uow = cardpoints.uow()
     with uow:

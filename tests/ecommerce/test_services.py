@@ -87,6 +87,7 @@ class FakeProducts:
         self.s = state
 
     def add(self, product: CouponProduct) -> None:
+        assert product.product_id not in self.s.products, "uq_coupon_products_product_id"
         self.s.products[product.product_id] = (self.s.next_seq(), product)
 
     def get(self, product_id: str) -> CouponProduct | None:
@@ -1338,12 +1339,6 @@ async def test_a_refused_reversal_undoes_the_refund(shop: World) -> None:
     assert excinfo.value.reason == "ACCOUNT_CLOSED"
     assert shop.database.state.refunds == {}
     assert [c.state for c in stored_coupons(shop)] == [CouponState.ISSUED]
-
-
-def test_fakes_roll_back_what_was_not_committed(world: World) -> None:
-    with FakeUnitOfWork(world.database) as uow:
-        uow.links.put(CardLink("x", "y", START))
-    assert world.database.state.links == {}
 
 
 # ---------------------------------------------------------------- recovery
