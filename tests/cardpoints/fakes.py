@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Self
 
 from cardpoints.domain.model import (
     Account,
     AccountState,
     Deduction,
+    DeductPoints,
     IdempotencyRecord,
     LedgerEntry,
     Reversal,
@@ -203,3 +204,20 @@ class FakeUnitOfWork:
         self.commits += 1
         self.committed_events += self.events
         self.events = []
+
+
+# Shorthands of the use-case tests.
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+def clock() -> datetime:
+    return NOW
+
+
+def deduct(request_id: str, points: int, per: int = 100) -> DeductPoints:
+    return DeductPoints(request_id, "card-1", points, points // per, per, "shop")
+
+
+def balance(store: Store) -> int:
+    return store.accounts["card-1"].balance

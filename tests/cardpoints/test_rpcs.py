@@ -1,8 +1,14 @@
-"""Every card-points RPC through a real server, on SQLite and on PostgreSQL."""
+"""Every card-points RPC through a real server: the codes, reasons and fields on the wire.
+
+The rules behind these answers are checked on fakes (test_services.py,
+test_service_rules.py), and the fakes against both databases by tests/contract/. What
+only a server shows is checked here: the status each refusal becomes, the fields of each
+message, page tokens across calls, on SQLite. Races need the real database's guards, so
+those run on SQLite and on PostgreSQL.
+"""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -11,89 +17,24 @@ import grpc
 import pytest
 
 from pointsbridge.cardpoints.v1 import cardpoints_pb2 as pb
-from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as pb_grpc
 from servicekit import paging
 from servicekit.timestamps import to_timestamp
+from tests.cardpoints.bank import Bank, assert_conserved
 from tests.support import error_info_count, expect_error
 
 INT64_MAX = 2**63 - 1
-
-
-class Bank:
-    """Both card-points stubs over one channel, with shorthands for the common calls."""
-
-    def __init__(self, channel: grpc.aio.Channel) -> None:
-        self.points = pb_grpc.CardPointsServiceStub(channel)
-        self.admin = pb_grpc.CardPointsAdminServiceStub(channel)
-
-    async def account(self, account_id: str = "card-1", points: int = 0) -> pb.Account:
-        await self.admin.OpenAccount(
-            pb.OpenAccountRequest(account_id=account_id, holder_name="Li Lei"), timeout=10
-        )
-        if points:
-            await self.admin.CreditPoints(
-                pb.CreditPointsRequest(
-                    request_id=f"seed-{account_id}", account_id=account_id, points=points
-                ),
-                timeout=10,
-            )
-        return await self.balance_of(account_id)
-
-    async def balance_of(self, account_id: str = "card-1") -> pb.Account:
-        response = await self.points.GetAccount(
-            pb.GetAccountRequest(account_id=account_id), timeout=10
-        )
-        return response.account
-
-    def deduct(
-        self, request_id: str, points: int, account_id: str = "card-1", per: int = 0
-    ) -> pb.DeductPointsRequest:
-        per = per or points
-        return pb.DeductPointsRequest(
-            request_id=request_id,
-            account_id=account_id,
-            points=points,
-            coupon_quantity=points // per,
-            points_per_coupon=per,
-            merchant_id="shop-1",
-        )
-
-    async def ledger(self, account_id: str = "card-1") -> list[pb.LedgerEntry]:
-        entries: list[pb.LedgerEntry] = []
-        token = ""
-        while True:
-            page = await self.points.ListTransactions(
-                pb.ListTransactionsRequest(account_id=account_id, page_size=7, page_token=token),
-                timeout=10,
-            )
-            entries += page.transactions
-            token = page.next_page_token
-            if not token:
-                return entries
-
-
-@pytest.fixture
-def bank(cardpoints_channel: grpc.aio.Channel) -> Bank:
-    return Bank(cardpoints_channel)
-
-
-async def assert_conserved(bank: Bank, account_id: str = "card-1") -> None:
-    """I2: credits - deductions + reversals (the signed ledger) equals the balance."""
-    account = await bank.balance_of(account_id)
-    entries = await bank.ledger(account_id)
-    assert sum(e.amount for e in entries) == account.balance
-    assert account.balance >= 0
-    if entries:
-        assert entries[0].balance_after == account.balance
+# The wire is the same on either database; the storage contract covers PostgreSQL.
+ON_SQLITE = pytest.mark.parametrize("backend", ["sqlite"])
 
 
 # --- accounts ---------------------------------------------------------------
 
 
-async def test_open_account_is_idempotent_and_refuses_another_holder(bank: Bank) -> None:
+@ON_SQLITE
+async def test_account_rpcs_answer_with_their_codes_and_fields(bank: Bank) -> None:
     account = await bank.account()
     assert account.state == pb.ACCOUNT_STATE_ACTIVE
-    assert account.balance == 0
+    assert (account.holder_name, account.balance) == ("Li Lei", 0)
     again = await bank.admin.OpenAccount(
         pb.OpenAccountRequest(account_id="card-1", holder_name="Li Lei"), timeout=10
     )
@@ -105,67 +46,43 @@ async def test_open_account_is_idempotent_and_refuses_another_holder(bank: Bank)
     )
     assert (error.code, error.reason) == (grpc.StatusCode.ALREADY_EXISTS, "ACCOUNT_ALREADY_EXISTS")
 
-
-async def test_get_unknown_account_is_not_found(bank: Bank) -> None:
-    error = await expect_error(
+    missing = await expect_error(
         bank.points.GetAccount(pb.GetAccountRequest(account_id="nobody"), timeout=10)
     )
-    assert (error.code, error.reason) == (grpc.StatusCode.NOT_FOUND, "ACCOUNT_NOT_FOUND")
-    assert error.domain == "pointsbridge"
-    assert error.metadata == {"account_id": "nobody"}
+    assert (missing.code, missing.reason) == (grpc.StatusCode.NOT_FOUND, "ACCOUNT_NOT_FOUND")
+    assert missing.domain == "pointsbridge"
+    assert missing.metadata == {"account_id": "nobody"}
 
-
-async def test_credit_is_idempotent_and_reuse_is_refused(bank: Bank) -> None:
-    await bank.account()
-    request = pb.CreditPointsRequest(
+    credit = pb.CreditPointsRequest(
         request_id="credit-1", account_id="card-1", points=500, reason="spring bonus"
     )
-    first = await bank.admin.CreditPoints(request, timeout=10)
-    replay = await bank.admin.CreditPoints(request, timeout=10)
+    first = await bank.admin.CreditPoints(credit, timeout=10)
+    assert (first.entry.type, first.entry.amount, first.entry.balance_after) == (
+        pb.ENTRY_TYPE_CREDIT,
+        500,
+        500,
+    )
+    replay = await bank.admin.CreditPoints(credit, timeout=10)
     assert replay.entry.entry_id == first.entry.entry_id
-    assert (await bank.balance_of()).balance == 500
-    request.points = 501
-    error = await expect_error(bank.admin.CreditPoints(request, timeout=10))
-    assert (error.code, error.reason) == (grpc.StatusCode.ALREADY_EXISTS, "REQUEST_ID_REUSED")
-    assert (await bank.balance_of()).balance == 500
-    await assert_conserved(bank)
-
-
-async def test_credit_past_int64_is_refused_and_changes_nothing(bank: Bank) -> None:
-    await bank.account(points=10)
-    error = await expect_error(
+    credit.points = 501
+    reused = await expect_error(bank.admin.CreditPoints(credit, timeout=10))
+    assert (reused.code, reused.reason) == (grpc.StatusCode.ALREADY_EXISTS, "REQUEST_ID_REUSED")
+    overflow = await expect_error(
         bank.admin.CreditPoints(
             pb.CreditPointsRequest(request_id="big", account_id="card-1", points=INT64_MAX),
             timeout=10,
         )
     )
-    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_FIELD")
-    assert [v.field for v in error.violations] == ["points"]
-    assert (await bank.balance_of()).balance == 10
-    # Nothing was recorded under the request_id: a fitting credit may use it.
-    await bank.admin.CreditPoints(
-        pb.CreditPointsRequest(request_id="big", account_id="card-1", points=5), timeout=10
-    )
-    assert (await bank.balance_of()).balance == 15
+    assert (overflow.code, overflow.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_FIELD")
+    assert [v.field for v in overflow.violations] == ["points"]
+    assert (await bank.balance_of()).balance == 500
 
-
-async def test_account_states_gate_deductions(bank: Bank) -> None:
-    await bank.account(points=1000)
     frozen = await bank.admin.SetAccountState(
         pb.SetAccountStateRequest(account_id="card-1", state=pb.ACCOUNT_STATE_FROZEN), timeout=10
     )
     assert frozen.account.state == pb.ACCOUNT_STATE_FROZEN
-    error = await expect_error(bank.points.DeductPoints(bank.deduct("d-frozen", 100), timeout=10))
-    assert (error.code, error.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "ACCOUNT_FROZEN")
-
-    await bank.admin.SetAccountState(
-        pb.SetAccountStateRequest(account_id="card-1", state=pb.ACCOUNT_STATE_ACTIVE), timeout=10
-    )
-    # The refusal is the recorded outcome of that request_id, even after unfreezing.
-    replay = await expect_error(bank.points.DeductPoints(bank.deduct("d-frozen", 100), timeout=10))
-    assert replay.reason == "ACCOUNT_FROZEN"
-    await bank.points.DeductPoints(bank.deduct("d-active", 100), timeout=10)
-
+    refused = await expect_error(bank.points.DeductPoints(bank.deduct("d-frozen", 100), timeout=10))
+    assert (refused.code, refused.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "ACCOUNT_FROZEN")
     await bank.admin.SetAccountState(
         pb.SetAccountStateRequest(account_id="card-1", state=pb.ACCOUNT_STATE_CLOSED), timeout=10
     )
@@ -178,13 +95,13 @@ async def test_account_states_gate_deductions(bank: Bank) -> None:
         )
     )
     assert (reopen.code, reopen.reason) == (grpc.StatusCode.FAILED_PRECONDITION, "ACCOUNT_CLOSED")
-    assert (await bank.balance_of()).balance == 900
     await assert_conserved(bank)
 
 
 # --- deductions ---------------------------------------------------------------
 
 
+@ON_SQLITE
 async def test_deduct_writes_ledger_and_replay_returns_the_same_deduction(bank: Bank) -> None:
     await bank.account(points=5000)
     request = bank.deduct("redemption:r1", 3000, per=1000)
@@ -206,81 +123,13 @@ async def test_deduct_writes_ledger_and_replay_returns_the_same_deduction(bank: 
     assert entries[0].reference_id == first.deduction_id
     await assert_conserved(bank)
 
-
-async def test_reused_request_id_with_other_parameters_is_refused(bank: Bank) -> None:
-    await bank.account(points=5000)
-    await bank.points.DeductPoints(bank.deduct("r-1", 1000), timeout=10)
-    for changed in (
-        bank.deduct("r-1", 2000),
-        bank.deduct("r-1", 1000, per=500),
-        pb.DeductPointsRequest(
-            request_id="r-1",
-            account_id="card-1",
-            points=1000,
-            coupon_quantity=1,
-            points_per_coupon=1000,
-            merchant_id="another-shop",
-        ),
-    ):
-        error = await expect_error(bank.points.DeductPoints(changed, timeout=10))
-        assert (error.code, error.reason) == (grpc.StatusCode.ALREADY_EXISTS, "REQUEST_ID_REUSED")
-    assert (await bank.balance_of()).balance == 4000
-
-
-async def test_insufficient_points_is_refused_and_replayed(bank: Bank) -> None:
-    await bank.account(points=100)
-    error = await expect_error(bank.points.DeductPoints(bank.deduct("r-big", 1000), timeout=10))
-    assert (error.code, error.reason) == (
-        grpc.StatusCode.FAILED_PRECONDITION,
-        "INSUFFICIENT_POINTS",
-    )
-    await bank.admin.CreditPoints(
-        pb.CreditPointsRequest(request_id="top-up", account_id="card-1", points=5000), timeout=10
-    )
-    replay = await expect_error(bank.points.DeductPoints(bank.deduct("r-big", 1000), timeout=10))
-    assert replay.reason == "INSUFFICIENT_POINTS"
-    assert (await bank.balance_of()).balance == 5100
-    await assert_conserved(bank)
-
-
-async def test_points_mismatch_is_refused(bank: Bank) -> None:
-    await bank.account(points=10_000)
-    request = bank.deduct("r-mismatch", 3000, per=1000)
-    request.points = 2999
-    error = await expect_error(bank.points.DeductPoints(request, timeout=10))
-    assert (error.code, error.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "POINTS_MISMATCH")
-    assert error.metadata["expected_points"] == "3000"
-    assert [v.field for v in error.violations] == ["points"]
-    assert (await bank.balance_of()).balance == 10_000
-
-
-async def test_quantity_times_ratio_past_int64_is_refused(bank: Bank) -> None:
-    await bank.account(points=10)
-    request = pb.DeductPointsRequest(
-        request_id="r-overflow",
-        account_id="card-1",
-        points=INT64_MAX,
-        coupon_quantity=2**62,
-        points_per_coupon=4,
-        merchant_id="shop-1",
-    )
-    error = await expect_error(bank.points.DeductPoints(request, timeout=10))
-    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
-    assert error.reason == "POINTS_MISMATCH"
-    assert error.violations
-    assert (await bank.balance_of()).balance == 10
-
-
-async def test_get_deduction_by_id_and_by_request_id(bank: Bank) -> None:
-    await bank.account(points=1000)
-    made = (await bank.points.DeductPoints(bank.deduct("r-get", 400), timeout=10)).deduction
     by_id = await bank.points.GetDeduction(
-        pb.GetDeductionRequest(deduction_id=made.deduction_id), timeout=10
+        pb.GetDeductionRequest(deduction_id=first.deduction_id), timeout=10
     )
     by_request = await bank.points.GetDeduction(
-        pb.GetDeductionRequest(request_id="r-get"), timeout=10
+        pb.GetDeductionRequest(request_id="redemption:r1"), timeout=10
     )
-    assert by_id.deduction == by_request.deduction == made
+    assert by_id.deduction == by_request.deduction == first
     missing = await expect_error(
         bank.points.GetDeduction(pb.GetDeductionRequest(request_id="r-none"), timeout=10)
     )
@@ -290,9 +139,43 @@ async def test_get_deduction_by_id_and_by_request_id(bank: Bank) -> None:
     assert [v.field for v in empty.violations] == ["lookup"]
 
 
+@ON_SQLITE
+async def test_deduction_refusals_answer_with_their_codes(bank: Bank) -> None:
+    await bank.account(points=100)
+    error = await expect_error(bank.points.DeductPoints(bank.deduct("r-big", 1000), timeout=10))
+    assert (error.code, error.reason) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "INSUFFICIENT_POINTS",
+    )
+    replay = await expect_error(bank.points.DeductPoints(bank.deduct("r-big", 1000), timeout=10))
+    assert replay.reason == "INSUFFICIENT_POINTS"
+    reused = await expect_error(bank.points.DeductPoints(bank.deduct("r-big", 10), timeout=10))
+    assert (reused.code, reused.reason) == (grpc.StatusCode.ALREADY_EXISTS, "REQUEST_ID_REUSED")
+
+    request = bank.deduct("r-mismatch", 3000, per=1000)
+    request.points = 2999
+    mismatch = await expect_error(bank.points.DeductPoints(request, timeout=10))
+    assert (mismatch.code, mismatch.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "POINTS_MISMATCH")
+    assert mismatch.metadata["expected_points"] == "3000"
+    assert [v.field for v in mismatch.violations] == ["points"]
+    overflow = pb.DeductPointsRequest(
+        request_id="r-overflow",
+        account_id="card-1",
+        points=INT64_MAX,
+        coupon_quantity=2**62,
+        points_per_coupon=4,
+        merchant_id="shop-1",
+    )
+    wrapped = await expect_error(bank.points.DeductPoints(overflow, timeout=10))
+    assert (wrapped.code, wrapped.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "POINTS_MISMATCH")
+    assert wrapped.violations
+    assert (await bank.balance_of()).balance == 100
+
+
 # --- reversals ---------------------------------------------------------------
 
 
+@ON_SQLITE
 async def test_partial_reversals_never_exceed_the_deduction(bank: Bank) -> None:
     await bank.account(points=5000)
     await bank.points.DeductPoints(bank.deduct("r-rev", 3000, per=1000), timeout=10)
@@ -329,50 +212,34 @@ async def test_partial_reversals_never_exceed_the_deduction(bank: Bank) -> None:
     await assert_conserved(bank)
 
 
-async def test_concurrent_reversals_cannot_exceed_the_deduction(bank: Bank) -> None:
-    await bank.account(points=1000)
-    await bank.points.DeductPoints(bank.deduct("r-race", 1000, per=100), timeout=10)
-    calls = [
-        bank.points.ReverseDeduction(
-            pb.ReverseDeductionRequest(
-                request_id=f"race-{i}", deduction_request_id="r-race", points=300
-            ),
-            timeout=30,
-        )
-        for i in range(8)
-    ]
-    results = await asyncio.gather(*calls, return_exceptions=True)
-    ok = [r for r in results if isinstance(r, pb.ReverseDeductionResponse)]
-    assert len(ok) == 3
-    assert (await bank.balance_of()).balance == 900
-    await assert_conserved(bank)
-
-
 # --- listing ---------------------------------------------------------------
 
 
+@ON_SQLITE
 async def test_list_transactions_pages_newest_first(bank: Bank) -> None:
     await bank.account()
     for i in range(1, 16):
         await bank.admin.CreditPoints(
             pb.CreditPointsRequest(request_id=f"c-{i}", account_id="card-1", points=i), timeout=10
         )
-    entries = await bank.ledger()
+    entries = await bank.ledger()  # pages of 7, by their tokens
     assert [e.amount for e in entries] == list(range(15, 0, -1))
     bad = await expect_error(
         bank.points.ListTransactions(
             pb.ListTransactionsRequest(account_id="card-1", page_token="garbage"), timeout=10
         )
     )
+    assert (bad.code, bad.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_FIELD")
     assert [v.field for v in bad.violations] == ["page_token"]
     missing = await expect_error(
         bank.points.ListTransactions(pb.ListTransactionsRequest(account_id="nobody"), timeout=10)
     )
-    assert missing.reason == "ACCOUNT_NOT_FOUND"
+    assert (missing.code, missing.reason) == (grpc.StatusCode.NOT_FOUND, "ACCOUNT_NOT_FOUND")
 
 
+@ON_SQLITE
 async def test_list_accounts_pages_in_id_order_filtered_by_state(bank: Bank) -> None:
-    ids = [f"card-{i:02d}" for i in range(12)]
+    ids = [f"card-{i:02d}" for i in range(5)]
     for account_id in reversed(ids):
         await bank.account(account_id)
     for account_id in ids[::3]:
@@ -382,7 +249,7 @@ async def test_list_accounts_pages_in_id_order_filtered_by_state(bank: Bank) -> 
         )
 
     async def listed(
-        state: pb.AccountState = pb.ACCOUNT_STATE_UNSPECIFIED, page_size: int = 5
+        state: pb.AccountState = pb.ACCOUNT_STATE_UNSPECIFIED, page_size: int = 2
     ) -> list[str]:
         seen: list[str] = []
         token = ""
@@ -399,11 +266,8 @@ async def test_list_accounts_pages_in_id_order_filtered_by_state(bank: Bank) -> 
         raise AssertionError("paging did not end")
 
     assert await listed() == ids
-    assert await listed(page_size=12) == ids
-    assert await listed(pb.ACCOUNT_STATE_FROZEN, page_size=2) == ids[::3]
-    active = await listed(pb.ACCOUNT_STATE_ACTIVE)
-    assert active == [i for i in ids if i not in ids[::3]]
-    assert await listed(pb.ACCOUNT_STATE_CLOSED) == []
+    assert await listed(pb.ACCOUNT_STATE_FROZEN, page_size=1) == ids[::3]
+    assert await listed(pb.ACCOUNT_STATE_ACTIVE) == [i for i in ids if i not in ids[::3]]
     first = await bank.admin.ListAccounts(pb.ListAccountsRequest(page_size=1), timeout=10)
     assert first.accounts[0].holder_name == "Li Lei"
     assert first.accounts[0].state == pb.ACCOUNT_STATE_FROZEN
@@ -414,7 +278,7 @@ async def test_list_accounts_pages_in_id_order_filtered_by_state(bank: Bank) -> 
             timeout=10,
         )
     )
-    assert bad.reason == "INVALID_FIELD"
+    assert (bad.code, bad.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_FIELD")
     assert [v.field for v in bad.violations] == ["state", "page_size", "page_token"]
     # A token of another listing (the ledger's sequence numbers) is not an account key.
     ledger_token = paging.encode_token(3)
@@ -424,6 +288,7 @@ async def test_list_accounts_pages_in_id_order_filtered_by_state(bank: Bank) -> 
     assert [v.field for v in wrong.violations] == ["page_token"]
 
 
+@ON_SQLITE
 async def test_list_deductions_in_a_window_with_reversals(bank: Bank) -> None:
     await bank.account(points=10_000)
     before = datetime.now(UTC) - timedelta(seconds=1)
@@ -464,41 +329,10 @@ async def test_list_deductions_in_a_window_with_reversals(bank: Bank) -> None:
     assert [v.field for v in bad.violations] == ["end_time"]
 
 
-# --- concurrency ---------------------------------------------------------------
-
-
-async def test_fifty_concurrent_deductions_cannot_overdraw(bank: Bank) -> None:
-    await bank.account(points=2000)
-    calls = [bank.points.DeductPoints(bank.deduct(f"c-{i}", 100), timeout=60) for i in range(50)]
-    results = await asyncio.gather(*calls, return_exceptions=True)
-    ok = [r for r in results if isinstance(r, pb.DeductPointsResponse)]
-    refused = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
-    assert len(ok) == 20
-    assert len(refused) == 30
-    from servicekit.status import remote_error
-
-    assert {remote_error(e).reason for e in refused} == {"INSUFFICIENT_POINTS"}
-    assert (await bank.balance_of()).balance == 0
-    balances = sorted(r.deduction.balance_after for r in ok)
-    assert balances == list(range(0, 2000, 100))  # every step seen once, none negative
-    await assert_conserved(bank)
-
-
-async def test_concurrent_duplicates_make_one_deduction(bank: Bank) -> None:
-    await bank.account(points=2000)
-    request = bank.deduct("dup-1", 100)
-    results = await asyncio.gather(
-        *(bank.points.DeductPoints(request, timeout=60) for _ in range(20))
-    )
-    assert len({r.deduction.deduction_id for r in results}) == 1
-    assert (await bank.balance_of()).balance == 1900
-    assert len(await bank.ledger()) == 2
-    await assert_conserved(bank)
-
-
 # --- the error model ---------------------------------------------------------------
 
 
+@ON_SQLITE
 async def test_every_error_carries_exactly_one_error_info(bank: Bank) -> None:
     await bank.account(points=10)
     calls: list[Awaitable[Any]] = [

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import pytest
 
 from cardpoints.domain.errors import (
@@ -17,35 +15,12 @@ from cardpoints.domain.model import (
     AccountState,
     CreditPoints,
     DeductPoints,
-    OpenAccount,
     ReverseDeduction,
     SetAccountState,
 )
 from cardpoints.service_layer import services
 from servicekit.errors import DomainError, InvalidField, RequestIdReused
-from tests.cardpoints.fakes import FakeUnitOfWork, Store
-
-NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
-
-
-def clock() -> datetime:
-    return NOW
-
-
-@pytest.fixture
-def store() -> Store:
-    store = Store()
-    services.open_account(FakeUnitOfWork(store), OpenAccount("card-1", "Li Lei"), clock)
-    services.credit_points(FakeUnitOfWork(store), CreditPoints("seed", "card-1", 1000, ""), clock)
-    return store
-
-
-def deduct(request_id: str, points: int, per: int = 100) -> DeductPoints:
-    return DeductPoints(request_id, "card-1", points, points // per, per, "shop")
-
-
-def balance(store: Store) -> int:
-    return store.accounts["card-1"].balance
+from tests.cardpoints.fakes import FakeUnitOfWork, Store, balance, clock, deduct
 
 
 def test_deduct_moves_points_once_and_replays(store: Store) -> None:
@@ -72,6 +47,7 @@ def test_insufficient_points_is_recorded_and_replayed(store: Store) -> None:
         services.deduct_points(FakeUnitOfWork(store), deduct("r-big", 2000), clock)
     assert replay.value.reason == "INSUFFICIENT_POINTS"
     assert balance(store) == 6000
+    assert sum(e.amount for e in store.ledger) == balance(store)
 
 
 def test_validation_failures_store_nothing(store: Store) -> None:
