@@ -29,7 +29,6 @@ from tests.ecommerce import test_services as ecommerce_fakes
 
 STORES = ["fake", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
-
 U = TypeVar("U")
 
 
@@ -43,11 +42,6 @@ class Store(Generic[U]):
     # stores raise IntegrityError (which Database reruns as a concurrent duplicate); the
     # fakes stand in with an assertion.
     refusal: type[Exception]
-
-
-@pytest.fixture(params=STORES)
-def store_kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 CardpointsStore = Store[CardpointsUoW]
@@ -76,6 +70,11 @@ ECOMMERCE = Schema(
     ecommerce_server.VERSION_TABLE,
     tuple(ecommerce_orm.Base.metadata.tables),
 )
+
+
+@pytest.fixture(params=STORES)
+def store_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 def _migrated(url: str, schema: Schema) -> Database:
