@@ -7,6 +7,7 @@ import json
 import subprocess
 from collections.abc import Callable
 
+import nats
 import pytest
 
 from pointsbridge_cli.commands.events import _filter_for
@@ -20,6 +21,21 @@ def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]
     return subprocess.run(
         [str(CLI), *args], capture_output=True, text=True, timeout=timeout, check=False
     )
+
+
+async def consumer_filtering(url: str, subject: str, within: float = 60.0) -> None:
+    """Waits (bounded) until the cardpoints stream has a consumer filtered on `subject`."""
+    nc = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=3)
+    try:
+        js = nc.jetstream()
+        for _ in range(int(within / 0.1)):
+            consumers = await js.consumers_info("POINTSBRIDGE_CARDPOINTS")
+            if any(c.config.filter_subject == subject for c in consumers):
+                return
+            await asyncio.sleep(0.1)
+        raise TimeoutError(f"no consumer of {subject} started")
+    finally:
+        await nc.close()
 
 
 @pytest.mark.parametrize(
@@ -120,7 +136,8 @@ async def test_setup_creates_both_streams_and_tail_prints_the_events_decoded(
                 "30",
             )
         )
-        await asyncio.sleep(1.5)  # let the consumer start before the event
+        # The event must come after the consumer exists, however slowly the command starts.
+        await consumer_filtering(nats_server.url, "pointsbridge.cardpoints.account.points_deducted")
         await bank.deduct("tail-2", "t-1", 100)
         shown = await follow
         assert shown.returncode == 0, shown.stderr
