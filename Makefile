@@ -48,8 +48,12 @@ lint: $(GEN) $(BUF) ## ruff + mypy on hand-written code, buf lint on the contrac
 	$(BIN)/mypy $(wildcard servicekit cardpoints ecommerce pointsbridge_cli storefront bench chaos tests)
 	$(BUF) lint
 
-test: $(GEN) $(BUF) ## Every test, on SQLite and PostgreSQL
-	$(BIN)/pytest $(PYTEST_ARGS)
+# Most tests wait on servers and processes more than they compute, so two workers
+# finish sooner even on two cores; worksteal evens out the long tests at the end.
+TEST_WORKERS ?= 2
+
+test: $(GEN) $(BUF) ## Every test, on SQLite and PostgreSQL (TEST_WORKERS=0: in one process)
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 screenshots: $(GEN) ## Retake docs/images/ (the storefront's pages) from the browser tests
 	POINTSBRIDGE_SCREENSHOT_DIR=docs/images $(BIN)/pytest -q tests/storefront/test_browser.py
