@@ -22,7 +22,8 @@ from ecommerce.adapters import orm as ecommerce_orm
 from ecommerce.entrypoints import server as ecommerce_server
 from ecommerce.service_layer.unit_of_work import SqlUnitOfWork as EcommerceUnitOfWork
 from ecommerce.service_layer.unit_of_work import UnitOfWork as EcommerceUoW
-from servicekit.db import Database, create_db_engine, drop_database, upgrade_schema
+from servicekit.db import Database, create_db_engine, upgrade_schema
+from servicekit.devtools.databases import drop_database
 from tests.cardpoints import fakes as cardpoints_fakes
 from tests.conftest import create_pg_database
 from tests.ecommerce import test_services as ecommerce_fakes
