@@ -215,6 +215,41 @@ class SetAccountState:
         v.done()
 
 
+@dataclass(frozen=True)
+class GetAccount:
+    account_id: str
+
+
+@dataclass(frozen=True)
+class GetDeduction:
+    """By deduction_id, or by the request_id that made it."""
+
+    deduction_id: str = ""
+    request_id: str = ""
+
+
+@dataclass(frozen=True)
+class ListTransactions:
+    account_id: str
+    page_size: int = 0
+    page_token: str = ""
+
+
+@dataclass(frozen=True)
+class ListAccounts:
+    state: str = ""  # a state's name, or "" for every state
+    page_size: int = 0
+    page_token: str = ""
+
+
+@dataclass(frozen=True)
+class ListDeductions:
+    start: datetime | None = None
+    end: datetime | None = None
+    page_size: int = 0
+    page_token: str = ""
+
+
 def credited_balance(balance: int, points: int) -> int:
     """The balance after a credit, refused rather than wrapped past int64 (I7)."""
     if balance > INT64_MAX - points:

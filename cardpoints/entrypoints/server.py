@@ -9,8 +9,10 @@ from pathlib import Path
 
 from cardpoints.adapters.orm import OUTBOX
 from cardpoints.adapters.repository import CardpointsUnitOfWork
+from cardpoints.entrypoints import metrics
 from cardpoints.entrypoints.access import RULES
 from cardpoints.entrypoints.servicer import CardPointsAdminServicer, CardPointsServicer
+from cardpoints.service_layer.ports import UnitOfWork
 from pointsbridge.cardpoints.v1 import cardpoints_pb2 as pb
 from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as pb_grpc
 from servicekit.app import App, Server, ServerSettings, Wiring
@@ -18,6 +20,7 @@ from servicekit.clock import Clock
 from servicekit.config import EnvParser
 from servicekit.db import Database
 from servicekit.server import Registration
+from servicekit.steps import Steps
 from servicekit.tls import ServerTransport
 
 __all__ = ["App", "Settings", "main", "parse_settings", "start"]
@@ -66,18 +69,15 @@ class CardpointsServer(Server[Settings]):
 
     def prepare(self, settings: Settings, clock: Clock) -> Callable[[Database], Wiring]:
         def wire(db: Database) -> Wiring:
-            servicer = CardPointsServicer(
-                db,
-                lambda: CardpointsUnitOfWork(db.sessions),
-                lambda: CardpointsUnitOfWork(db.read_sessions),
-                clock,
+            steps: Steps[UnitOfWork] = Steps(
+                runner=db,
+                uow=lambda: CardpointsUnitOfWork(db.sessions),
+                read_uow=lambda: CardpointsUnitOfWork(db.read_sessions),
+                clock=clock,
+                publish=metrics.publish,
             )
-            admin = CardPointsAdminServicer(
-                db,
-                lambda: CardpointsUnitOfWork(db.sessions),
-                lambda: CardpointsUnitOfWork(db.read_sessions),
-                clock,
-            )
+            servicer = CardPointsServicer(steps)
+            admin = CardPointsAdminServicer(steps)
             return Wiring(
                 [
                     Registration(

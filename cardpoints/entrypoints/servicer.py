@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, TypeAlias
 
 import grpc
 
 from cardpoints.domain import model
-from cardpoints.entrypoints import metrics
 from cardpoints.service_layer import services
-from cardpoints.service_layer.unit_of_work import UnitOfWork
+from cardpoints.service_layer.ports import UnitOfWork
 from pointsbridge.cardpoints.v1 import cardpoints_pb2 as pb
 from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as pb_grpc
-from servicekit.clock import Clock
-from servicekit.db import Database
 from servicekit.status import rpc
+from servicekit.steps import Steps
 from servicekit.timestamps import optional_time, to_timestamp
-
-T = TypeVar("T")
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
@@ -96,28 +91,8 @@ def entry_pb(entry: model.LedgerEntry) -> pb.LedgerEntry:
 
 
 class _Base:
-    def __init__(
-        self,
-        db: Database,
-        uow: Callable[[], UnitOfWork],
-        read_uow: Callable[[], UnitOfWork],
-        clock: Clock,
-    ) -> None:
-        self._db = db
-        self._uow = uow
-        self._read_uow = read_uow
-        self._clock = clock
-
-    async def _write(self, use_case: Callable[[UnitOfWork], T]) -> T:
-        """Run a use case in a write unit of work, then publish what it committed."""
-        uow = self._uow()
-        try:
-            return await self._db.write(lambda: use_case(uow))
-        finally:
-            metrics.publish(uow.committed_events)
-
-    async def _read(self, use_case: Callable[[UnitOfWork], T]) -> T:
-        return await self._db.run(lambda: use_case(self._read_uow()))
+    def __init__(self, steps: Steps[UnitOfWork]) -> None:
+        self._steps = steps
 
 
 class CardPointsServicer(_Base, pb_grpc.CardPointsServiceServicer):
@@ -125,7 +100,7 @@ class CardPointsServicer(_Base, pb_grpc.CardPointsServiceServicer):
     async def GetAccount(
         self, request: pb.GetAccountRequest, context: Context
     ) -> pb.GetAccountResponse:
-        account = await self._read(lambda uow: services.get_account(uow, request.account_id))
+        account = await self._steps.read(services.get_account, model.GetAccount(request.account_id))
         return pb.GetAccountResponse(account=account_pb(account))
 
     @rpc
@@ -140,17 +115,17 @@ class CardPointsServicer(_Base, pb_grpc.CardPointsServiceServicer):
             points_per_coupon=request.points_per_coupon,
             merchant_id=request.merchant_id,
         )
-        deduction = await self._write(lambda uow: services.deduct_points(uow, cmd, self._clock))
+        deduction = await self._steps.write(services.deduct_points, cmd)
         return pb.DeductPointsResponse(deduction=deduction_pb(deduction))
 
     @rpc
     async def GetDeduction(
         self, request: pb.GetDeductionRequest, context: Context
     ) -> pb.GetDeductionResponse:
-        lookup = services.DeductionLookup(
+        lookup = model.GetDeduction(
             deduction_id=request.deduction_id, request_id=request.request_id
         )
-        deduction = await self._read(lambda uow: services.get_deduction(uow, lookup))
+        deduction = await self._steps.read(services.get_deduction, lookup)
         return pb.GetDeductionResponse(deduction=deduction_pb(deduction))
 
     @rpc
@@ -163,9 +138,7 @@ class CardPointsServicer(_Base, pb_grpc.CardPointsServiceServicer):
             points=request.points,
             reason=request.reason,
         )
-        reversal, deduction = await self._write(
-            lambda uow: services.reverse_deduction(uow, cmd, self._clock)
-        )
+        reversal, deduction = await self._steps.write(services.reverse_deduction, cmd)
         return pb.ReverseDeductionResponse(
             reversal=reversal_pb(reversal), deduction=deduction_pb(deduction)
         )
@@ -174,10 +147,9 @@ class CardPointsServicer(_Base, pb_grpc.CardPointsServiceServicer):
     async def ListTransactions(
         self, request: pb.ListTransactionsRequest, context: Context
     ) -> pb.ListTransactionsResponse:
-        page = await self._read(
-            lambda uow: services.list_transactions(
-                uow, request.account_id, request.page_size, request.page_token
-            )
+        page = await self._steps.read(
+            services.list_transactions,
+            model.ListTransactions(request.account_id, request.page_size, request.page_token),
         )
         return pb.ListTransactionsResponse(
             transactions=[entry_pb(e) for e in page.items], next_page_token=page.next_page_token
@@ -187,13 +159,13 @@ class CardPointsServicer(_Base, pb_grpc.CardPointsServiceServicer):
     async def ListDeductions(
         self, request: pb.ListDeductionsRequest, context: Context
     ) -> pb.ListDeductionsResponse:
-        start = optional_time(request, "start_time")
-        end = optional_time(request, "end_time")
-        page = await self._read(
-            lambda uow: services.list_deductions(
-                uow, start, end, request.page_size, request.page_token, self._clock
-            )
+        cmd = model.ListDeductions(
+            start=optional_time(request, "start_time"),
+            end=optional_time(request, "end_time"),
+            page_size=request.page_size,
+            page_token=request.page_token,
         )
+        page = await self._steps.read(services.list_deductions, cmd)
         return pb.ListDeductionsResponse(
             deductions=[deduction_pb(d) for d in page.items],
             next_page_token=page.next_page_token,
@@ -206,7 +178,7 @@ class CardPointsAdminServicer(_Base, pb_grpc.CardPointsAdminServiceServicer):
         self, request: pb.OpenAccountRequest, context: Context
     ) -> pb.OpenAccountResponse:
         cmd = model.OpenAccount(account_id=request.account_id, holder_name=request.holder_name)
-        account = await self._write(lambda uow: services.open_account(uow, cmd, self._clock))
+        account = await self._steps.write(services.open_account, cmd)
         return pb.OpenAccountResponse(account=account_pb(account))
 
     @rpc
@@ -219,9 +191,7 @@ class CardPointsAdminServicer(_Base, pb_grpc.CardPointsAdminServiceServicer):
             points=request.points,
             reason=request.reason,
         )
-        entry, account = await self._write(
-            lambda uow: services.credit_points(uow, cmd, self._clock)
-        )
+        entry, account = await self._steps.write(services.credit_points, cmd)
         return pb.CreditPointsResponse(entry=entry_pb(entry), account=account_pb(account))
 
     @rpc
@@ -233,7 +203,7 @@ class CardPointsAdminServicer(_Base, pb_grpc.CardPointsAdminServiceServicer):
             state=_ACCOUNT_STATES_IN.get(request.state),
             reason=request.reason,
         )
-        account = await self._write(lambda uow: services.set_account_state(uow, cmd, self._clock))
+        account = await self._steps.write(services.set_account_state, cmd)
         return pb.SetAccountStateResponse(account=account_pb(account))
 
     @rpc
@@ -243,8 +213,9 @@ class CardPointsAdminServicer(_Base, pb_grpc.CardPointsAdminServiceServicer):
         known = _ACCOUNT_STATES_IN.get(request.state)
         # An unknown number goes on as itself, for the use case to refuse.
         state = str(known) if known else ("" if request.state == 0 else str(request.state))
-        page = await self._read(
-            lambda uow: services.list_accounts(uow, state, request.page_size, request.page_token)
+        page = await self._steps.read(
+            services.list_accounts,
+            model.ListAccounts(state, request.page_size, request.page_token),
         )
         return pb.ListAccountsResponse(
             accounts=[account_pb(a) for a in page.items], next_page_token=page.next_page_token

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 
@@ -32,29 +30,32 @@ from cardpoints.domain.model import (
     Deduction,
     DeductPoints,
     EntryType,
+    GetAccount,
+    GetDeduction,
     IdempotencyRecord,
     LedgerEntry,
+    ListAccounts,
+    ListDeductions,
+    ListTransactions,
     OpenAccount,
     Reversal,
     ReverseDeduction,
     SetAccountState,
     credited_balance,
 )
-from cardpoints.service_layer.unit_of_work import UnitOfWork
+from cardpoints.service_layer.ports import UnitOfWork
 from servicekit.clock import Clock
 from servicekit.errors import DomainError, InvalidField, RequestIdReused
+from servicekit.ids import new_id
 from servicekit.paging import Page, decode_key_token, decode_token, page_size
 from servicekit.validation import Validator
+from servicekit.windows import window
 
 T = TypeVar("T")
 
 # Refusals that depend on state that can change, so a replay must repeat them
 # rather than re-decide. Validation and not-found errors store nothing (I6).
 REPLAYED_REFUSALS = (AccountFrozen, AccountClosed, InsufficientPoints, ReversalExceedsDeduction)
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}_{secrets.token_hex(10)}"
 
 
 def _replay(record: IdempotencyRecord, fingerprint: str, load: Callable[[str], T | None]) -> T:
@@ -140,12 +141,12 @@ def open_account(uow: UnitOfWork, cmd: OpenAccount, clock: Clock) -> Account:
         return account
 
 
-def get_account(uow: UnitOfWork, account_id: str) -> Account:
+def get_account(uow: UnitOfWork, cmd: GetAccount, clock: Clock) -> Account:
     v = Validator()
-    v.identifier("account_id", account_id)
+    v.identifier("account_id", cmd.account_id)
     v.done()
     with uow:
-        return _account(uow, account_id)
+        return _account(uow, cmd.account_id)
 
 
 def set_account_state(uow: UnitOfWork, cmd: SetAccountState, clock: Clock) -> Account:
@@ -257,13 +258,7 @@ def deduct_points(uow: UnitOfWork, cmd: DeductPoints, clock: Clock) -> Deduction
         return deduction
 
 
-@dataclass(frozen=True)
-class DeductionLookup:
-    deduction_id: str = ""
-    request_id: str = ""
-
-
-def get_deduction(uow: UnitOfWork, lookup: DeductionLookup) -> Deduction:
+def get_deduction(uow: UnitOfWork, lookup: GetDeduction, clock: Clock) -> Deduction:
     v = Validator()
     if lookup.deduction_id:
         v.request_id("deduction_id", lookup.deduction_id)
@@ -343,49 +338,41 @@ def reverse_deduction(
         return reversal, updated
 
 
-def list_transactions(uow: UnitOfWork, account_id: str, size: int, token: str) -> Page[LedgerEntry]:
+def list_transactions(uow: UnitOfWork, cmd: ListTransactions, clock: Clock) -> Page[LedgerEntry]:
     v = Validator()
-    v.identifier("account_id", account_id)
-    limit = page_size(v, "page_size", size)
-    before = decode_token(v, "page_token", token)
+    v.identifier("account_id", cmd.account_id)
+    limit = page_size(v, "page_size", cmd.page_size)
+    before = decode_token(v, "page_token", cmd.page_token)
     v.done()
     with uow:
-        _account(uow, account_id)
-        return Page.of(uow.ledger.list(account_id, before, limit + 1), limit)
+        _account(uow, cmd.account_id)
+        return Page.of(uow.ledger.list(cmd.account_id, before, limit + 1), limit)
 
 
-def list_accounts(uow: UnitOfWork, state: str, size: int, token: str) -> Page[Account]:
-    """Accounts in account_id order; `state` is a state's name, or "" for every state."""
+def list_accounts(uow: UnitOfWork, cmd: ListAccounts, clock: Clock) -> Page[Account]:
+    """Accounts in account_id order, only those in the state named, when one is."""
     v = Validator()
     only: AccountState | None = None
-    if state:
+    if cmd.state:
         try:
-            only = AccountState(state)
+            only = AccountState(cmd.state)
         except ValueError:
             v.add("state", f"must be one of {', '.join(AccountState)} or unspecified")
-    limit = page_size(v, "page_size", size)
-    after = decode_key_token(v, "page_token", token)
+    limit = page_size(v, "page_size", cmd.page_size)
+    after = decode_key_token(v, "page_token", cmd.page_token)
     v.done()
     with uow:
         return Page.of(uow.accounts.list(only, after, limit + 1), limit)
 
 
-def list_deductions(
-    uow: UnitOfWork,
-    start: datetime | None,
-    end: datetime | None,
-    size: int,
-    token: str,
-    clock: Clock,
-) -> Page[Deduction]:
+def list_deductions(uow: UnitOfWork, cmd: ListDeductions, clock: Clock) -> Page[Deduction]:
+    """Deductions created in [start, end), oldest first; no end means now."""
     v = Validator()
-    limit = page_size(v, "page_size", size)
-    after = decode_token(v, "page_token", token)
-    if start is not None and end is not None and start >= end:
-        v.add("end_time", "must be after start_time")
+    limit = page_size(v, "page_size", cmd.page_size)
+    after = decode_token(v, "page_token", cmd.page_token)
+    span = window(v, cmd.start, cmd.end, clock())
     v.done()
-    end = end or clock()
-    if start is not None and start >= end:
+    if span.empty:
         return Page([], "")  # a window that opens after now holds nothing yet
     with uow:
-        return Page.of(uow.deductions.list_window(start, end, after, limit + 1), limit)
+        return Page.of(uow.deductions.list_window(span.start, span.end, after, limit + 1), limit)

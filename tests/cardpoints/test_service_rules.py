@@ -27,6 +27,11 @@ from cardpoints.domain.model import (
     DeductionState,
     DeductPoints,
     EntryType,
+    GetAccount,
+    GetDeduction,
+    ListAccounts,
+    ListDeductions,
+    ListTransactions,
     OpenAccount,
     Reversal,
     ReverseDeduction,
@@ -71,7 +76,7 @@ def test_open_account_is_idempotent_and_refuses_another_holder() -> None:
 
 def test_an_unknown_account_is_not_found(store: Store) -> None:
     with pytest.raises(AccountNotFound) as missing:
-        services.get_account(uow(store), "nobody")
+        services.get_account(uow(store), GetAccount("nobody"), clock)
     assert missing.value.metadata == {"account_id": "nobody"}
 
 
@@ -152,13 +157,13 @@ def test_points_that_do_not_match_the_coupons_are_refused(store: Store) -> None:
 
 def test_a_deduction_is_found_by_id_or_request_id(store: Store) -> None:
     made = services.deduct_points(uow(store), deduct("r-get", 400), clock)
-    by_id = services.get_deduction(uow(store), services.DeductionLookup(made.deduction_id))
-    by_request = services.get_deduction(uow(store), services.DeductionLookup(request_id="r-get"))
+    by_id = services.get_deduction(uow(store), GetDeduction(made.deduction_id), clock)
+    by_request = services.get_deduction(uow(store), GetDeduction(request_id="r-get"), clock)
     assert by_id == by_request == made
     with pytest.raises(DeductionNotFound):
-        services.get_deduction(uow(store), services.DeductionLookup(request_id="r-none"))
+        services.get_deduction(uow(store), GetDeduction(request_id="r-none"), clock)
     with pytest.raises(InvalidField) as empty:
-        services.get_deduction(uow(store), services.DeductionLookup())
+        services.get_deduction(uow(store), GetDeduction(), clock)
     assert [v.field for v in empty.value.violations] == ["lookup"]
 
 
@@ -198,17 +203,17 @@ def test_transactions_list_newest_first_and_check_their_input(store: Store) -> N
     amounts: list[int] = []
     token = ""
     for _ in range(10):
-        page = services.list_transactions(uow(store), "card-1", 7, token)
+        page = services.list_transactions(uow(store), ListTransactions("card-1", 7, token), clock)
         amounts += [e.amount for e in page.items]
         token = page.next_page_token
         if not token:
             break
     assert amounts == [*range(15, 0, -1), 1000]
     with pytest.raises(InvalidField) as bad:
-        services.list_transactions(uow(store), "card-1", 0, "garbage")
+        services.list_transactions(uow(store), ListTransactions("card-1", 0, "garbage"), clock)
     assert [v.field for v in bad.value.violations] == ["page_token"]
     with pytest.raises(AccountNotFound):
-        services.list_transactions(uow(store), "nobody", 0, "")
+        services.list_transactions(uow(store), ListTransactions("nobody", 0, ""), clock)
 
 
 def test_accounts_list_in_id_order_filtered_by_state() -> None:
@@ -223,7 +228,7 @@ def test_accounts_list_in_id_order_filtered_by_state() -> None:
         seen: list[str] = []
         token = ""
         for _ in range(10):
-            page = services.list_accounts(uow(store), only, size, token)
+            page = services.list_accounts(uow(store), ListAccounts(only, size, token), clock)
             assert len(page.items) <= size
             seen += [a.account_id for a in page.items]
             token = page.next_page_token
@@ -237,10 +242,10 @@ def test_accounts_list_in_id_order_filtered_by_state() -> None:
     assert listed("ACTIVE") == [i for i in ids if i not in ids[::3]]
     assert listed("CLOSED") == []
     with pytest.raises(InvalidField) as bad:
-        services.list_accounts(uow(store), "MELTED", 1001, "garbage")
+        services.list_accounts(uow(store), ListAccounts("MELTED", 1001, "garbage"), clock)
     assert [v.field for v in bad.value.violations] == ["state", "page_size", "page_token"]
     with pytest.raises(InvalidField) as wrong:  # a ledger token is not an account key
-        services.list_accounts(uow(store), "", 0, paging.encode_token(3))
+        services.list_accounts(uow(store), ListAccounts("", 0, paging.encode_token(3)), clock)
     assert [v.field for v in wrong.value.violations] == ["page_token"]
 
 
@@ -256,7 +261,9 @@ def test_deductions_list_in_a_window_with_their_reversals(store: Store) -> None:
     seen = []
     token = ""
     for _ in range(10):
-        page = services.list_deductions(uow(store), before, None, 2, token, a_moment_later)
+        page = services.list_deductions(
+            uow(store), ListDeductions(before, None, 2, token), a_moment_later
+        )
         seen += page.items
         token = page.next_page_token
         if not token:
@@ -264,7 +271,9 @@ def test_deductions_list_in_a_window_with_their_reversals(store: Store) -> None:
     assert [d.request_id for d in seen] == [f"w-{i}" for i in range(5)]
     assert [r.points for r in seen[2].reversals] == [40]
     later = NOW + timedelta(hours=1)
-    assert services.list_deductions(uow(store), later, None, 0, "", clock).items == []
+    assert (
+        services.list_deductions(uow(store), ListDeductions(later, None, 0, ""), clock).items == []
+    )
     with pytest.raises(InvalidField) as bad:
-        services.list_deductions(uow(store), before, before, 0, "", clock)
+        services.list_deductions(uow(store), ListDeductions(before, before, 0, ""), clock)
     assert [v.field for v in bad.value.violations] == ["end_time"]

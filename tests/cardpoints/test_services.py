@@ -15,6 +15,7 @@ from cardpoints.domain.model import (
     AccountState,
     CreditPoints,
     DeductPoints,
+    ListTransactions,
     ReverseDeduction,
     SetAccountState,
 )
@@ -114,7 +115,8 @@ def test_paging_walks_every_entry_once(store: Store) -> None:
         services.credit_points(FakeUnitOfWork(store), CreditPoints(f"c{i}", "card-1", 1, ""), clock)
     seen, token = [], ""
     while True:
-        page = services.list_transactions(FakeUnitOfWork(store), "card-1", 4, token)
+        cmd = ListTransactions("card-1", 4, token)
+        page = services.list_transactions(FakeUnitOfWork(store), cmd, clock)
         seen += page.items
         token = page.next_page_token
         if not token:

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from cardpoints.adapters import orm as cardpoints_orm
 from cardpoints.adapters.repository import CardpointsUnitOfWork
 from cardpoints.entrypoints import server as cardpoints_server
-from cardpoints.service_layer.unit_of_work import UnitOfWork as CardpointsUoW
+from cardpoints.service_layer.ports import UnitOfWork as CardpointsUoW
 from ecommerce.adapters import orm as ecommerce_orm
 from ecommerce.entrypoints import server as ecommerce_server
 from ecommerce.service_layer.unit_of_work import SqlUnitOfWork as EcommerceUnitOfWork

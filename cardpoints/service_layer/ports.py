@@ -1,4 +1,4 @@
-"""The storage ports the use cases need, and the unit of work that bundles them."""
+"""Service layer room: the storage ports, and the unit of work that bundles them."""
 
 from __future__ import annotations
 
