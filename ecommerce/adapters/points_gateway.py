@@ -81,6 +81,10 @@ def _deduction(message: pb.Deduction) -> Deduction:
     )
 
 
+# Who this service is to the card-points system, on every deduction it asks for.
+DEFAULT_MERCHANT_ID = "pointsbridge-ecommerce"
+
+
 class GrpcPointsGateway:
     """PointsGateway over one grpc.aio channel to cardpoints.
 
@@ -105,7 +109,9 @@ class GrpcPointsGateway:
         attempts: int = 3,
         backoff: float = 0.05,
         token: str | TokenFile = "",
+        merchant_id: str = DEFAULT_MERCHANT_ID,
     ) -> None:
+        self.merchant_id = merchant_id
         self._channel = channel
         self._stub = pb_grpc.CardPointsServiceStub(channel)
         self._timeout = timeout
@@ -131,6 +137,7 @@ class GrpcPointsGateway:
         transport: ClientTransport | None = None,
         token: str | TokenFile = "",
         server_name: str = "",
+        merchant_id: str = DEFAULT_MERCHANT_ID,
     ) -> GrpcPointsGateway:
         """A gateway whose channel connects lazily, on the first call.
 
@@ -149,7 +156,9 @@ class GrpcPointsGateway:
             options=balanced_options(CARDPOINTS_SERVICE),
             server_name=server_name or tls_name(address),
         )
-        return cls(channel, timeout=timeout, attempts=attempts, token=token)
+        return cls(
+            channel, timeout=timeout, attempts=attempts, token=token, merchant_id=merchant_id
+        )
 
     async def close(self) -> None:
         await self._channel.close()
@@ -227,12 +236,6 @@ class GrpcPointsGateway:
             merchant_id=order.merchant_id,
         )
         response = await self._call(self._stub.DeductPoints, request, "DeductPoints")
-        return _deduction(response.deduction)
-
-    async def get_deduction(self, request_id: str) -> Deduction:
-        response = await self._call(
-            self._stub.GetDeduction, pb.GetDeductionRequest(request_id=request_id), "GetDeduction"
-        )
         return _deduction(response.deduction)
 
     async def reverse_deduction(self, order: ReversalOrder) -> Reversal:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
-from ecommerce.domain.model import Coupon, CouponProduct, ExchangeRatio, Redemption, Refund
+if TYPE_CHECKING:  # the aggregates return these events, so they are imported for typing only
+    from ecommerce.domain.model import Coupon, CouponProduct, ExchangeRatio, Redemption, Refund
 
 
 class ProductChange(enum.StrEnum):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -18,6 +18,7 @@ from ecommerce.domain.errors import (
     ProductInactive,
     QuantityLimitExceeded,
 )
+from ecommerce.domain.events import CouponUsed, RedemptionCompleted, RedemptionFailed
 from servicekit.errors import counted
 from servicekit.validation import checked_mul
 
@@ -39,11 +40,6 @@ class CouponState(enum.StrEnum):
 class RefundState(enum.StrEnum):
     PENDING = "PENDING"
     COMPLETED = "COMPLETED"
-
-
-def new_id(prefix: str) -> str:
-    """An unguessable id, so that ids of other customers cannot be enumerated."""
-    return f"{prefix}_{secrets.token_hex(10)}"
 
 
 @dataclass(frozen=True)
@@ -132,17 +128,29 @@ class Coupon:
     use_time: datetime | None = None
 
     def state_at(self, now: datetime) -> CouponState:
+        """The one expiry rule: an ISSUED coupon is EXPIRED from its expire_time on."""
         if self.state is CouponState.ISSUED and now >= self.expire_time:
             return CouponState.EXPIRED
         return self.state
 
-    def check_usable(self, order_id: str, now: datetime) -> bool:
-        """False when the coupon is spendable; True when it was already spent on this order."""
+    def as_seen(self, now: datetime) -> Coupon:
+        """The coupon as a reader sees it at `now`: ISSUED past its expiry reads as EXPIRED."""
+        return dataclasses.replace(self, state=self.state_at(now))
+
+    def use(self, order_id: str, now: datetime) -> tuple[Coupon, list[object]]:
+        """Spend the coupon on `order_id`: the USED coupon and its event.
+
+        The same order again is an idempotent replay: the coupon as it is, and no
+        event. Anything but a live ISSUED coupon is refused.
+        """
         state = self.state_at(now)
         if state is CouponState.USED and self.used_order_id == order_id:
-            return True
+            return self.as_seen(now), []
         self._refuse_unless_issued(state)
-        return False
+        used = dataclasses.replace(
+            self, state=CouponState.USED, used_order_id=order_id, use_time=now
+        )
+        return used, [CouponUsed(self.code, used)]
 
     def check_refundable(self, redemption_id: str, now: datetime) -> None:
         if self.redemption_id != redemption_id:
@@ -160,6 +168,24 @@ class Coupon:
             raise CouponVoid(f"coupon {self.code} was refunded", metadata=metadata)
         if state is CouponState.EXPIRED:
             raise CouponExpired(f"coupon {self.code} has expired", metadata=metadata)
+
+
+@dataclass(frozen=True)
+class CouponFilter:
+    """A listing's state filter in stored terms: EXPIRED is never stored, so a listing of
+    ISSUED or EXPIRED coupons also compares expire_time with the cutoff the rule sets."""
+
+    stored_state: CouponState | None
+    live_after: datetime | None = None  # expire_time > live_after
+    expired_by: datetime | None = None  # expire_time <= expired_by
+
+    @classmethod
+    def of(cls, state: CouponState | None, now: datetime) -> CouponFilter:
+        if state is CouponState.EXPIRED:
+            return cls(CouponState.ISSUED, expired_by=now)
+        if state is CouponState.ISSUED:
+            return cls(CouponState.ISSUED, live_after=now)
+        return cls(state)
 
 
 @dataclass(frozen=True)
@@ -204,6 +230,39 @@ class Redemption:
             reason=self.failure_reason,
             metadata={"redemption_id": self.redemption_id},
         )
+
+    def complete(
+        self, deduction_id: str, coupons: Sequence[Coupon], now: datetime
+    ) -> tuple[Redemption, list[object]]:
+        """PENDING -> COMPLETED once the points are deducted: the redemption and its events.
+
+        A redemption already out of PENDING is left as it is, with no event.
+        """
+        if self.state is not RedemptionState.PENDING:
+            return self, []
+        completed = dataclasses.replace(
+            self,
+            state=RedemptionState.COMPLETED,
+            deduction_id=deduction_id,
+            update_time=now,
+            coupons=tuple(coupons),
+        )
+        return completed, [RedemptionCompleted(self.points, len(coupons), completed)]
+
+    def fail(self, reason: str, now: datetime) -> tuple[Redemption, list[object]]:
+        """PENDING -> FAILED on a definite refusal: the redemption and its events."""
+        if self.state is not RedemptionState.PENDING:
+            return self, []
+        failed = dataclasses.replace(
+            self, state=RedemptionState.FAILED, failure_reason=reason, update_time=now
+        )
+        return failed, [RedemptionFailed(reason, failed)]
+
+    def answer(self) -> Redemption:
+        """The redemption as its caller sees it: a FAILED one replays its refusal."""
+        if self.state is RedemptionState.FAILED:
+            raise self.refusal()
+        return self
 
     def issue_coupons(self, product: CouponProduct, now: datetime) -> list[Coupon]:
         expire_time = now + timedelta(days=product.validity_days)

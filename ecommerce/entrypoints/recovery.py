@@ -7,21 +7,23 @@ import contextlib
 import logging
 
 from ecommerce.entrypoints import metrics
-from ecommerce.service_layer import services
+from ecommerce.service_layer.ports import EcommerceSteps, PointsGateway
+from ecommerce.service_layer.recovery import RecoveryPolicy, recover
 
 log = logging.getLogger("ecommerce.recovery")
 
 
 async def run_recovery(
-    deps: services.Dependencies,
-    policy: services.RecoveryPolicy,
+    steps: EcommerceSteps,
+    points: PointsGateway,
+    policy: RecoveryPolicy,
     interval: float,
     stop: asyncio.Event,
 ) -> None:
     """Sweep at once, then every `interval` seconds, until `stop` is set."""
     while not stop.is_set():
         try:
-            report = await services.recover(deps, policy)
+            report = await recover(steps, points, policy)
         except Exception:
             metrics.RECOVERY_RUNS.labels("error").inc()
             log.exception("recovery sweep failed; the next one retries")

@@ -10,13 +10,14 @@ from datetime import timedelta
 import grpc
 
 from ecommerce.adapters.orm import OUTBOX
-from ecommerce.adapters.points_gateway import GrpcPointsGateway
+from ecommerce.adapters.points_gateway import DEFAULT_MERCHANT_ID, GrpcPointsGateway
+from ecommerce.adapters.unit_of_work import SqlUnitOfWork
 from ecommerce.entrypoints import metrics
 from ecommerce.entrypoints.access import RULES
 from ecommerce.entrypoints.recovery import run_recovery
 from ecommerce.entrypoints.servicer import EcommerceAdminServicer, RedemptionServicer
-from ecommerce.service_layer.services import DEFAULT_MERCHANT_ID, Dependencies, RecoveryPolicy
-from ecommerce.service_layer.unit_of_work import SqlUnitOfWork
+from ecommerce.service_layer.ports import EcommerceSteps
+from ecommerce.service_layer.recovery import RecoveryPolicy
 from pointsbridge.ecommerce.v1 import ecommerce_pb2 as pb
 from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as pb_grpc
 from servicekit.app import App, Loop, Server, ServerSettings, Wiring
@@ -25,6 +26,7 @@ from servicekit.clock import Clock
 from servicekit.config import ConfigError, EnvParser
 from servicekit.db import Database
 from servicekit.server import Registration
+from servicekit.steps import Steps
 from servicekit.tls import ClientTransport
 from servicekit.token_file import TokenFile, watch
 
@@ -195,18 +197,17 @@ class EcommerceServer(Server[Settings]):
                 transport=to_cardpoints,
                 token=service_token or "",
                 server_name=settings.cardpoints_tls_name,
+                merchant_id=settings.merchant_id,
             )
-            deps = Dependencies(
+            steps: EcommerceSteps = Steps(
                 runner=database,
                 uow=lambda: SqlUnitOfWork(database.sessions),
                 read_uow=lambda: SqlUnitOfWork(database.read_sessions),
-                points=gateway,
                 clock=clock,
-                merchant_id=settings.merchant_id,
                 publish=metrics.publish,
             )
-            redemption = RedemptionServicer(deps)
-            admin = EcommerceAdminServicer(deps, timedelta(seconds=settings.review_after))
+            redemption = RedemptionServicer(steps, gateway)
+            admin = EcommerceAdminServicer(steps, gateway, timedelta(seconds=settings.review_after))
 
             def add_redemption(server: grpc.aio.Server) -> None:
                 pb_grpc.add_RedemptionServiceServicer_to_server(redemption, server)
@@ -219,7 +220,9 @@ class EcommerceServer(Server[Settings]):
                 loops.append(_token_watch(service_token))
             if settings.recovery_interval > 0:
                 loops.append(
-                    lambda stop: run_recovery(deps, policy, settings.recovery_interval, stop)
+                    lambda stop: run_recovery(
+                        steps, gateway, policy, settings.recovery_interval, stop
+                    )
                 )
             return Wiring(
                 [

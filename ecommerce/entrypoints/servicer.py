@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from ecommerce.domain import commands
 from ecommerce.domain.errors import NotOwner
 from ecommerce.domain.model import (
     CardLink,
@@ -23,8 +24,8 @@ from ecommerce.domain.model import (
     RefundState,
     UnsettledKind,
 )
-from ecommerce.service_layer import services
-from ecommerce.service_layer.services import Dependencies
+from ecommerce.service_layer import coupons, products, recovery, redemptions, refunds
+from ecommerce.service_layer.ports import EcommerceSteps, PointsGateway
 from pointsbridge.ecommerce.v1 import ecommerce_pb2 as pb
 from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as pb_grpc
 from servicekit import paging
@@ -194,18 +195,21 @@ def refund_pb(refund: Refund) -> pb.Refund:
 class RedemptionServicer(pb_grpc.RedemptionServiceServicer):
     """RedemptionService: what storefronts and customers call."""
 
-    def __init__(self, deps: Dependencies) -> None:
-        self._deps = deps
+    def __init__(self, steps: EcommerceSteps, points: PointsGateway) -> None:
+        self._steps = steps
+        self._points = points
 
     @rpc
     async def ListCouponProducts(
         self, request: pb.ListCouponProductsRequest, context: Context
     ) -> pb.ListCouponProductsResponse:
-        listing = await services.list_coupon_products(
-            self._deps,
-            page_size=request.page_size,
-            page_token=request.page_token,
-            include_inactive=request.include_inactive,
+        listing = await self._steps.read(
+            products.list_coupon_products,
+            commands.ListCouponProducts(
+                page_size=request.page_size,
+                page_token=request.page_token,
+                include_inactive=request.include_inactive,
+            ),
         )
         return pb.ListCouponProductsResponse(
             products=[product_pb(p) for p in listing.items],
@@ -216,11 +220,14 @@ class RedemptionServicer(pb_grpc.RedemptionServiceServicer):
     async def QuoteRedemption(
         self, request: pb.QuoteRedemptionRequest, context: Context
     ) -> pb.QuoteRedemptionResponse:
-        quote = await services.quote_redemption(
-            self._deps,
-            customer_id=request.customer_id,
-            product_id=request.product_id,
-            quantity=request.quantity,
+        quote = await redemptions.quote_redemption(
+            self._steps,
+            self._points,
+            commands.QuoteRedemption(
+                customer_id=request.customer_id,
+                product_id=request.product_id,
+                quantity=request.quantity,
+            ),
         )
         return pb.QuoteRedemptionResponse(quote=quote_pb(quote))
 
@@ -228,14 +235,17 @@ class RedemptionServicer(pb_grpc.RedemptionServiceServicer):
     async def RedeemPoints(
         self, request: pb.RedeemPointsRequest, context: Context
     ) -> pb.RedeemPointsResponse:
-        redemption = await services.redeem_points(
-            self._deps,
-            request_id=request.request_id,
-            customer_id=request.customer_id,
-            product_id=request.product_id,
-            quantity=request.quantity,
-            expected_points=(
-                request.expected_points if request.HasField("expected_points") else None
+        redemption = await redemptions.redeem_points(
+            self._steps,
+            self._points,
+            commands.RedeemPoints(
+                request_id=request.request_id,
+                customer_id=request.customer_id,
+                product_id=request.product_id,
+                quantity=request.quantity,
+                expected_points=(
+                    request.expected_points if request.HasField("expected_points") else None
+                ),
             ),
         )
         return pb.RedeemPointsResponse(redemption=redemption_pb(redemption))
@@ -245,8 +255,11 @@ class RedemptionServicer(pb_grpc.RedemptionServiceServicer):
     async def GetRedemption(
         self, request: pb.GetRedemptionRequest, context: Context
     ) -> pb.GetRedemptionResponse:
-        redemption = await services.get_redemption(
-            self._deps, customer_id=request.customer_id, redemption_id=request.redemption_id
+        redemption = await self._steps.read(
+            redemptions.get_redemption,
+            commands.GetRedemption(
+                customer_id=request.customer_id, redemption_id=request.redemption_id
+            ),
         )
         return pb.GetRedemptionResponse(redemption=redemption_pb(redemption))
 
@@ -254,13 +267,15 @@ class RedemptionServicer(pb_grpc.RedemptionServiceServicer):
     async def ListRedemptions(
         self, request: pb.ListRedemptionsRequest, context: Context
     ) -> pb.ListRedemptionsResponse:
-        listing = await services.list_redemptions(
-            self._deps,
-            # Empty lists every customer's; only operators get past the access rule so.
-            customer_id=request.customer_id or None,
-            page_size=request.page_size,
-            page_token=request.page_token,
-            state=state_name(request.state, REDEMPTION_STATES),
+        listing = await self._steps.read(
+            redemptions.list_redemptions,
+            commands.ListRedemptions(
+                # Empty lists every customer's; only operators get past the access rule so.
+                customer_id=request.customer_id or None,
+                page_size=request.page_size,
+                page_token=request.page_token,
+                state=state_name(request.state, REDEMPTION_STATES),
+            ),
         )
         return pb.ListRedemptionsResponse(
             redemptions=[redemption_pb(r) for r in listing.items],
@@ -271,12 +286,14 @@ class RedemptionServicer(pb_grpc.RedemptionServiceServicer):
     async def ListCoupons(
         self, request: pb.ListCouponsRequest, context: Context
     ) -> pb.ListCouponsResponse:
-        listing = await services.list_coupons(
-            self._deps,
-            customer_id=request.customer_id,
-            state=state_name(request.state, COUPON_STATES),
-            page_size=request.page_size,
-            page_token=request.page_token,
+        listing = await self._steps.read(
+            coupons.list_coupons,
+            commands.ListCoupons(
+                customer_id=request.customer_id,
+                state=state_name(request.state, COUPON_STATES),
+                page_size=request.page_size,
+                page_token=request.page_token,
+            ),
         )
         return pb.ListCouponsResponse(
             coupons=[coupon_pb(c) for c in listing.items],
@@ -288,11 +305,11 @@ class RedemptionServicer(pb_grpc.RedemptionServiceServicer):
     async def UseCoupon(
         self, request: pb.UseCouponRequest, context: Context
     ) -> pb.UseCouponResponse:
-        coupon = await services.use_coupon(
-            self._deps,
-            customer_id=request.customer_id,
-            code=request.code,
-            order_id=request.order_id,
+        coupon = await self._steps.write(
+            coupons.use_coupon,
+            commands.UseCoupon(
+                customer_id=request.customer_id, code=request.code, order_id=request.order_id
+            ),
         )
         return pb.UseCouponResponse(coupon=coupon_pb(coupon))
 
@@ -301,12 +318,15 @@ class RedemptionServicer(pb_grpc.RedemptionServiceServicer):
     async def RefundCoupons(
         self, request: pb.RefundCouponsRequest, context: Context
     ) -> pb.RefundCouponsResponse:
-        refund = await services.refund_coupons(
-            self._deps,
-            request_id=request.request_id,
-            customer_id=request.customer_id,
-            redemption_id=request.redemption_id,
-            codes=list(request.codes),
+        refund = await refunds.refund_coupons(
+            self._steps,
+            self._points,
+            commands.RefundCoupons(
+                request_id=request.request_id,
+                customer_id=request.customer_id,
+                redemption_id=request.redemption_id,
+                codes=list(request.codes),
+            ),
         )
         return pb.RefundCouponsResponse(refund=refund_pb(refund))
 
@@ -314,23 +334,28 @@ class RedemptionServicer(pb_grpc.RedemptionServiceServicer):
 class EcommerceAdminServicer(pb_grpc.EcommerceAdminServiceServicer):
     """EcommerceAdminService: parameter management for the platform's operators."""
 
-    def __init__(self, deps: Dependencies, review_after: timedelta) -> None:
-        self._deps = deps
+    def __init__(
+        self, steps: EcommerceSteps, points: PointsGateway, review_after: timedelta
+    ) -> None:
+        self._steps = steps
+        self._points = points
         self._review_after = review_after
 
     @rpc
     async def CreateCouponProduct(
         self, request: pb.CreateCouponProductRequest, context: Context
     ) -> pb.CreateCouponProductResponse:
-        product = await services.create_coupon_product(
-            self._deps,
-            product_id=request.product_id,
-            display_name=request.display_name,
-            face_value_minor=request.face_value_minor,
-            currency=request.currency,
-            points_per_coupon=request.points_per_coupon,
-            validity_days=request.validity_days,
-            max_quantity_per_redemption=request.max_quantity_per_redemption,
+        product = await self._steps.write(
+            products.create_coupon_product,
+            commands.CreateCouponProduct(
+                product_id=request.product_id,
+                display_name=request.display_name,
+                face_value_minor=request.face_value_minor,
+                currency=request.currency,
+                points_per_coupon=request.points_per_coupon,
+                validity_days=request.validity_days,
+                max_quantity_per_redemption=request.max_quantity_per_redemption,
+            ),
         )
         return pb.CreateCouponProductResponse(product=product_pb(product))
 
@@ -338,8 +363,11 @@ class EcommerceAdminServicer(pb_grpc.EcommerceAdminServiceServicer):
     async def SetExchangeRatio(
         self, request: pb.SetExchangeRatioRequest, context: Context
     ) -> pb.SetExchangeRatioResponse:
-        ratio, product = await services.set_exchange_ratio(
-            self._deps, product_id=request.product_id, points_per_coupon=request.points_per_coupon
+        ratio, product = await self._steps.write(
+            products.set_exchange_ratio,
+            commands.SetExchangeRatio(
+                product_id=request.product_id, points_per_coupon=request.points_per_coupon
+            ),
         )
         return pb.SetExchangeRatioResponse(ratio=ratio_pb(ratio), product=product_pb(product))
 
@@ -347,11 +375,13 @@ class EcommerceAdminServicer(pb_grpc.EcommerceAdminServiceServicer):
     async def ListExchangeRatios(
         self, request: pb.ListExchangeRatiosRequest, context: Context
     ) -> pb.ListExchangeRatiosResponse:
-        listing = await services.list_exchange_ratios(
-            self._deps,
-            product_id=request.product_id,
-            page_size=request.page_size,
-            page_token=request.page_token,
+        listing = await self._steps.read(
+            products.list_exchange_ratios,
+            commands.ListExchangeRatios(
+                product_id=request.product_id,
+                page_size=request.page_size,
+                page_token=request.page_token,
+            ),
         )
         return pb.ListExchangeRatiosResponse(
             ratios=[ratio_pb(r) for r in listing.items],
@@ -362,8 +392,9 @@ class EcommerceAdminServicer(pb_grpc.EcommerceAdminServiceServicer):
     async def SetCouponProductActive(
         self, request: pb.SetCouponProductActiveRequest, context: Context
     ) -> pb.SetCouponProductActiveResponse:
-        product = await services.set_coupon_product_active(
-            self._deps, product_id=request.product_id, active=request.active
+        product = await self._steps.write(
+            products.set_coupon_product_active,
+            commands.SetCouponProductActive(product_id=request.product_id, active=request.active),
         )
         return pb.SetCouponProductActiveResponse(product=product_pb(product))
 
@@ -371,8 +402,12 @@ class EcommerceAdminServicer(pb_grpc.EcommerceAdminServiceServicer):
     async def LinkCardAccount(
         self, request: pb.LinkCardAccountRequest, context: Context
     ) -> pb.LinkCardAccountResponse:
-        link = await services.link_card_account(
-            self._deps, customer_id=request.customer_id, card_account_id=request.card_account_id
+        link = await products.link_card_account(
+            self._steps,
+            self._points,
+            commands.LinkCardAccount(
+                customer_id=request.customer_id, card_account_id=request.card_account_id
+            ),
         )
         return pb.LinkCardAccountResponse(link=link_pb(link))
 
@@ -380,12 +415,14 @@ class EcommerceAdminServicer(pb_grpc.EcommerceAdminServiceServicer):
     async def ExportRedemptions(
         self, request: pb.ExportRedemptionsRequest, context: Context
     ) -> pb.ExportRedemptionsResponse:
-        page = await services.export_redemptions(
-            self._deps,
-            start=optional_time(request, "start_time"),
-            end=optional_time(request, "end_time"),
-            page_size=request.page_size,
-            page_token=request.page_token,
+        page = await self._steps.read(
+            recovery.export_redemptions,
+            commands.ExportRedemptions(
+                start=optional_time(request, "start_time"),
+                end=optional_time(request, "end_time"),
+                page_size=request.page_size,
+                page_token=request.page_token,
+            ),
         )
         return pb.ExportRedemptionsResponse(
             redemptions=[
@@ -405,7 +442,9 @@ class EcommerceAdminServicer(pb_grpc.EcommerceAdminServiceServicer):
         v = Validator()
         limit = paging.page_size(v, "page_size", request.page_size)
         v.done()
-        operations = await services.list_unsettled(self._deps, self._review_after, limit)
+        operations = await self._steps.read(
+            recovery.list_unsettled, commands.ListUnsettled(self._review_after, limit)
+        )
         return pb.ListUnsettledResponse(
             operations=[
                 pb.UnsettledOperation(

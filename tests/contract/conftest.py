@@ -19,14 +19,14 @@ from cardpoints.adapters.repository import CardpointsUnitOfWork
 from cardpoints.entrypoints import server as cardpoints_server
 from cardpoints.service_layer.ports import UnitOfWork as CardpointsUoW
 from ecommerce.adapters import orm as ecommerce_orm
+from ecommerce.adapters.unit_of_work import SqlUnitOfWork as EcommerceUnitOfWork
 from ecommerce.entrypoints import server as ecommerce_server
-from ecommerce.service_layer.unit_of_work import SqlUnitOfWork as EcommerceUnitOfWork
-from ecommerce.service_layer.unit_of_work import UnitOfWork as EcommerceUoW
+from ecommerce.service_layer.ports import UnitOfWork as EcommerceUoW
 from servicekit.db import Database, create_db_engine, upgrade_schema
 from servicekit.devtools.databases import drop_database
 from tests.cardpoints import fakes as cardpoints_fakes
 from tests.conftest import create_pg_database
-from tests.ecommerce import test_services as ecommerce_fakes
+from tests.ecommerce import fakes as ecommerce_fakes
 
 STORES = ["fake", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 

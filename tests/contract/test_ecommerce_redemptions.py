@@ -7,7 +7,9 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from ecommerce.domain.errors import CouponExpired
 from ecommerce.domain.model import CouponState, RedemptionState, RefundState
+from ecommerce.service_layer.ports import UnitOfWork
 from tests.contract.conftest import EcommerceStore
 from tests.contract.ecommerce_rows import (
     LATER,
@@ -20,6 +22,25 @@ from tests.contract.ecommerce_rows import (
 )
 
 EXPIRY = T0 + timedelta(days=30)
+
+
+def settle(
+    uow: UnitOfWork, redemption_id: str, now: datetime, *, deduction_id: str = "", reason: str = ""
+) -> bool:
+    """Store an outcome decided on a PENDING copy of the redemption, as a settle does."""
+    found = uow.redemptions.get(redemption_id)
+    assert found is not None
+    pending = dataclasses.replace(found, state=RedemptionState.PENDING)
+    outcome, _ = pending.fail(reason, now) if reason else pending.complete(deduction_id, (), now)
+    return uow.redemptions.save_outcome(outcome)
+
+
+def use(uow: UnitOfWork, code: str, order_id: str, now: datetime) -> bool:
+    """Store a coupon spent on `order_id`, as a use does once the coupon has decided."""
+    found = uow.coupons.get(code)
+    assert found is not None
+    spent = dataclasses.replace(found, state=CouponState.USED, used_order_id=order_id, use_time=now)
+    return uow.coupons.use(spent)
 
 
 # --- redemptions ---------------------------------------------------------------
@@ -45,11 +66,11 @@ def test_a_second_redemption_of_one_request_id_is_refused(ecommerce: EcommerceSt
 def test_a_redemption_leaves_pending_once(ecommerce: EcommerceStore) -> None:
     with_redemptions(ecommerce, redemption("red-1"), redemption("red-2"))
     with ecommerce.uow() as uow:
-        assert uow.redemptions.complete("red-1", "ded-1", LATER)
-        assert not uow.redemptions.complete("red-1", "ded-other", LATER)
-        assert not uow.redemptions.fail("red-1", "INSUFFICIENT_POINTS", LATER)
-        assert uow.redemptions.fail("red-2", "ACCOUNT_FROZEN", LATER)
-        assert not uow.redemptions.complete("red-2", "ded-2", LATER)
+        assert settle(uow, "red-1", LATER, deduction_id="ded-1")
+        assert not settle(uow, "red-1", LATER, deduction_id="ded-other")
+        assert not settle(uow, "red-1", LATER, reason="INSUFFICIENT_POINTS")
+        assert settle(uow, "red-2", LATER, reason="ACCOUNT_FROZEN")
+        assert not settle(uow, "red-2", LATER, deduction_id="ded-2")
         uow.commit()
     with ecommerce.uow() as uow:
         assert uow.redemptions.get("red-1") == redemption(
@@ -83,8 +104,8 @@ def test_redemptions_page_newest_first_by_customer_and_state(
     made = [redemption(f"red-{i}", customer_id="bob" if i % 2 else "alice") for i in range(1, 8)]
     with_redemptions(ecommerce, *made)
     with ecommerce.uow() as uow:
-        uow.redemptions.complete("red-4", "ded-4", LATER)
-        uow.redemptions.complete("red-6", "ded-6", LATER)
+        settle(uow, "red-4", LATER, deduction_id="ded-4")
+        settle(uow, "red-6", LATER, deduction_id="ded-6")
         uow.commit()
     with ecommerce.uow() as uow:
 
@@ -109,10 +130,9 @@ def test_redemptions_page_newest_first_by_customer_and_state(
 def test_pending_redemptions_list_oldest_first(ecommerce: EcommerceStore) -> None:
     with_redemptions(ecommerce, *(redemption(f"red-{i}") for i in range(1, 6)))
     with ecommerce.uow() as uow:
-        uow.redemptions.complete("red-2", "ded-2", LATER)
+        settle(uow, "red-2", LATER, deduction_id="ded-2")
         uow.commit()
     with ecommerce.uow() as uow:
-        assert uow.redemptions.pending_ids(3) == ["red-1", "red-3", "red-4"]
         assert [r.redemption_id for r in uow.redemptions.unsettled(10)] == [
             "red-1",
             "red-3",
@@ -127,7 +147,7 @@ def test_recovery_claims_lease_untouched_pending_redemptions(
     made = [redemption(f"red-{i}", update_time=T0 + timedelta(seconds=i)) for i in range(1, 6)]
     with_redemptions(ecommerce, *made)
     with ecommerce.uow() as uow:
-        uow.redemptions.fail("red-1", "ACCOUNT_FROZEN", T0)
+        settle(uow, "red-1", T0, reason="ACCOUNT_FROZEN")
         uow.commit()
     now, lease = T0 + timedelta(minutes=1), T0 + timedelta(minutes=2)
 
@@ -207,9 +227,13 @@ def test_a_coupon_is_used_once_and_never_once_expired(ecommerce: EcommerceStore)
         uow.coupons.add_all([coupon("C1"), coupon("C2")])
         uow.commit()
     with ecommerce.uow() as uow:
-        assert uow.coupons.use("C1", "order-1", LATER)
-        assert not uow.coupons.use("C1", "order-2", LATER)
-        assert not uow.coupons.use("C2", "order-3", EXPIRY)  # expires at its expire_time
+        assert use(uow, "C1", "order-1", LATER)
+        assert not use(uow, "C1", "order-2", LATER)
+        # Expiry is the coupon's rule, decided before anything is stored.
+        c2 = uow.coupons.get("C2")
+        assert c2 is not None
+        with pytest.raises(CouponExpired):
+            c2.use("order-3", EXPIRY)  # expires at its expire_time
         uow.commit()
     with ecommerce.uow() as uow:
         assert uow.coupons.get("C1") == coupon(
@@ -224,12 +248,12 @@ def test_voided_coupons_are_restored_by_their_refund_only(ecommerce: EcommerceSt
         uow.coupons.add_all([coupon("C1"), coupon("C2"), coupon("C3")])
         uow.refunds.add(refund("ref-1", codes=("C1", "C2")))
         uow.refunds.add(refund("ref-2", codes=("C3",)))
-        assert uow.coupons.void("C1", "ref-1", LATER)
-        assert uow.coupons.void("C2", "ref-1", LATER)
-        assert not uow.coupons.void("C1", "ref-1", LATER)
-        assert uow.coupons.void("C3", "ref-2", LATER)
-        assert not uow.coupons.use("C3", "order-1", LATER)
-        assert not uow.coupons.void("C3", "ref-1", EXPIRY)
+        assert uow.coupons.void("C1", "ref-1")
+        assert uow.coupons.void("C2", "ref-1")
+        assert not uow.coupons.void("C1", "ref-1")
+        assert uow.coupons.void("C3", "ref-2")
+        assert not use(uow, "C3", "order-1", LATER)
+        assert not uow.coupons.void("C3", "ref-1")
         uow.commit()
     with ecommerce.uow() as uow:
         assert uow.coupons.get("C1") == coupon("C1", state=CouponState.VOID)
@@ -239,7 +263,7 @@ def test_voided_coupons_are_restored_by_their_refund_only(ecommerce: EcommerceSt
     with ecommerce.uow() as uow:
         assert [uow.coupons.get(c) for c in ("C1", "C2")] == [coupon("C1"), coupon("C2")]
         assert uow.coupons.get("C3") == coupon("C3", state=CouponState.VOID)
-        assert uow.coupons.void("C1", "ref-3", LATER)  # a restored coupon may be refunded again
+        assert uow.coupons.void("C1", "ref-3")  # a restored coupon may be refunded again
         assert uow.coupons.restore("ref-3") == 1
 
 
@@ -256,7 +280,7 @@ def test_coupons_page_newest_first_by_state_at_a_moment(ecommerce: EcommerceStor
                 coupon("C5"),
             ]
         )
-        uow.coupons.use("C3", "order-1", LATER)
+        use(uow, "C3", "order-1", LATER)
         uow.commit()
     with ecommerce.uow() as uow:
 

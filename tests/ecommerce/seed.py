@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import grpc
 
-from ecommerce.service_layer import services
+from ecommerce.domain import commands
+from ecommerce.service_layer import products
+from ecommerce.service_layer.ports import EcommerceSteps
 from pointsbridge.cardpoints.v1 import cardpoints_pb2 as cpb
 from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as cpb_grpc
 from pointsbridge.ecommerce.v1 import ecommerce_pb2 as pb
 from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as pb_grpc
-from tests.ecommerce.test_services import FakePointsGateway
+from tests.ecommerce.fakes import FakePointsGateway
 
 TIMEOUT = 10.0
 
@@ -53,7 +55,7 @@ async def seed_over_grpc(
 
 
 async def seed_use_cases(
-    deps: services.Dependencies,
+    steps: EcommerceSteps,
     bank: FakePointsGateway,
     *,
     points: int = 10_000,
@@ -62,15 +64,19 @@ async def seed_use_cases(
     customer_id: str = "alice",
 ) -> None:
     """Through the use cases, with a fake cardpoints: 1000 points a coupon."""
-    await services.create_coupon_product(
-        deps,
-        product_id=product_id,
-        display_name="10 off",
-        face_value_minor=1000,
-        currency="CNY",
-        points_per_coupon=1000,
-        validity_days=30,
-        max_quantity_per_redemption=20,
+    await steps.write(
+        products.create_coupon_product,
+        commands.CreateCouponProduct(
+            product_id=product_id,
+            display_name="10 off",
+            face_value_minor=1000,
+            currency="CNY",
+            points_per_coupon=1000,
+            validity_days=30,
+            max_quantity_per_redemption=20,
+        ),
     )
     bank.open(account_id, points)
-    await services.link_card_account(deps, customer_id=customer_id, card_account_id=account_id)
+    await products.link_card_account(
+        steps, bank, commands.LinkCardAccount(customer_id=customer_id, card_account_id=account_id)
+    )

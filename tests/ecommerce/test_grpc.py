@@ -19,6 +19,7 @@ from cardpoints.entrypoints.server import Settings as CardpointsSettings
 from cardpoints.entrypoints.server import start as start_cardpoints
 from ecommerce.adapters import orm
 from ecommerce.adapters.points_gateway import GrpcPointsGateway
+from ecommerce.domain.card_points import DeductionOrder, ReversalOrder
 from ecommerce.domain.errors import DeductionNotFound, PointsSystemUnavailable
 from ecommerce.entrypoints.server import App, Settings, start
 from pointsbridge.cardpoints.v1 import cardpoints_pb2 as cpb
@@ -734,14 +735,25 @@ async def test_the_gateway_maps_cardpoints_answers(system: System, auth: Callers
         f"127.0.0.1:{system.cardpoints.port}", timeout=TIMEOUT, token=auth.service
     )
     try:
-        deduction = await gateway.get_deduction(f"redemption:{redemption.redemption_id}")
+        # Resent, the redemption's DeductPoints answers with the deduction it made.
+        order = DeductionOrder(
+            request_id=f"redemption:{redemption.redemption_id}",
+            account_id=account,
+            points=redemption.points,
+            coupon_quantity=redemption.quantity,
+            points_per_coupon=redemption.points_per_coupon,
+            merchant_id=gateway.merchant_id,
+        )
+        deduction = await gateway.deduct_points(order)
         assert (deduction.deduction_id, deduction.points, deduction.account_id) == (
             redemption.deduction_id,
             2000,
             account,
         )
         with pytest.raises(DeductionNotFound):
-            await gateway.get_deduction("redemption:nothing")
+            await gateway.reverse_deduction(
+                ReversalOrder("refund:nothing", "redemption:nothing", 1, "")
+            )
     finally:
         await gateway.close()
 

@@ -7,23 +7,27 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import NamedTuple
 
 import pytest
 
+from ecommerce.adapters.unit_of_work import SqlUnitOfWork
+from ecommerce.domain import commands
 from ecommerce.domain.card_points import Deduction, DeductionOrder
 from ecommerce.domain.errors import PointsSystemUnavailable
 from ecommerce.domain.model import RedemptionState
 from ecommerce.entrypoints.server import MIGRATIONS, VERSION_TABLE, Settings, recovery_policy
-from ecommerce.service_layer import services
-from ecommerce.service_layer.unit_of_work import SqlUnitOfWork, UnitOfWork
-from servicekit.clock import utc_now
+from ecommerce.service_layer import recovery, redemptions
+from ecommerce.service_layer.ports import EcommerceSteps, UnitOfWork
+from servicekit.clock import Clock, utc_now
 from servicekit.config import ConfigError
 from servicekit.db import Database, create_db_engine, upgrade_schema
+from servicekit.steps import Steps
+from tests.ecommerce.fakes import FakePointsGateway
 from tests.ecommerce.seed import seed_use_cases
-from tests.ecommerce.test_services import FakePointsGateway
 
 LEASE = timedelta(seconds=1)
-POLICY = services.RecoveryPolicy(lease=LEASE, settle_delay=timedelta(0))
+POLICY = recovery.RecoveryPolicy(lease=LEASE, settle_delay=timedelta(0))
 
 
 class SlowPointsGateway(FakePointsGateway):
@@ -47,19 +51,25 @@ class SlowPointsGateway(FakePointsGateway):
         return await super().deduct_points(order)
 
 
+class Replica(NamedTuple):
+    steps: EcommerceSteps
+    points: SlowPointsGateway
+
+
 @dataclass
 class Shop:
     database: Database
     points: SlowPointsGateway
 
-    def replica(self, points: SlowPointsGateway) -> services.Dependencies:
+    def replica(self, points: SlowPointsGateway) -> Replica:
         """Another replica's view: the same database, its own channel to cardpoints."""
-        return services.Dependencies(
+        steps: EcommerceSteps = Steps(
             runner=self.database,
             uow=lambda: SqlUnitOfWork(self.database.sessions),
-            points=points,
+            read_uow=lambda: SqlUnitOfWork(self.database.sessions),
             clock=utc_now,
         )
+        return Replica(steps, points)
 
 
 @pytest.fixture
@@ -68,31 +78,33 @@ async def shop(make_db_url: Callable[[str], str]) -> AsyncIterator[Shop]:
     upgrade_schema(engine, MIGRATIONS, VERSION_TABLE)
     database = Database(engine, workers=4)
     points = SlowPointsGateway()
-    deps = Shop(database, points).replica(points)
-    await seed_use_cases(deps, points)
+    replica = Shop(database, points).replica(points)
+    await seed_use_cases(replica.steps, points)
     # An outage leaves one redemption PENDING for the sweeps.
     points.unreachable = 1
     with pytest.raises(PointsSystemUnavailable):
-        await services.redeem_points(
-            deps,
-            request_id="redeem-1",
-            customer_id="alice",
-            product_id="coupon-10",
-            quantity=2,
-            expected_points=None,
+        await redemptions.redeem_points(
+            *replica,
+            commands.RedeemPoints(
+                request_id="redeem-1",
+                customer_id="alice",
+                product_id="coupon-10",
+                quantity=2,
+                expected_points=None,
+            ),
         )
     yield Shop(database, points)
     database.close()
 
 
-async def _state(deps: services.Dependencies) -> RedemptionState:
-    def read(uow: UnitOfWork) -> RedemptionState:
+async def _state(replica: Replica) -> RedemptionState:
+    def read(uow: UnitOfWork, request_id: str, clock: Clock) -> RedemptionState:
         with uow:
-            redemption = uow.redemptions.get_by_request_id("redeem-1")
+            redemption = uow.redemptions.get_by_request_id(request_id)
         assert redemption is not None
         return redemption.state
 
-    return await deps.read(read)
+    return await replica.steps.read(read, "redeem-1")
 
 
 def test_the_default_lease_is_seconds_and_is_not_stretched_to_cover_calls() -> None:
@@ -112,7 +124,7 @@ async def test_a_dead_sweepers_claim_is_taken_over_once_its_short_lease_runs_out
     # A sweeper claims the row, then dies: nobody releases or renews its claim.
     now = utc_now()
 
-    def claim_and_die(uow: UnitOfWork) -> list[str]:
+    def claim_and_die(uow: UnitOfWork, cmd: None, clock: Clock) -> list[str]:
         with uow:
             claimed = uow.redemptions.claim_pending(
                 now=now, untouched_since=now, lease_until=now + LEASE, limit=10
@@ -120,10 +132,10 @@ async def test_a_dead_sweepers_claim_is_taken_over_once_its_short_lease_runs_out
             uow.commit()
         return claimed
 
-    assert len(await shop.replica(shop.points).step(claim_and_die)) == 1
-    assert (await services.recover(survivor, POLICY)).settled == 0
+    assert len(await shop.replica(shop.points).steps.write(claim_and_die, None)) == 1
+    assert (await recovery.recover(*survivor, POLICY)).settled == 0
     started = time.monotonic()
-    while (await services.recover(survivor, POLICY)).settled == 0:
+    while (await recovery.recover(*survivor, POLICY)).settled == 0:
         assert time.monotonic() - started < 5, "the dead sweeper's claim never ran out"
         await asyncio.sleep(0.1)
     assert time.monotonic() - started >= LEASE.total_seconds() * 0.5
@@ -134,16 +146,16 @@ async def test_a_live_sweepers_long_running_work_keeps_its_claim(shop: Shop) -> 
     # The call to cardpoints outlasts the lease three times over.
     slow = shop.points.same_bank(delay=3 * LEASE.total_seconds())
     other = shop.points.same_bank()
-    working = asyncio.create_task(services.recover(shop.replica(slow), POLICY))
+    working = asyncio.create_task(recovery.recover(*shop.replica(slow), POLICY))
     await asyncio.wait_for(slow.deducting.wait(), 5)
     # Past the lease, and past it again: another replica's sweeps still find it held.
     for _ in range(4):
         await asyncio.sleep(LEASE.total_seconds() * 0.6)
-        assert (await services.recover(shop.replica(other), POLICY)).settled == 0
+        assert (await recovery.recover(*shop.replica(other), POLICY)).settled == 0
     assert not other.deducting.is_set()
     report = await asyncio.wait_for(working, 10)
     assert report.settled == 1
     assert len(shop.points.successful_deductions()) == 1
     assert await _state(shop.replica(slow)) is RedemptionState.COMPLETED
     # Once the work is over, the claim is gone: nothing is left for anyone to take.
-    assert (await services.recover(shop.replica(other), POLICY)).settled == 0
+    assert (await recovery.recover(*shop.replica(other), POLICY)).settled == 0

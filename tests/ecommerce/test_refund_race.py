@@ -9,15 +9,17 @@ from collections.abc import Callable
 import pytest
 from sqlalchemy.orm import Session
 
-from ecommerce.adapters.repository import RefundRepository
+from ecommerce.adapters.unit_of_work import SqlUnitOfWork
+from ecommerce.domain import commands
 from ecommerce.domain.model import Refund, RefundState
 from ecommerce.entrypoints.server import MIGRATIONS, VERSION_TABLE
-from ecommerce.service_layer import services
-from ecommerce.service_layer.unit_of_work import SqlUnitOfWork
+from ecommerce.service_layer import redemptions, refunds
+from ecommerce.service_layer.ports import EcommerceSteps, RefundRepository
 from servicekit.clock import utc_now
 from servicekit.db import Database, create_db_engine, upgrade_schema
+from servicekit.steps import Steps
+from tests.ecommerce.fakes import FakePointsGateway
 from tests.ecommerce.seed import seed_use_cases
-from tests.ecommerce.test_services import FakePointsGateway
 
 
 class Interleaving:
@@ -89,32 +91,38 @@ async def test_concurrent_duplicates_of_one_refund_both_get_the_same_refund(
     database = Database(engine, workers=4)
     plan = Interleaving()
     points = FakePointsGateway()
-    deps = services.Dependencies(
+    steps: EcommerceSteps = Steps(
         runner=database,
         uow=lambda: InterleavedUnitOfWork(database, plan),
-        points=points,
+        read_uow=lambda: InterleavedUnitOfWork(database, plan),
         clock=utc_now,
     )
     try:
-        await seed_use_cases(deps, points)
-        redemption = await services.redeem_points(
-            deps,
-            request_id="redeem-1",
-            customer_id="alice",
-            product_id="coupon-10",
-            quantity=3,
-            expected_points=None,
+        await seed_use_cases(steps, points)
+        redemption = await redemptions.redeem_points(
+            steps,
+            points,
+            commands.RedeemPoints(
+                request_id="redeem-1",
+                customer_id="alice",
+                product_id="coupon-10",
+                quantity=3,
+                expected_points=None,
+            ),
         )
         codes = [c.code for c in redemption.coupons[:2]]
 
         def refund() -> asyncio.Future[Refund]:
             return asyncio.ensure_future(
-                services.refund_coupons(
-                    deps,
-                    request_id="refund-1",
-                    customer_id="alice",
-                    redemption_id=redemption.redemption_id,
-                    codes=codes,
+                refunds.refund_coupons(
+                    steps,
+                    points,
+                    commands.RefundCoupons(
+                        request_id="refund-1",
+                        customer_id="alice",
+                        redemption_id=redemption.redemption_id,
+                        codes=codes,
+                    ),
                 )
             )
 

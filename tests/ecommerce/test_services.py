@@ -2,616 +2,39 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Self, TypeVar
+from dataclasses import dataclass
+from datetime import timedelta
 
 import pytest
 
-from ecommerce.adapters.repository import (
-    CouponRepository,
-    LinkRepository,
-    ProductRepository,
-    RatioRepository,
-    RedemptionRepository,
-    RefundRepository,
-)
-from ecommerce.domain import coupon_codes
-from ecommerce.domain.card_points import (
-    AccountState,
-    CardAccount,
-    Deduction,
-    DeductionOrder,
-    Reversal,
-    ReversalOrder,
-)
-from ecommerce.domain.errors import (
-    AccountClosed,
-    AccountFrozen,
-    AccountNotFound,
-    DeductionNotFound,
-    DomainError,
-    InsufficientPoints,
-    PointsMismatch,
-    PointsSystemUnavailable,
-    ReversalExceedsDeduction,
-)
+from ecommerce.domain import commands, coupon_codes
+from ecommerce.domain.card_points import AccountState, ReversalOrder
+from ecommerce.domain.errors import AccountNotFound, DomainError, PointsSystemUnavailable
 from ecommerce.domain.model import (
-    CardLink,
     Coupon,
     CouponProduct,
     CouponState,
-    ExchangeRatio,
     Redemption,
     RedemptionState,
-    Refund,
     RefundState,
     UnsettledKind,
 )
-from ecommerce.service_layer import services
-from ecommerce.service_layer.services import Dependencies
+from ecommerce.service_layer import coupons, products, recovery, redemptions, refunds
+from ecommerce.service_layer.ports import EcommerceSteps
 from servicekit.errors import FieldViolation
-from servicekit.paging import Page
-
-T = TypeVar("T")
-
-START = datetime(2025, 1, 1, 12, 0, tzinfo=UTC)
-
-
-# ---------------------------------------------------------------- fakes
-
-
-@dataclass
-class FakeState:
-    """Everything the fake database holds; seq numbers play the keyset role of row ids."""
-
-    seq: int = 0
-    products: dict[str, tuple[int, CouponProduct]] = field(default_factory=dict)
-    ratios: list[ExchangeRatio] = field(default_factory=list)
-    links: dict[str, CardLink] = field(default_factory=dict)
-    redemptions: dict[str, tuple[int, Redemption]] = field(default_factory=dict)
-    coupons: dict[str, tuple[int, Coupon, str | None]] = field(default_factory=dict)
-    refunds: dict[str, Refund] = field(default_factory=dict)
-    claims: dict[str, datetime] = field(default_factory=dict)
-
-    def next_seq(self) -> int:
-        self.seq += 1
-        return self.seq
-
-
-class FakeProducts:
-    def __init__(self, state: FakeState) -> None:
-        self.s = state
-
-    def add(self, product: CouponProduct) -> None:
-        assert product.product_id not in self.s.products, "uq_coupon_products_product_id"
-        self.s.products[product.product_id] = (self.s.next_seq(), product)
-
-    def get(self, product_id: str) -> CouponProduct | None:
-        found = self.s.products.get(product_id)
-        return None if found is None else found[1]
-
-    def page(self, *, include_inactive: bool, after: int | None, limit: int) -> Page[CouponProduct]:
-        rows = sorted(
-            (seq, p)
-            for seq, p in self.s.products.values()
-            if (include_inactive or p.active) and (after is None or seq > after)
-        )
-        return Page.of([(seq, p) for seq, p in sorted(rows, key=lambda r: r[0])], limit)
-
-    def _change(self, product_id: str, **values: object) -> None:
-        seq, product = self.s.products[product_id]
-        self.s.products[product_id] = (seq, dataclasses.replace(product, **values))  # type: ignore[arg-type]
-
-    def set_ratio(
-        self, product_id: str, points_per_coupon: int, version: int, now: datetime
-    ) -> None:
-        self._change(product_id, points_per_coupon=points_per_coupon, ratio_version=version)
-
-    def set_active(self, product_id: str, active: bool, now: datetime) -> None:
-        self._change(product_id, active=active)
-
-
-class FakeRatios:
-    def __init__(self, state: FakeState) -> None:
-        self.s = state
-
-    def add(self, ratio: ExchangeRatio) -> None:
-        assert all(
-            (r.product_id, r.version) != (ratio.product_id, ratio.version) for r in self.s.ratios
-        ), "unique (product_id, version)"
-        self.s.ratios.append(ratio)
-
-    def latest_version(self, product_id: str) -> int:
-        return max((r.version for r in self.s.ratios if r.product_id == product_id), default=0)
-
-    def newest_at(self, product_id: str, points_per_coupon: int) -> ExchangeRatio | None:
-        return max(
-            (
-                r
-                for r in self.s.ratios
-                if r.product_id == product_id and r.points_per_coupon == points_per_coupon
-            ),
-            key=lambda r: r.version,
-            default=None,
-        )
-
-    def page(self, product_id: str, *, before: int | None, limit: int) -> Page[ExchangeRatio]:
-        rows = sorted(
-            (
-                (r.version, r)
-                for r in self.s.ratios
-                if r.product_id == product_id and (before is None or r.version < before)
-            ),
-            key=lambda row: -row[0],
-        )
-        return Page.of(rows, limit)
-
-
-class FakeLinks:
-    def __init__(self, state: FakeState) -> None:
-        self.s = state
-
-    def get(self, customer_id: str) -> CardLink | None:
-        return self.s.links.get(customer_id)
-
-    def put(self, link: CardLink) -> None:
-        self.s.links[link.customer_id] = link
-
-
-class FakeRedemptions:
-    def __init__(self, state: FakeState) -> None:
-        self.s = state
-
-    def add(self, redemption: Redemption) -> None:
-        assert all(r.request_id != redemption.request_id for _, r in self.s.redemptions.values())
-        self.s.redemptions[redemption.redemption_id] = (self.s.next_seq(), redemption)
-
-    def get(self, redemption_id: str) -> Redemption | None:
-        found = self.s.redemptions.get(redemption_id)
-        return None if found is None else found[1]
-
-    def get_by_request_id(self, request_id: str) -> Redemption | None:
-        return next((r for _, r in self.s.redemptions.values() if r.request_id == request_id), None)
-
-    def _leave_pending(self, redemption_id: str, **values: object) -> bool:
-        seq, redemption = self.s.redemptions[redemption_id]
-        if redemption.state is not RedemptionState.PENDING:
-            return False
-        self.s.redemptions[redemption_id] = (seq, dataclasses.replace(redemption, **values))  # type: ignore[arg-type]
-        return True
-
-    def complete(self, redemption_id: str, deduction_id: str, now: datetime) -> bool:
-        return self._leave_pending(
-            redemption_id,
-            state=RedemptionState.COMPLETED,
-            deduction_id=deduction_id,
-            update_time=now,
-        )
-
-    def fail(self, redemption_id: str, reason: str, now: datetime) -> bool:
-        return self._leave_pending(
-            redemption_id, state=RedemptionState.FAILED, failure_reason=reason, update_time=now
-        )
-
-    def add_refunded_points(self, redemption_id: str, points: int, now: datetime) -> None:
-        seq, r = self.s.redemptions[redemption_id]
-        assert r.refunded_points + points <= r.points, "ck_redemptions_refunded"
-        self.s.redemptions[redemption_id] = (
-            seq,
-            dataclasses.replace(r, refunded_points=r.refunded_points + points),
-        )
-
-    def page(
-        self,
-        customer_id: str | None,
-        *,
-        state: RedemptionState | None,
-        before: int | None,
-        limit: int,
-    ) -> Page[Redemption]:
-        rows = sorted(
-            (
-                (seq, r)
-                for seq, r in self.s.redemptions.values()
-                if customer_id in (None, r.customer_id)
-                and (state is None or r.state is state)
-                and (before is None or seq < before)
-            ),
-            key=lambda row: -row[0],
-        )
-        return Page.of(rows, limit)
-
-    def pending_ids(self, limit: int) -> list[str]:
-        rows = sorted(self.s.redemptions.values(), key=lambda row: row[0])
-        return [r.redemption_id for _, r in rows if r.state is RedemptionState.PENDING][:limit]
-
-    def claim_pending(
-        self, *, now: datetime, untouched_since: datetime, lease_until: datetime, limit: int
-    ) -> list[str]:
-        rows = sorted(self.s.redemptions.values(), key=lambda row: row[0])
-        return _claim(
-            self.s,
-            [
-                (r.redemption_id, r.update_time)
-                for _, r in rows
-                if r.state is RedemptionState.PENDING
-            ],
-            now=now,
-            untouched_since=untouched_since,
-            lease_until=lease_until,
-            limit=limit,
-        )
-
-    def renew(self, redemption_ids: Sequence[str], lease_until: datetime) -> None:
-        _renew(
-            self.s,
-            [r.redemption_id for r in self.unsettled(len(self.s.redemptions))],
-            redemption_ids,
-            lease_until,
-        )
-
-    def release(self, redemption_ids: Sequence[str]) -> None:
-        for redemption_id in redemption_ids:
-            self.s.claims.pop(redemption_id, None)
-
-    def unsettled(self, limit: int) -> list[Redemption]:
-        rows = sorted(self.s.redemptions.values(), key=lambda row: row[0])
-        return [r for _, r in rows if r.state is RedemptionState.PENDING][:limit]
-
-    def window(
-        self, start: datetime | None, end: datetime, *, after: int | None, limit: int
-    ) -> Page[Redemption]:
-        rows = sorted(
-            (
-                (seq, r)
-                for seq, r in self.s.redemptions.values()
-                if (start is None or r.create_time >= start)
-                and r.create_time < end
-                and (after is None or seq > after)
-            ),
-            key=lambda row: row[0],
-        )
-        return Page.of(rows, limit)
-
-
-def _claim(
-    state: FakeState,
-    pending: list[tuple[str, datetime]],
-    *,
-    now: datetime,
-    untouched_since: datetime,
-    lease_until: datetime,
-    limit: int,
-) -> list[str]:
-    claimed = [
-        row_id
-        for row_id, touched in pending
-        if touched <= untouched_since and (row_id not in state.claims or state.claims[row_id] < now)
-    ][:limit]
-    for row_id in claimed:
-        state.claims[row_id] = lease_until
-    return claimed
-
-
-def _renew(state: FakeState, pending: list[str], ids: Sequence[str], lease_until: datetime) -> None:
-    for row_id in set(ids) & set(pending):
-        state.claims[row_id] = lease_until
-
-
-class FakeCoupons:
-    def __init__(self, state: FakeState) -> None:
-        self.s = state
-
-    def add_all(self, coupons: Iterable[Coupon]) -> None:
-        for coupon in coupons:
-            assert coupon.code not in self.s.coupons, "uq_coupons_code"
-            self.s.coupons[coupon.code] = (self.s.next_seq(), coupon, None)
-
-    def get(self, code: str) -> Coupon | None:
-        found = self.s.coupons.get(code)
-        return None if found is None else found[1]
-
-    def of_redemptions(self, redemption_ids: Sequence[str]) -> dict[str, list[Coupon]]:
-        found: dict[str, list[Coupon]] = {r: [] for r in redemption_ids}
-        for _, coupon, _ in sorted(self.s.coupons.values(), key=lambda row: row[0]):
-            if coupon.redemption_id in found:
-                found[coupon.redemption_id].append(coupon)
-        return found
-
-    def page(
-        self,
-        customer_id: str,
-        *,
-        state: CouponState | None,
-        now: datetime,
-        before: int | None,
-        limit: int,
-    ) -> Page[Coupon]:
-        rows = sorted(
-            (
-                (seq, c)
-                for seq, c, _ in self.s.coupons.values()
-                if c.customer_id == customer_id
-                and (state is None or c.state_at(now) is state)
-                and (before is None or seq < before)
-            ),
-            key=lambda row: -row[0],
-        )
-        return Page.of(rows, limit)
-
-    def _change_issued(
-        self, code: str, now: datetime, refund_id: str | None = None, **values: object
-    ) -> bool:
-        seq, coupon, old_refund = self.s.coupons[code]
-        if coupon.state_at(now) is not CouponState.ISSUED:
-            return False
-        changed = dataclasses.replace(coupon, **values)  # type: ignore[arg-type]
-        self.s.coupons[code] = (seq, changed, refund_id or old_refund)
-        return True
-
-    def use(self, code: str, order_id: str, now: datetime) -> bool:
-        return self._change_issued(
-            code, now, state=CouponState.USED, used_order_id=order_id, use_time=now
-        )
-
-    def void(self, code: str, refund_id: str, now: datetime) -> bool:
-        return self._change_issued(code, now, refund_id, state=CouponState.VOID)
-
-    def restore(self, refund_id: str) -> int:
-        restored = 0
-        for code, (seq, coupon, refund) in list(self.s.coupons.items()):
-            if refund == refund_id and coupon.state is CouponState.VOID:
-                self.s.coupons[code] = (
-                    seq,
-                    dataclasses.replace(coupon, state=CouponState.ISSUED),
-                    None,
-                )
-                restored += 1
-        return restored
-
-
-class FakeRefunds:
-    def __init__(self, state: FakeState) -> None:
-        self.s = state
-
-    def add(self, refund: Refund) -> None:
-        assert all(r.request_id != refund.request_id for r in self.s.refunds.values())
-        self.s.refunds[refund.refund_id] = refund
-
-    def get(self, refund_id: str) -> Refund | None:
-        return self.s.refunds.get(refund_id)
-
-    def get_by_request_id(self, request_id: str) -> Refund | None:
-        return next((r for r in self.s.refunds.values() if r.request_id == request_id), None)
-
-    def complete(self, refund_id: str, reversal_id: str, now: datetime) -> bool:
-        refund = self.s.refunds[refund_id]
-        if refund.state is not RefundState.PENDING:
-            return False
-        self.s.refunds[refund_id] = dataclasses.replace(
-            refund, state=RefundState.COMPLETED, reversal_id=reversal_id, update_time=now
-        )
-        return True
-
-    def discard(self, refund_id: str) -> bool:
-        refund = self.s.refunds.get(refund_id)
-        if refund is None or refund.state is not RefundState.PENDING:
-            return False
-        del self.s.refunds[refund_id]
-        return True
-
-    def claim_pending(
-        self, *, now: datetime, untouched_since: datetime, lease_until: datetime, limit: int
-    ) -> list[str]:
-        return _claim(
-            self.s,
-            [(f.refund_id, f.update_time) for f in self.unsettled(limit=len(self.s.refunds))],
-            now=now,
-            untouched_since=untouched_since,
-            lease_until=lease_until,
-            limit=limit,
-        )
-
-    def renew(self, refund_ids: Sequence[str], lease_until: datetime) -> None:
-        _renew(
-            self.s,
-            [f.refund_id for f in self.unsettled(len(self.s.refunds))],
-            refund_ids,
-            lease_until,
-        )
-
-    def release(self, refund_ids: Sequence[str]) -> None:
-        for refund_id in refund_ids:
-            self.s.claims.pop(refund_id, None)
-
-    def unsettled(self, limit: int) -> list[Refund]:
-        return [f for f in self.s.refunds.values() if f.state is RefundState.PENDING][:limit]
-
-    def of_redemptions(self, redemption_ids: Sequence[str]) -> dict[str, list[Refund]]:
-        found: dict[str, list[Refund]] = {rid: [] for rid in redemption_ids}
-        for refund in self.s.refunds.values():
-            if refund.redemption_id in found:
-                found[refund.redemption_id].append(refund)
-        return found
-
-
-class FakeDatabase:
-    """Holds the committed state; each unit of work works on a copy until it commits."""
-
-    def __init__(self) -> None:
-        self.state = FakeState()
-        self.commits = 0
-
-
-class FakeUnitOfWork:
-    def __init__(self, database: FakeDatabase) -> None:
-        self._database = database
-
-    events: list[object]
-    committed_events: list[object]
-
-    def __enter__(self) -> Self:
-        self.events = []
-        if not hasattr(self, "committed_events"):
-            self.committed_events = []
-        self._state = copy.deepcopy(self._database.state)
-        self.products: ProductRepository = FakeProducts(self._state)
-        self.ratios: RatioRepository = FakeRatios(self._state)
-        self.links: LinkRepository = FakeLinks(self._state)
-        self.redemptions: RedemptionRepository = FakeRedemptions(self._state)
-        self.coupons: CouponRepository = FakeCoupons(self._state)
-        self.refunds: RefundRepository = FakeRefunds(self._state)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        pass  # anything not committed is simply dropped with the copy
-
-    def commit(self) -> None:
-        self._database.state = copy.deepcopy(self._state)
-        self._database.commits += 1
-        self.committed_events += self.events
-        self.events = []
-
-
-class InlineRunner:
-    async def run(self, fn: Callable[[], T]) -> T:
-        return fn()
-
-    async def write(self, fn: Callable[[], T]) -> T:
-        return fn()
-
-
-@dataclass
-class FakeAccount:
-    state: AccountState
-    balance: int
-
-
-class FakePointsGateway:
-    """A cardpoints that keeps its promises: idempotent deductions and reversals, no overdraft.
-
-    `unreachable` makes the next calls fail before reaching it; `lose_replies`
-    makes the next calls take effect but lose the answer on the way back.
-    """
-
-    def __init__(self) -> None:
-        self.accounts: dict[str, FakeAccount] = {}
-        self.deductions: dict[str, tuple[DeductionOrder, Deduction | DomainError]] = {}
-        self.reversals: dict[str, tuple[ReversalOrder, Reversal]] = {}
-        self.reversed: dict[str, int] = {}
-        self.unreachable = 0
-        self.lose_replies = 0
-        self.calls: list[str] = []
-
-    def open(
-        self, account_id: str, balance: int, state: AccountState = AccountState.ACTIVE
-    ) -> None:
-        self.accounts[account_id] = FakeAccount(state, balance)
-
-    def _reach(self, what: str) -> None:
-        self.calls.append(what)
-        if self.unreachable:
-            self.unreachable -= 1
-            raise PointsSystemUnavailable(f"{what}: connection refused")
-
-    def _reply(self, what: str, answer: T) -> T:
-        if self.lose_replies:
-            self.lose_replies -= 1
-            raise PointsSystemUnavailable(f"{what}: deadline exceeded")
-        return answer
-
-    async def get_account(self, account_id: str) -> CardAccount:
-        self._reach("GetAccount")
-        account = self.accounts.get(account_id)
-        if account is None:
-            raise AccountNotFound(f"no account {account_id}")
-        return self._reply("GetAccount", CardAccount(account_id, account.state, account.balance))
-
-    def _deduct(self, order: DeductionOrder) -> Deduction:
-        account = self.accounts.get(order.account_id)
-        if account is None:
-            raise AccountNotFound(f"no account {order.account_id}")
-        if account.state is AccountState.FROZEN:
-            raise AccountFrozen("frozen")
-        if account.state is AccountState.CLOSED:
-            raise AccountClosed("closed")
-        if order.points != order.coupon_quantity * order.points_per_coupon:
-            raise PointsMismatch("points mismatch")
-        if account.balance < order.points:
-            raise InsufficientPoints(f"balance {account.balance} < {order.points}")
-        account.balance -= order.points
-        return Deduction(
-            f"d-{len(self.deductions) + 1}",
-            order.request_id,
-            order.account_id,
-            order.points,
-            account.balance,
-        )
-
-    async def deduct_points(self, order: DeductionOrder) -> Deduction:
-        self._reach("DeductPoints")
-        if order.request_id not in self.deductions:
-            try:
-                outcome: Deduction | DomainError = self._deduct(order)
-            except DomainError as refusal:
-                outcome = refusal
-            self.deductions[order.request_id] = (order, outcome)
-        stored, outcome = self.deductions[order.request_id]
-        assert stored == order, "REQUEST_ID_REUSED"
-        if isinstance(outcome, DomainError):
-            raise outcome
-        return self._reply("DeductPoints", outcome)
-
-    async def get_deduction(self, request_id: str) -> Deduction:
-        self._reach("GetDeduction")
-        found = self.deductions.get(request_id)
-        if found is None or isinstance(found[1], DomainError):
-            raise DeductionNotFound(request_id)
-        return found[1]
-
-    async def reverse_deduction(self, order: ReversalOrder) -> Reversal:
-        self._reach("ReverseDeduction")
-        if order.request_id not in self.reversals:
-            found = self.deductions.get(order.deduction_request_id)
-            if found is None or isinstance(found[1], DomainError):
-                raise DeductionNotFound(order.deduction_request_id)
-            deduction = found[1]
-            account = self.accounts[deduction.account_id]
-            if account.state is AccountState.CLOSED:
-                raise AccountClosed("closed")
-            already = self.reversed.get(order.deduction_request_id, 0)
-            if already + order.points > deduction.points:
-                raise ReversalExceedsDeduction("too much")
-            self.reversed[order.deduction_request_id] = already + order.points
-            account.balance += order.points
-            reversal = Reversal(f"r-{len(self.reversals) + 1}", order.request_id, order.points)
-            self.reversals[order.request_id] = (order, reversal)
-        stored, reversal = self.reversals[order.request_id]
-        assert stored == order, "REQUEST_ID_REUSED"
-        return self._reply("ReverseDeduction", reversal)
-
-    def successful_deductions(self) -> list[Deduction]:
-        return [d for _, d in self.deductions.values() if isinstance(d, Deduction)]
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, delta: timedelta) -> None:
-        self.now += delta
+from tests.ecommerce.fakes import (
+    START,
+    FakeClock,
+    FakeDatabase,
+    FakePointsGateway,
+    fake_steps,
+)
 
 
 @dataclass
 class World:
-    deps: Dependencies
+    steps: EcommerceSteps
     database: FakeDatabase
     points: FakePointsGateway
     clock: FakeClock
@@ -620,15 +43,8 @@ class World:
 @pytest.fixture
 def world() -> World:
     database = FakeDatabase()
-    points = FakePointsGateway()
     clock = FakeClock()
-    deps = Dependencies(
-        runner=InlineRunner(),
-        uow=lambda: FakeUnitOfWork(database),
-        points=points,
-        clock=clock,
-    )
-    return World(deps, database, points, clock)
+    return World(fake_steps(database, clock), database, FakePointsGateway(), clock)
 
 
 # ---------------------------------------------------------------- helpers
@@ -643,22 +59,26 @@ async def add_product(
     validity_days: int = 30,
     max_quantity: int = 20,
 ) -> CouponProduct:
-    return await services.create_coupon_product(
-        w.deps,
-        product_id=product_id,
-        display_name="10 CNY off",
-        face_value_minor=face_value_minor,
-        currency="CNY",
-        points_per_coupon=points_per_coupon,
-        validity_days=validity_days,
-        max_quantity_per_redemption=max_quantity,
+    return await w.steps.write(
+        products.create_coupon_product,
+        commands.CreateCouponProduct(
+            product_id=product_id,
+            display_name="10 CNY off",
+            face_value_minor=face_value_minor,
+            currency="CNY",
+            points_per_coupon=points_per_coupon,
+            validity_days=validity_days,
+            max_quantity_per_redemption=max_quantity,
+        ),
     )
 
 
 async def add_customer(w: World, customer_id: str = "alice", balance: int = 10_000) -> None:
     w.points.open(f"card-{customer_id}", balance)
-    await services.link_card_account(
-        w.deps, customer_id=customer_id, card_account_id=f"card-{customer_id}"
+    await products.link_card_account(
+        w.steps,
+        w.points,
+        commands.LinkCardAccount(customer_id=customer_id, card_account_id=f"card-{customer_id}"),
     )
 
 
@@ -671,13 +91,16 @@ async def redeem(
     quantity: int = 3,
     expected_points: int | None = None,
 ) -> Redemption:
-    return await services.redeem_points(
-        w.deps,
-        request_id=request_id,
-        customer_id=customer_id,
-        product_id=product_id,
-        quantity=quantity,
-        expected_points=expected_points,
+    return await redemptions.redeem_points(
+        w.steps,
+        w.points,
+        commands.RedeemPoints(
+            request_id=request_id,
+            customer_id=customer_id,
+            product_id=product_id,
+            quantity=quantity,
+            expected_points=expected_points,
+        ),
     )
 
 
@@ -714,8 +137,9 @@ async def test_product_starts_at_ratio_version_1_and_each_change_adds_a_version(
     product = await add_product(world)
     assert (product.ratio_version, product.points_per_coupon, product.active) == (1, 1000, True)
     world.clock.advance(timedelta(hours=1))
-    ratio, changed = await services.set_exchange_ratio(
-        world.deps, product_id="coupon-10", points_per_coupon=1200
+    ratio, changed = await world.steps.write(
+        products.set_exchange_ratio,
+        commands.SetExchangeRatio(product_id="coupon-10", points_per_coupon=1200),
     )
     assert (ratio.version, ratio.points_per_coupon, ratio.effective_time) == (
         2,
@@ -723,14 +147,21 @@ async def test_product_starts_at_ratio_version_1_and_each_change_adds_a_version(
         START + timedelta(hours=1),
     )
     assert (changed.ratio_version, changed.points_per_coupon) == (2, 1200)
-    await services.set_exchange_ratio(world.deps, product_id="coupon-10", points_per_coupon=900)
+    await world.steps.write(
+        products.set_exchange_ratio,
+        commands.SetExchangeRatio(product_id="coupon-10", points_per_coupon=900),
+    )
 
-    first = await services.list_exchange_ratios(
-        world.deps, product_id="coupon-10", page_size=2, page_token=""
+    first = await world.steps.read(
+        products.list_exchange_ratios,
+        commands.ListExchangeRatios(product_id="coupon-10", page_size=2, page_token=""),
     )
     assert [r.version for r in first.items] == [3, 2]
-    rest = await services.list_exchange_ratios(
-        world.deps, product_id="coupon-10", page_size=2, page_token=first.next_page_token
+    rest = await world.steps.read(
+        products.list_exchange_ratios,
+        commands.ListExchangeRatios(
+            product_id="coupon-10", page_size=2, page_token=first.next_page_token
+        ),
     )
     assert [(r.version, r.points_per_coupon) for r in rest.items] == [(1, 1000)]
     assert rest.next_page_token == ""
@@ -746,15 +177,17 @@ async def test_duplicate_product_is_refused(world: World) -> None:
 
 async def test_every_bad_product_field_is_named_and_nothing_is_stored(world: World) -> None:
     with pytest.raises(DomainError) as excinfo:
-        await services.create_coupon_product(
-            world.deps,
-            product_id="no spaces",
-            display_name="",
-            face_value_minor=0,
-            currency="cny",
-            points_per_coupon=-1,
-            validity_days=0,
-            max_quantity_per_redemption=1001,
+        await world.steps.write(
+            products.create_coupon_product,
+            commands.CreateCouponProduct(
+                product_id="no spaces",
+                display_name="",
+                face_value_minor=0,
+                currency="cny",
+                points_per_coupon=-1,
+                validity_days=0,
+                max_quantity_per_redemption=1001,
+            ),
         )
     assert excinfo.value.reason == "INVALID_FIELD"
     assert [v.field for v in excinfo.value.violations] == [
@@ -773,16 +206,24 @@ async def test_inactive_products_are_listed_only_on_request(world: World) -> Non
     await add_product(world, "a")
     await add_product(world, "b")
     await add_product(world, "c")
-    await services.set_coupon_product_active(world.deps, product_id="b", active=False)
-    active = await services.list_coupon_products(
-        world.deps, page_size=0, page_token="", include_inactive=False
+    await world.steps.write(
+        products.set_coupon_product_active,
+        commands.SetCouponProductActive(product_id="b", active=False),
+    )
+    active = await world.steps.read(
+        products.list_coupon_products,
+        commands.ListCouponProducts(page_size=0, page_token="", include_inactive=False),
     )
     assert [p.product_id for p in active.items] == ["a", "c"]
-    first = await services.list_coupon_products(
-        world.deps, page_size=2, page_token="", include_inactive=True
+    first = await world.steps.read(
+        products.list_coupon_products,
+        commands.ListCouponProducts(page_size=2, page_token="", include_inactive=True),
     )
-    second = await services.list_coupon_products(
-        world.deps, page_size=2, page_token=first.next_page_token, include_inactive=True
+    second = await world.steps.read(
+        products.list_coupon_products,
+        commands.ListCouponProducts(
+            page_size=2, page_token=first.next_page_token, include_inactive=True
+        ),
     )
     assert [p.product_id for p in first.items + second.items] == ["a", "b", "c"]
 
@@ -794,18 +235,28 @@ async def test_inactive_products_are_listed_only_on_request(world: World) -> Non
 async def test_link_needs_an_active_account(world: World, state: AccountState, reason: str) -> None:
     world.points.open("card-x", 100, state)
     with pytest.raises(DomainError) as excinfo:
-        await services.link_card_account(world.deps, customer_id="bob", card_account_id="card-x")
+        await products.link_card_account(
+            world.steps,
+            world.points,
+            commands.LinkCardAccount(customer_id="bob", card_account_id="card-x"),
+        )
     assert excinfo.value.reason == reason
     with pytest.raises(AccountNotFound):
-        await services.link_card_account(world.deps, customer_id="bob", card_account_id="nope")
+        await products.link_card_account(
+            world.steps,
+            world.points,
+            commands.LinkCardAccount(customer_id="bob", card_account_id="nope"),
+        )
     assert world.database.state.links == {}
 
 
 async def test_relinking_replaces_the_card(world: World) -> None:
     await add_customer(world, "bob")
     world.points.open("card-new", 5)
-    link = await services.link_card_account(
-        world.deps, customer_id="bob", card_account_id="card-new"
+    link = await products.link_card_account(
+        world.steps,
+        world.points,
+        commands.LinkCardAccount(customer_id="bob", card_account_id="card-new"),
     )
     assert link.card_account_id == "card-new"
     assert world.database.state.links["bob"].card_account_id == "card-new"
@@ -815,15 +266,21 @@ async def test_link_when_cardpoints_is_down_is_unavailable(world: World) -> None
     world.points.open("card-x", 100)
     world.points.unreachable = 1
     with pytest.raises(PointsSystemUnavailable):
-        await services.link_card_account(world.deps, customer_id="bob", card_account_id="card-x")
+        await products.link_card_account(
+            world.steps,
+            world.points,
+            commands.LinkCardAccount(customer_id="bob", card_account_id="card-x"),
+        )
 
 
 # ---------------------------------------------------------------- quotes
 
 
 async def test_quote_is_exact_and_shows_the_balance_when_linked(shop: World) -> None:
-    quote = await services.quote_redemption(
-        shop.deps, customer_id="alice", product_id="coupon-10", quantity=7
+    quote = await redemptions.quote_redemption(
+        shop.steps,
+        shop.points,
+        commands.QuoteRedemption(customer_id="alice", product_id="coupon-10", quantity=7),
     )
     assert (quote.points_required, quote.face_value_total_minor, quote.available_points) == (
         7000,
@@ -832,8 +289,10 @@ async def test_quote_is_exact_and_shows_the_balance_when_linked(shop: World) -> 
     )
     assert (quote.points_per_coupon, quote.ratio_version, quote.currency) == (1000, 1, "CNY")
     assert quote.card_linked
-    unlinked = await services.quote_redemption(
-        shop.deps, customer_id="nobody", product_id="coupon-10", quantity=1
+    unlinked = await redemptions.quote_redemption(
+        shop.steps,
+        shop.points,
+        commands.QuoteRedemption(customer_id="nobody", product_id="coupon-10", quantity=1),
     )
     # Redeeming would be refused with CARD_NOT_LINKED: the quote says so up front.
     assert (unlinked.available_points, unlinked.card_linked) == (None, False)
@@ -841,8 +300,10 @@ async def test_quote_is_exact_and_shows_the_balance_when_linked(shop: World) -> 
 
 async def test_quote_without_cardpoints_leaves_the_balance_out(shop: World) -> None:
     shop.points.unreachable = 1
-    quote = await services.quote_redemption(
-        shop.deps, customer_id="alice", product_id="coupon-10", quantity=2
+    quote = await redemptions.quote_redemption(
+        shop.steps,
+        shop.points,
+        commands.QuoteRedemption(customer_id="alice", product_id="coupon-10", quantity=2),
     )
     assert (quote.points_required, quote.available_points, quote.card_linked) == (2000, None, True)
 
@@ -850,8 +311,10 @@ async def test_quote_without_cardpoints_leaves_the_balance_out(shop: World) -> N
 async def test_quote_overflow_is_refused_not_wrapped(world: World) -> None:
     await add_product(world, "huge", points_per_coupon=2**62, max_quantity=10)
     with pytest.raises(DomainError) as excinfo:
-        await services.quote_redemption(
-            world.deps, customer_id="alice", product_id="huge", quantity=2
+        await redemptions.quote_redemption(
+            world.steps,
+            world.points,
+            commands.QuoteRedemption(customer_id="alice", product_id="huge", quantity=2),
         )
     assert excinfo.value.reason == "INVALID_FIELD"
     assert [v.field for v in excinfo.value.violations] == ["quantity"]
@@ -922,7 +385,8 @@ async def test_unknown_outcome_stays_pending_and_a_retry_completes_exactly_once(
     shop.points.unreachable = 0
     done = await redeem(shop, "req-9", quantity=2)
     again = await redeem(shop, "req-9", quantity=2)
-    settled = await services.settle_redemption(shop.deps, pending.redemption_id)
+    # Settling the stale PENDING copy again, as a concurrent attempt would, changes nothing.
+    settled = await redemptions.settle(shop.steps, shop.points, pending)
 
     assert done.redemption_id == again.redemption_id == settled.redemption_id
     assert done.state is RedemptionState.COMPLETED
@@ -932,28 +396,35 @@ async def test_unknown_outcome_stays_pending_and_a_retry_completes_exactly_once(
     assert {c.code for c in again.coupons} == {c.code for c in done.coupons}
 
 
-async def test_the_recovery_pass_finishes_pending_redemptions(shop: World) -> None:
+async def test_the_recovery_sweep_finishes_pending_redemptions(shop: World) -> None:
+    """`recover` is what the server's recovery loop runs on every sweep."""
     await add_customer(shop, "bob", balance=100)
     shop.points.unreachable = 2
     for request_id, customer in (("r-a", "alice"), ("r-b", "bob")):
         with pytest.raises(PointsSystemUnavailable):
             await redeem(shop, request_id, customer_id=customer, quantity=1)
-    assert await services.settle_pending_redemptions(shop.deps) == 2
+    at_once = recovery.RecoveryPolicy(settle_delay=timedelta(0))
+    assert (await recovery.recover(shop.steps, shop.points, at_once)).settled == 2
     states = {r.customer_id: (r.state, r.failure_reason) for r in stored_redemptions(shop)}
     assert states == {
         "alice": (RedemptionState.COMPLETED, ""),
         "bob": (RedemptionState.FAILED, "INSUFFICIENT_POINTS"),
     }
-    assert await services.settle_pending_redemptions(shop.deps) == 0
+    assert (await recovery.recover(shop.steps, shop.points, at_once)).settled == 0
 
 
 async def test_rate_changed_between_quote_and_redeem_stores_and_deducts_nothing(
     shop: World,
 ) -> None:
-    quote = await services.quote_redemption(
-        shop.deps, customer_id="alice", product_id="coupon-10", quantity=2
+    quote = await redemptions.quote_redemption(
+        shop.steps,
+        shop.points,
+        commands.QuoteRedemption(customer_id="alice", product_id="coupon-10", quantity=2),
     )
-    await services.set_exchange_ratio(shop.deps, product_id="coupon-10", points_per_coupon=1500)
+    await shop.steps.write(
+        products.set_exchange_ratio,
+        commands.SetExchangeRatio(product_id="coupon-10", points_per_coupon=1500),
+    )
     with pytest.raises(DomainError) as excinfo:
         await redeem(shop, quantity=2, expected_points=quote.points_required)
     assert refused(excinfo) == (
@@ -1013,14 +484,18 @@ async def test_refused_before_anything_is_stored(
     request = {"request_id": "r", "customer_id": "alice", "product_id": "coupon-10", "quantity": 1}
     request.update(change)
     with pytest.raises(DomainError) as excinfo:
-        await services.redeem_points(shop.deps, expected_points=None, **request)  # type: ignore[arg-type]
+        cmd = commands.RedeemPoints(expected_points=None, **request)  # type: ignore[arg-type]
+        await redemptions.redeem_points(shop.steps, shop.points, cmd)
     assert excinfo.value.reason == reason
     assert stored_redemptions(shop) == []
     assert "DeductPoints" not in shop.points.calls
 
 
 async def test_inactive_product_is_refused(shop: World) -> None:
-    await services.set_coupon_product_active(shop.deps, product_id="coupon-10", active=False)
+    await shop.steps.write(
+        products.set_coupon_product_active,
+        commands.SetCouponProductActive(product_id="coupon-10", active=False),
+    )
     with pytest.raises(DomainError) as excinfo:
         await redeem(shop)
     assert excinfo.value.reason == "PRODUCT_INACTIVE"
@@ -1029,13 +504,16 @@ async def test_inactive_product_is_refused(shop: World) -> None:
 
 async def test_every_bad_redeem_field_is_named(shop: World) -> None:
     with pytest.raises(DomainError) as excinfo:
-        await services.redeem_points(
-            shop.deps,
-            request_id="bad id!",
-            customer_id="",
-            product_id="x" * 65,
-            quantity=0,
-            expected_points=-5,
+        await redemptions.redeem_points(
+            shop.steps,
+            shop.points,
+            commands.RedeemPoints(
+                request_id="bad id!",
+                customer_id="",
+                product_id="x" * 65,
+                quantity=0,
+                expected_points=-5,
+            ),
         )
     assert excinfo.value.reason == "INVALID_FIELD"
     assert [v.field for v in excinfo.value.violations] == [
@@ -1052,8 +530,14 @@ async def test_a_replay_uses_the_recorded_ratio_and_other_parameters_are_refused
     shop: World,
 ) -> None:
     first = await redeem(shop, quantity=2, expected_points=2000)
-    await services.set_exchange_ratio(shop.deps, product_id="coupon-10", points_per_coupon=5)
-    await services.set_coupon_product_active(shop.deps, product_id="coupon-10", active=False)
+    await shop.steps.write(
+        products.set_exchange_ratio,
+        commands.SetExchangeRatio(product_id="coupon-10", points_per_coupon=5),
+    )
+    await shop.steps.write(
+        products.set_coupon_product_active,
+        commands.SetCouponProductActive(product_id="coupon-10", active=False),
+    )
 
     replay = await redeem(shop, quantity=2, expected_points=2000)
     assert replay == first
@@ -1072,33 +556,43 @@ async def test_redemptions_are_private_paged_newest_first_and_filterable(shop: W
     with pytest.raises(DomainError):
         await redeem(shop, "r-big", quantity=20)
 
-    got = await services.get_redemption(
-        shop.deps, customer_id="alice", redemption_id=made[0].redemption_id
+    got = await shop.steps.read(
+        redemptions.get_redemption,
+        commands.GetRedemption(customer_id="alice", redemption_id=made[0].redemption_id),
     )
     assert got == made[0]
     assert len(got.coupons) == 1
     with pytest.raises(DomainError) as excinfo:
-        await services.get_redemption(
-            shop.deps, customer_id="bob", redemption_id=made[0].redemption_id
+        await shop.steps.read(
+            redemptions.get_redemption,
+            commands.GetRedemption(customer_id="bob", redemption_id=made[0].redemption_id),
         )
     assert excinfo.value.reason == "NOT_OWNER"
 
-    first = await services.list_redemptions(
-        shop.deps, customer_id="alice", page_size=2, page_token="", state=""
+    first = await shop.steps.read(
+        redemptions.list_redemptions,
+        commands.ListRedemptions(customer_id="alice", page_size=2, page_token="", state=""),
     )
-    second = await services.list_redemptions(
-        shop.deps, customer_id="alice", page_size=2, page_token=first.next_page_token, state=""
+    second = await shop.steps.read(
+        redemptions.list_redemptions,
+        commands.ListRedemptions(
+            customer_id="alice", page_size=2, page_token=first.next_page_token, state=""
+        ),
     )
     assert [r.request_id for r in first.items + second.items] == ["r-big", "r-2", "r-1", "r-0"]
     assert second.next_page_token == ""
-    failed = await services.list_redemptions(
-        shop.deps, customer_id="alice", page_size=0, page_token="", state="FAILED"
+    failed = await shop.steps.read(
+        redemptions.list_redemptions,
+        commands.ListRedemptions(customer_id="alice", page_size=0, page_token="", state="FAILED"),
     )
     assert [r.request_id for r in failed.items] == ["r-big"]
 
     with pytest.raises(DomainError) as bad:
-        await services.list_redemptions(
-            shop.deps, customer_id="alice", page_size=1001, page_token="junk", state="7"
+        await shop.steps.read(
+            redemptions.list_redemptions,
+            commands.ListRedemptions(
+                customer_id="alice", page_size=1001, page_token="junk", state="7"
+            ),
         )
     assert [v.field for v in bad.value.violations] == ["state", "page_size", "page_token"]
 
@@ -1109,8 +603,9 @@ async def test_redemptions_are_private_paged_newest_first_and_filterable(shop: W
 async def test_a_coupon_is_used_once_and_the_same_order_replays(shop: World) -> None:
     [coupon] = (await redeem(shop, quantity=1)).coupons
     shop.clock.advance(timedelta(minutes=5))
-    used = await services.use_coupon(
-        shop.deps, customer_id="alice", code=coupon.code, order_id="order-1"
+    used = await shop.steps.write(
+        coupons.use_coupon,
+        commands.UseCoupon(customer_id="alice", code=coupon.code, order_id="order-1"),
     )
     assert (used.state, used.used_order_id, used.use_time) == (
         CouponState.USED,
@@ -1120,12 +615,16 @@ async def test_a_coupon_is_used_once_and_the_same_order_replays(shop: World) -> 
     # Typed by a person: lower case and no dashes are forgiven.
     sloppy = coupon.code.replace("-", "").lower()
     assert (
-        await services.use_coupon(shop.deps, customer_id="alice", code=sloppy, order_id="order-1")
+        await shop.steps.write(
+            coupons.use_coupon,
+            commands.UseCoupon(customer_id="alice", code=sloppy, order_id="order-1"),
+        )
         == used
     )
     with pytest.raises(DomainError) as excinfo:
-        await services.use_coupon(
-            shop.deps, customer_id="alice", code=coupon.code, order_id="order-2"
+        await shop.steps.write(
+            coupons.use_coupon,
+            commands.UseCoupon(customer_id="alice", code=coupon.code, order_id="order-2"),
         )
     assert refused(excinfo) == ("COUPON_ALREADY_USED", {"code": coupon.code})
 
@@ -1133,16 +632,22 @@ async def test_a_coupon_is_used_once_and_the_same_order_replays(shop: World) -> 
 async def test_unknown_foreign_and_mistyped_codes(shop: World) -> None:
     [coupon] = (await redeem(shop, quantity=1)).coupons
     with pytest.raises(DomainError) as foreign:
-        await services.use_coupon(shop.deps, customer_id="bob", code=coupon.code, order_id="o")
+        await shop.steps.write(
+            coupons.use_coupon,
+            commands.UseCoupon(customer_id="bob", code=coupon.code, order_id="o"),
+        )
     assert foreign.value.reason == "NOT_OWNER"
     with pytest.raises(DomainError) as unknown:
-        await services.use_coupon(
-            shop.deps, customer_id="alice", code=coupon_codes.new_code(), order_id="o"
+        await shop.steps.write(
+            coupons.use_coupon,
+            commands.UseCoupon(customer_id="alice", code=coupon_codes.new_code(), order_id="o"),
         )
     assert unknown.value.reason == "COUPON_NOT_FOUND"
     typo = ("2" if coupon.code[0] != "2" else "3") + coupon.code[1:]
     with pytest.raises(DomainError) as mistyped:
-        await services.use_coupon(shop.deps, customer_id="alice", code=typo, order_id="o")
+        await shop.steps.write(
+            coupons.use_coupon, commands.UseCoupon(customer_id="alice", code=typo, order_id="o")
+        )
     assert mistyped.value.reason == "INVALID_FIELD"
     assert [v.field for v in mistyped.value.violations] == ["code"]
     assert {c.state for c in stored_coupons(shop)} == {CouponState.ISSUED}
@@ -1151,24 +656,32 @@ async def test_unknown_foreign_and_mistyped_codes(shop: World) -> None:
 async def test_expired_coupons_read_as_expired_and_cannot_be_used(shop: World) -> None:
     [coupon] = (await redeem(shop, quantity=1)).coupons
     shop.clock.advance(timedelta(days=30))
-    listed = await services.list_coupons(
-        shop.deps, customer_id="alice", state="EXPIRED", page_size=0, page_token=""
+    listed = await shop.steps.read(
+        coupons.list_coupons,
+        commands.ListCoupons(customer_id="alice", state="EXPIRED", page_size=0, page_token=""),
     )
     assert [(c.code, c.state) for c in listed.items] == [(coupon.code, CouponState.EXPIRED)]
-    issued = await services.list_coupons(
-        shop.deps, customer_id="alice", state="ISSUED", page_size=0, page_token=""
+    issued = await shop.steps.read(
+        coupons.list_coupons,
+        commands.ListCoupons(customer_id="alice", state="ISSUED", page_size=0, page_token=""),
     )
     assert issued.items == []
     with pytest.raises(DomainError) as excinfo:
-        await services.use_coupon(shop.deps, customer_id="alice", code=coupon.code, order_id="o")
+        await shop.steps.write(
+            coupons.use_coupon,
+            commands.UseCoupon(customer_id="alice", code=coupon.code, order_id="o"),
+        )
     assert excinfo.value.reason == "COUPON_EXPIRED"
     with pytest.raises(DomainError) as refund:
-        await services.refund_coupons(
-            shop.deps,
-            request_id="rf",
-            customer_id="alice",
-            redemption_id=coupon.redemption_id,
-            codes=[coupon.code],
+        await refunds.refund_coupons(
+            shop.steps,
+            shop.points,
+            commands.RefundCoupons(
+                request_id="rf",
+                customer_id="alice",
+                redemption_id=coupon.redemption_id,
+                codes=[coupon.code],
+            ),
         )
     assert refund.value.reason == "COUPON_EXPIRED"
 
@@ -1176,11 +689,15 @@ async def test_expired_coupons_read_as_expired_and_cannot_be_used(shop: World) -
 async def test_coupons_list_newest_first_in_pages(shop: World) -> None:
     first = await redeem(shop, "r-1", quantity=2)
     second = await redeem(shop, "r-2", quantity=1)
-    page = await services.list_coupons(
-        shop.deps, customer_id="alice", state="", page_size=2, page_token=""
+    page = await shop.steps.read(
+        coupons.list_coupons,
+        commands.ListCoupons(customer_id="alice", state="", page_size=2, page_token=""),
     )
-    rest = await services.list_coupons(
-        shop.deps, customer_id="alice", state="", page_size=2, page_token=page.next_page_token
+    rest = await shop.steps.read(
+        coupons.list_coupons,
+        commands.ListCoupons(
+            customer_id="alice", state="", page_size=2, page_token=page.next_page_token
+        ),
     )
     expected = [c.code for c in second.coupons] + [c.code for c in reversed(first.coupons)]
     assert [c.code for c in page.items + rest.items] == expected
@@ -1190,12 +707,15 @@ async def test_coupons_list_newest_first_in_pages(shop: World) -> None:
 async def test_partial_refund_voids_coupons_and_gives_their_points_back(shop: World) -> None:
     redemption = await redeem(shop, quantity=3)
     codes = [c.code for c in redemption.coupons]
-    refund = await services.refund_coupons(
-        shop.deps,
-        request_id="refund-1",
-        customer_id="alice",
-        redemption_id=redemption.redemption_id,
-        codes=[codes[0].lower(), codes[1]],
+    refund = await refunds.refund_coupons(
+        shop.steps,
+        shop.points,
+        commands.RefundCoupons(
+            request_id="refund-1",
+            customer_id="alice",
+            redemption_id=redemption.redemption_id,
+            codes=[codes[0].lower(), codes[1]],
+        ),
     )
     assert (refund.state, refund.points, refund.codes) == (
         RefundState.COMPLETED,
@@ -1211,8 +731,9 @@ async def test_partial_refund_voids_coupons_and_gives_their_points_back(shop: Wo
         order.reason,
     )
     assert refund.reversal_id == reversal.reversal_id
-    after = await services.get_redemption(
-        shop.deps, customer_id="alice", redemption_id=redemption.redemption_id
+    after = await shop.steps.read(
+        redemptions.get_redemption,
+        commands.GetRedemption(customer_id="alice", redemption_id=redemption.redemption_id),
     )
     assert after.refunded_points == 2000
     assert [c.state for c in after.coupons] == [
@@ -1221,35 +742,46 @@ async def test_partial_refund_voids_coupons_and_gives_their_points_back(shop: Wo
         CouponState.ISSUED,
     ]
 
-    again = await services.refund_coupons(
-        shop.deps,
-        request_id="refund-1",
-        customer_id="alice",
-        redemption_id=redemption.redemption_id,
-        codes=[codes[1], codes[0]],
+    again = await refunds.refund_coupons(
+        shop.steps,
+        shop.points,
+        commands.RefundCoupons(
+            request_id="refund-1",
+            customer_id="alice",
+            redemption_id=redemption.redemption_id,
+            codes=[codes[1], codes[0]],
+        ),
     )
     assert again == refund
     assert balance(shop) == 9000
 
     with pytest.raises(DomainError) as void:
-        await services.use_coupon(shop.deps, customer_id="alice", code=codes[0], order_id="o")
+        await shop.steps.write(
+            coupons.use_coupon, commands.UseCoupon(customer_id="alice", code=codes[0], order_id="o")
+        )
     assert void.value.reason == "COUPON_VOID"
     with pytest.raises(DomainError) as twice:
-        await services.refund_coupons(
-            shop.deps,
-            request_id="refund-2",
-            customer_id="alice",
-            redemption_id=redemption.redemption_id,
-            codes=[codes[2], codes[0]],
+        await refunds.refund_coupons(
+            shop.steps,
+            shop.points,
+            commands.RefundCoupons(
+                request_id="refund-2",
+                customer_id="alice",
+                redemption_id=redemption.redemption_id,
+                codes=[codes[2], codes[0]],
+            ),
         )
     assert refused(twice) == ("COUPON_VOID", {"code": codes[0]})
     with pytest.raises(DomainError) as reused:
-        await services.refund_coupons(
-            shop.deps,
-            request_id="refund-1",
-            customer_id="alice",
-            redemption_id=redemption.redemption_id,
-            codes=[codes[2]],
+        await refunds.refund_coupons(
+            shop.steps,
+            shop.points,
+            commands.RefundCoupons(
+                request_id="refund-1",
+                customer_id="alice",
+                redemption_id=redemption.redemption_id,
+                codes=[codes[2]],
+            ),
         )
     assert reused.value.reason == "REQUEST_ID_REUSED"
     assert stored_coupons(shop)[2].state is CouponState.ISSUED
@@ -1259,16 +791,18 @@ async def test_refund_refusals(shop: World) -> None:
     redemption = await redeem(shop, quantity=2)
     other = await redeem(shop, "req-2", quantity=1)
     used, unused = (c.code for c in redemption.coupons)
-    await services.use_coupon(shop.deps, customer_id="alice", code=used, order_id="o")
+    await shop.steps.write(
+        coupons.use_coupon, commands.UseCoupon(customer_id="alice", code=used, order_id="o")
+    )
 
     async def refund(codes: list[str], redemption_id: str = redemption.redemption_id) -> str:
         with pytest.raises(DomainError) as excinfo:
-            await services.refund_coupons(
-                shop.deps,
-                request_id="rf",
-                customer_id="alice",
-                redemption_id=redemption_id,
-                codes=codes,
+            await refunds.refund_coupons(
+                shop.steps,
+                shop.points,
+                commands.RefundCoupons(
+                    request_id="rf", customer_id="alice", redemption_id=redemption_id, codes=codes
+                ),
             )
         return excinfo.value.reason
 
@@ -1278,12 +812,15 @@ async def test_refund_refusals(shop: World) -> None:
     assert await refund([unused], "rd_missing") == "REDEMPTION_NOT_FOUND"
     assert await refund([]) == "INVALID_FIELD"
     with pytest.raises(DomainError) as excinfo:
-        await services.refund_coupons(
-            shop.deps,
-            request_id="rf",
-            customer_id="alice",
-            redemption_id=redemption.redemption_id,
-            codes=[unused, "nonsense", unused.replace("-", "")],
+        await refunds.refund_coupons(
+            shop.steps,
+            shop.points,
+            commands.RefundCoupons(
+                request_id="rf",
+                customer_id="alice",
+                redemption_id=redemption.redemption_id,
+                codes=[unused, "nonsense", unused.replace("-", "")],
+            ),
         )
     assert excinfo.value.violations == (
         FieldViolation("codes[1]", "must have 18 symbols, not counting dashes"),
@@ -1299,27 +836,33 @@ async def test_refund_with_unknown_outcome_stays_pending_and_resumes(shop: World
     code = redemption.coupons[0].code
     shop.points.lose_replies = 1
     with pytest.raises(PointsSystemUnavailable) as excinfo:
-        await services.refund_coupons(
-            shop.deps,
-            request_id="rf-1",
-            customer_id="alice",
-            redemption_id=redemption.redemption_id,
-            codes=[code],
+        await refunds.refund_coupons(
+            shop.steps,
+            shop.points,
+            commands.RefundCoupons(
+                request_id="rf-1",
+                customer_id="alice",
+                redemption_id=redemption.redemption_id,
+                codes=[code],
+            ),
         )
     [pending] = shop.database.state.refunds.values()
     assert pending.state is RefundState.PENDING
     assert excinfo.value.metadata["refund_id"] == pending.refund_id
     assert {c.code: c.state for c in stored_coupons(shop)}[code] is CouponState.VOID
 
-    done = await services.refund_coupons(
-        shop.deps,
-        request_id="rf-1",
-        customer_id="alice",
-        redemption_id=redemption.redemption_id,
-        codes=[code],
+    done = await refunds.refund_coupons(
+        shop.steps,
+        shop.points,
+        commands.RefundCoupons(
+            request_id="rf-1",
+            customer_id="alice",
+            redemption_id=redemption.redemption_id,
+            codes=[code],
+        ),
     )
     assert done.state is RefundState.COMPLETED
-    assert await services.settle_refund(shop.deps, done.refund_id) == done
+    assert await refunds.settle(shop.steps, shop.points, done.refund_id) == done
     assert len(shop.points.reversals) == 1
     assert balance(shop) == 9000
     assert stored_redemptions(shop)[0].refunded_points == 1000
@@ -1329,12 +872,15 @@ async def test_a_refused_reversal_undoes_the_refund(shop: World) -> None:
     redemption = await redeem(shop, quantity=1)
     shop.points.accounts["card-alice"].state = AccountState.CLOSED
     with pytest.raises(DomainError) as excinfo:
-        await services.refund_coupons(
-            shop.deps,
-            request_id="rf-1",
-            customer_id="alice",
-            redemption_id=redemption.redemption_id,
-            codes=[redemption.coupons[0].code],
+        await refunds.refund_coupons(
+            shop.steps,
+            shop.points,
+            commands.RefundCoupons(
+                request_id="rf-1",
+                customer_id="alice",
+                redemption_id=redemption.redemption_id,
+                codes=[redemption.coupons[0].code],
+            ),
         )
     assert excinfo.value.reason == "ACCOUNT_CLOSED"
     assert shop.database.state.refunds == {}
@@ -1344,7 +890,7 @@ async def test_a_refused_reversal_undoes_the_refund(shop: World) -> None:
 # ---------------------------------------------------------------- recovery
 
 
-POLICY = services.RecoveryPolicy(
+POLICY = recovery.RecoveryPolicy(
     settle_delay=timedelta(seconds=5), review_after=timedelta(minutes=15)
 )
 
@@ -1357,12 +903,12 @@ async def test_recovery_finishes_a_lost_reply_forward_exactly_once(shop: World) 
     assert pending.state is RedemptionState.PENDING
 
     # Too fresh: a first attempt may still be in flight, so the sweep leaves it.
-    early = await services.recover(shop.deps, POLICY)
+    early = await recovery.recover(shop.steps, shop.points, POLICY)
     assert early.settled == 0
     assert [op.id for op in early.unsettled] == [pending.redemption_id]
 
     shop.clock.advance(timedelta(seconds=6))
-    report = await services.recover(shop.deps, POLICY)
+    report = await recovery.recover(shop.steps, shop.points, POLICY)
     assert report.settled == 1
     assert report.unsettled == []
     [done] = stored_redemptions(shop)
@@ -1383,11 +929,11 @@ async def test_recovery_fails_a_refused_redemption_and_keeps_unknown_ones(shop: 
     shop.clock.advance(timedelta(seconds=6))
 
     shop.points.unreachable = 1  # still down for the first one the sweep tries
-    first = await services.recover(shop.deps, POLICY)
+    first = await recovery.recover(shop.steps, shop.points, POLICY)
     assert first.settled == 1
     assert len(first.unsettled) == 1
     # The claim was released, so the next sweep retries what is still unknown.
-    second = await services.recover(shop.deps, POLICY)
+    second = await recovery.recover(shop.steps, shop.points, POLICY)
     assert second.settled == 1
     states = {r.customer_id: r for r in stored_redemptions(shop)}
     assert states["bob"].state is RedemptionState.FAILED
@@ -1401,7 +947,7 @@ async def test_unsettled_operations_are_flagged_for_review_when_old(shop: World)
     with pytest.raises(PointsSystemUnavailable):
         await redeem(shop, "stuck-1")
     shop.clock.advance(timedelta(minutes=16))
-    report = await services.recover(shop.deps, POLICY)
+    report = await recovery.recover(shop.steps, shop.points, POLICY)
     assert report.settled == 0
     [op] = report.needs_review
     assert (op.kind, op.request_id, op.points) == (
@@ -1415,15 +961,18 @@ async def test_recovery_settles_a_pending_refund(shop: World) -> None:
     redemption = await redeem(shop, "r-1")
     shop.points.lose_replies = 1
     with pytest.raises(PointsSystemUnavailable):
-        await services.refund_coupons(
-            shop.deps,
-            request_id="refund-1",
-            customer_id="alice",
-            redemption_id=redemption.redemption_id,
-            codes=[redemption.coupons[0].code],
+        await refunds.refund_coupons(
+            shop.steps,
+            shop.points,
+            commands.RefundCoupons(
+                request_id="refund-1",
+                customer_id="alice",
+                redemption_id=redemption.redemption_id,
+                codes=[redemption.coupons[0].code],
+            ),
         )
     shop.clock.advance(timedelta(seconds=6))
-    report = await services.recover(shop.deps, POLICY)
+    report = await recovery.recover(shop.steps, shop.points, POLICY)
     assert report.settled == 1
     [refund] = shop.database.state.refunds.values()
     assert refund.state is RefundState.COMPLETED
@@ -1434,22 +983,29 @@ async def test_recovery_settles_a_pending_refund(shop: World) -> None:
 async def test_export_lists_redemptions_with_their_refunds(shop: World) -> None:
     first = await redeem(shop, "e-1", quantity=2)
     await redeem(shop, "e-2", quantity=1)
-    await services.refund_coupons(
-        shop.deps,
-        request_id="refund-e",
-        customer_id="alice",
-        redemption_id=first.redemption_id,
-        codes=[first.coupons[0].code],
+    await refunds.refund_coupons(
+        shop.steps,
+        shop.points,
+        commands.RefundCoupons(
+            request_id="refund-e",
+            customer_id="alice",
+            redemption_id=first.redemption_id,
+            codes=[first.coupons[0].code],
+        ),
     )
     shop.clock.advance(timedelta(seconds=1))  # the window ends, exclusively, at now
-    page = await services.export_redemptions(
-        shop.deps, start=None, end=None, page_size=1, page_token=""
+    page = await shop.steps.read(
+        recovery.export_redemptions,
+        commands.ExportRedemptions(start=None, end=None, page_size=1, page_token=""),
     )
     assert [item.redemption.request_id for item in page.items] == ["e-1"]
     assert [f.points for f in page.items[0].refunds] == [1000]
     assert len(page.items[0].redemption.coupons) == 2
-    rest = await services.export_redemptions(
-        shop.deps, start=None, end=None, page_size=1, page_token=page.next_page_token
+    rest = await shop.steps.read(
+        recovery.export_redemptions,
+        commands.ExportRedemptions(
+            start=None, end=None, page_size=1, page_token=page.next_page_token
+        ),
     )
     assert [item.redemption.request_id for item in rest.items] == ["e-2"]
     assert rest.next_page_token == ""
@@ -1457,8 +1013,8 @@ async def test_export_lists_redemptions_with_their_refunds(shop: World) -> None:
 
 async def test_committed_steps_publish_their_events(world: World) -> None:
     published: list[object] = []
-    deps = dataclasses.replace(world.deps, publish=published.extend)
-    shop = dataclasses.replace(world, deps=deps)
+    steps = dataclasses.replace(world.steps, publish=published.extend)
+    shop = dataclasses.replace(world, steps=steps)
     await add_product(shop)
     await add_customer(shop)
     await redeem(shop, "ev-1", quantity=2)
