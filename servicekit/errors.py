@@ -56,9 +56,3 @@ class RequestIdReused(DomainError):
             f"request_id {request_id!r} was already used with different parameters",
             metadata={"request_id": request_id},
         )
-
-
-class Unavailable(DomainError):
-    """A dependency could not be reached, or its answer is unknown: retry later."""
-
-    reason = "UNAVAILABLE"

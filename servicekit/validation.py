@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 
 from servicekit.errors import FieldViolation, InvalidField
 
@@ -68,10 +67,6 @@ class Validator:
     def in_range(self, field: str, value: int, low: int, high: int) -> None:
         if not low <= value <= high:
             self.add(field, f"must be between {low} and {high}")
-
-    def one_of(self, field: str, value: object, allowed: Sequence[object], what: str) -> None:
-        if value not in allowed:
-            self.add(field, f"must be {what}")
 
     def done(self, message: str = "the request has invalid fields") -> None:
         if self.violations:
