@@ -26,14 +26,12 @@ def state_filter(v: Validator, field: str, name: str, states: type[_E]) -> _E | 
         return None
 
 
-def product_not_found(product_id: str) -> ProductNotFound:
-    return ProductNotFound(f"no coupon product {product_id!r}", metadata={"product_id": product_id})
-
-
 def require_product(uow: UnitOfWork, product_id: str) -> CouponProduct:
     product = uow.products.get(product_id)
     if product is None:
-        raise product_not_found(product_id)
+        raise ProductNotFound(
+            f"no coupon product {product_id!r}", metadata={"product_id": product_id}
+        )
     return product
 
 

@@ -137,10 +137,10 @@ async def recover(
     settled = 0
     try:
         for redemption_id in claimed.redemptions:
-            settled += await _settled(_settle_redemption(steps, points, redemption_id))
+            settled += await _final(_settle_redemption(steps, points, redemption_id))
             held.redemptions.discard(redemption_id)
         for refund_id in claimed.refunds:
-            settled += await _settled(refunds.settle(steps, points, refund_id))
+            settled += await _final(refunds.settle(steps, points, refund_id))
             held.refunds.discard(refund_id)
     finally:
         # Stopped, and its last renewal finished, before the release: a renewal
@@ -180,7 +180,7 @@ async def _keep_claims(steps: EcommerceSteps, lease: timedelta, held: _Claims) -
             log.warning("could not renew recovery claims; they may lapse", exc_info=True)
 
 
-async def _settled(attempt: Awaitable[object]) -> int:
+async def _final(attempt: Awaitable[object]) -> int:
     """1 if the attempt reached a final state (a refusal is final too), 0 if still unknown."""
     try:
         await attempt
