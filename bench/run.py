@@ -1,13 +1,16 @@
-"""`make bench`: PointsBridge against empty gRPC baselines built on the same plumbing.
+"""`make bench`: PointsBridge against bare gRPC echo baselines with no project code.
 
-    .venv/bin/python -m bench            # the full run (~10 min): writes docs/PERFORMANCE.md
+    .venv/bin/python -m bench            # the full run (~15 min): writes docs/PERFORMANCE.md
+    .venv/bin/python -m bench --targets  # only the target rows (~10 min): writes it too
     .venv/bin/python -m bench --smoke    # a few seconds, only to keep the harness working
 
 Every figure comes from real processes on 127.0.0.1: cardpoints and ecommerce on fresh
-databases (SQLite with synchronous=FULL, and PostgreSQL), the empty 1-hop service and
-2-hop chain of bench/empty.py, and a multi-process grpc.aio load generator. The
-baselines are measured in the same run, next to the figure they are compared with, and
-the main figures are ratios against them.
+databases (SQLite with synchronous=FULL, and PostgreSQL), their event relays publishing
+to a private nats-server, the bare echo server and 2-hop echo chain of bench/echo.py
+(the baselines every target divides by), the empty services of bench/empty.py (the
+project's plumbing and nothing else, an extra row that prices the plumbing), and a
+multi-process grpc.aio load generator. Each baseline is measured seconds before the
+figure it is compared with, and the targets take the median of several such pairs.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from typing import Any
 from bench import profiling, report
 from bench.limits import measure as measure_limits
 from bench.load import DEDUCT, REDEEM, Job, LoadPool, Result, percentile, split
+from bench.report import CHAIN, HOP, PLUMBING_CHAIN, PLUMBING_HOP
 from bench.seed import check_invariants, seed
 from bench.stack import (
     DEFAULT_PG_URL,
@@ -45,6 +49,7 @@ from bench.stack import (
     Server,
     cardpoints_argv,
     cpu_seconds,
+    echo_argv,
     ecommerce_argv,
     empty_argv,
     fresh_databases,
@@ -53,10 +58,10 @@ from bench.stack import (
     postgres_cpu_seconds,
     rss_mb,
 )
+from chaos.broker import NatsServer
 
 SCHEMA = "pointsbridge-bench/1"
-CHAIN, HOP = "empty-2hop", "empty-1hop"
-CHAIN_BARE, HOP_BARE = "empty-2hop-bare", "empty-1hop-bare"
+CHAIN_BARE, HOP_BARE = PLUMBING_CHAIN + "-bare", PLUMBING_HOP + "-bare"
 SECTIONS = ("limits", "sqlite", "profile", "growth", "soak", "postgres")
 
 
@@ -78,6 +83,8 @@ class Options:
     docs: bool
     server_args: tuple[str, ...]
     repeats: int = 1
+    events: bool = True
+    targets: bool = False
 
 
 def parse_options(argv: Sequence[str] | None) -> Options:
@@ -87,6 +94,17 @@ def parse_options(argv: Sequence[str] | None) -> Options:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--smoke", action="store_true", help="a few seconds: SQLite, tiny windows")
+    parser.add_argument(
+        "--targets",
+        action="store_true",
+        help="only the target rows: SQLite and PostgreSQL at 64 in flight, --repeats pairs",
+    )
+    parser.add_argument(
+        "--events",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the services' event relays publish to a private nats-server",
+    )
     parser.add_argument(
         "--sections",
         default=",".join(SECTIONS),
@@ -125,6 +143,9 @@ def parse_options(argv: Sequence[str] | None) -> Options:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     out = Path(args.out) if args.out else ROOT / "bench" / "results" / f"{stamp}.json"
     sections = tuple(s for s in args.sections.split(",") if s)
+    if args.targets:
+        sections = tuple(s for s in sections if s in ("sqlite", "postgres"))
+        args.concurrency = str(report.TARGETS_AT)
     unknown = set(sections) - set(SECTIONS)
     if unknown:
         parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
@@ -145,6 +166,7 @@ def parse_options(argv: Sequence[str] | None) -> Options:
             out=out,
             docs=bool(args.docs),
             server_args=tuple(args.server_arg),
+            events=args.events,
         )
     return Options(
         smoke=False,
@@ -163,6 +185,8 @@ def parse_options(argv: Sequence[str] | None) -> Options:
         docs=args.docs if args.docs is not None else True,
         server_args=tuple(args.server_arg),
         repeats=max(1, args.repeats),
+        events=args.events,
+        targets=args.targets,
     )
 
 
@@ -195,6 +219,7 @@ class Bench:
         self.runs: list[dict[str, Any]] = []
         self.extra: dict[str, Any] = {}
         self.tokens: dict[int, tuple[str, str, str]] = {}
+        self.events_args: tuple[str, ...] = ()
 
     # ------------------------------------------------------------ plumbing
 
@@ -330,37 +355,28 @@ class Bench:
     # ------------------------------------------------------------ sections
 
     def baselines(self, stack: ExitStack) -> dict[str, Server]:
-        bare = not self.o.smoke
-        log("starting the empty baselines" + (" (and their no-auth variants)" if bare else ""))
+        """The bare echo pair (what every target divides by), and the empty services on
+        the project's plumbing (extra rows that price it), with and without auth."""
+        log("starting the baselines: bare echo server and chain, empty services")
+        (echo_leaf,) = self.start(stack, [("echo-leaf", echo_argv("leaf"))])
         leaves = [("empty-leaf", empty_argv(self.keys, "leaf"))]
+        bare = not (self.o.smoke or self.o.targets)
         if bare:
             leaves.append(("empty-leaf-bare", empty_argv(self.keys, "leaf", "--auth", "false")))
         started = self.start(stack, leaves)
-        servers = {"leaf": started[0]}
+        servers = {"echo-leaf": echo_leaf, "leaf": started[0]}
         token = str(self.keys.service_token_file)
+        nxt = ("--next-token-file", token, "--next")
         chains = [
-            (
-                "empty-chain",
-                empty_argv(
-                    self.keys, "chain", "--next", started[0].address, "--next-token-file", token
-                ),
-            )
+            ("echo-chain", echo_argv("chain", "--next", echo_leaf.address)),
+            ("empty-chain", empty_argv(self.keys, "chain", *nxt, started[0].address)),
         ]
         if bare:
             servers["leaf-bare"] = started[1]
             chains.append(
                 (
                     "empty-chain-bare",
-                    empty_argv(
-                        self.keys,
-                        "chain",
-                        "--auth",
-                        "false",
-                        "--next",
-                        started[1].address,
-                        "--next-token-file",
-                        token,
-                    ),
+                    empty_argv(self.keys, "chain", "--auth", "false", *nxt, started[1].address),
                 )
             )
         for (name, _argv), server in zip(chains, self.start(stack, chains), strict=True):
@@ -371,20 +387,21 @@ class Bench:
         return self.customers(range(1, self.o.accounts + 1))
 
     def hop(
-        self, empty: dict[str, Server], c: int, db: str | None, bare: bool = False, label: str = ""
+        self, empty: dict[str, Server], c: int, db: str | None, kind: str = "echo", label: str = ""
     ) -> None:
-        leaf = empty["leaf-bare" if bare else "leaf"]
-        scenario = HOP_BARE if bare else HOP
+        """kind: "echo" (the baseline), "empty" (plumbing) or "bare" (plumbing, no auth)."""
+        leaf = empty[{"echo": "echo-leaf", "empty": "leaf", "bare": "leaf-bare"}[kind]]
+        scenario = {"echo": HOP, "empty": PLUMBING_HOP, "bare": HOP_BARE}[kind]
         servers = {"leaf": leaf}
         customers = self.all_customers()
         self.measure(scenario, db, DEDUCT, [leaf.address], servers, c, customers, label=label)
 
     def chain(
-        self, empty: dict[str, Server], c: int, db: str | None, bare: bool = False, label: str = ""
+        self, empty: dict[str, Server], c: int, db: str | None, kind: str = "echo", label: str = ""
     ) -> None:
-        suffix = "-bare" if bare else ""
-        chain, leaf = empty["chain" + suffix], empty["leaf" + suffix]
-        scenario = CHAIN_BARE if bare else CHAIN
+        names = {"echo": ("echo-chain", "echo-leaf"), "empty": ("chain", "leaf")}
+        chain, leaf = (empty[n] for n in names.get(kind, ("chain-bare", "leaf-bare")))
+        scenario = {"echo": CHAIN, "empty": PLUMBING_CHAIN, "bare": CHAIN_BARE}[kind]
         servers = {"chain": chain, "leaf": leaf}
         customers = self.all_customers()
         self.measure(scenario, db, REDEEM, [chain.address], servers, c, customers, label=label)
@@ -393,7 +410,7 @@ class Bench:
         self, stack: ExitStack, dbs: Databases, name: str, replicas: int = 1
     ) -> tuple[list[Server], list[Server]]:
         """`replicas` of each service; ecommerce replica i calls cardpoints replica i."""
-        extra = self.o.server_args
+        extra = (*self.o.server_args, *self.events_args)
         cardpoints = self.start(
             stack,
             [
@@ -519,9 +536,16 @@ class Bench:
             self.extra["seed_sqlite"] = self.prepare(dbs, self.o.accounts)
             cardpoints, ecommerce = self.services(stack, dbs, "sqlite")
             self.matrix(empty, cardpoints, ecommerce, "sqlite", self.o.concurrency)
-            if not self.o.smoke:
-                self.hop(empty, 64, "sqlite", bare=True)
-                self.chain(empty, 64, "sqlite", bare=True)
+            # The project's plumbing with nothing behind it: what it costs on its own.
+            plumbing = ("empty",) if self.o.smoke or self.o.targets else ("empty", "bare")
+            at = (
+                report.TARGETS_AT
+                if report.TARGETS_AT in self.o.concurrency
+                else max(self.o.concurrency)
+            )
+            for kind in plumbing:
+                self.hop(empty, at, "sqlite", kind=kind)
+                self.chain(empty, at, "sqlite", kind=kind)
             if "profile" in self.o.sections:
                 self.profile(cardpoints[0], ecommerce[0])
             if "growth" in self.o.sections:
@@ -762,7 +786,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "schema": SCHEMA,
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": command,
-        "mode": "smoke" if options.smoke else "full",
+        "mode": "smoke" if options.smoke else "targets" if options.targets else "full",
         "machine": {
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
@@ -777,11 +801,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             "accounts": options.accounts,
             "sections": list(options.sections),
             "server_args": list(options.server_args),
+            "events": (
+                "the services' event relays publish to a private nats-server"
+                if options.events
+                else "off: events stay in the outbox (--no-events)"
+            ),
             "baselines": (
-                "bench/empty.py, on servicekit.server.start_server: the services' server"
-                " options and ObservabilityInterceptor, and their AuthInterceptor (ES256"
-                " bearer tokens, rules, rate limit) included, so the ratios price the"
-                " application's own work; the no-auth variants leave the AuthInterceptor out"
+                "bench/echo.py: a bare grpc.aio server answering DeductPoints from a canned"
+                " response, and a bare 2-hop chain answering RedeemPoints after one"
+                " DeductPoints call to it; no project code, asyncio's default loop as the"
+                " services. bench/empty.py (the project's server plumbing, auth included,"
+                " and nothing else) is an extra row that prices the plumbing"
             ),
         },
     }
@@ -793,6 +823,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             pool = LoadPool(options.clients)
             stack.callback(pool.close)
             bench = Bench(options, workdir, keys, pool)
+            if options.events:
+                nats = NatsServer(workdir / "nats")
+                (workdir / "nats").mkdir()
+                nats.start()
+                stack.callback(nats.stop)
+                bench.events_args = ("--nats-url", nats.url)
             try:
                 if "limits" in options.sections:
                     bench.limits()

@@ -144,6 +144,10 @@ def ecommerce_argv(keys: Keys, database_url: str, cardpoints: str, *extra: str) 
     return command(f"{LOCALHOST}:0")
 
 
+def echo_argv(role: str, *extra: str) -> list[str]:
+    return python_module("bench.echo", role, *extra)
+
+
 def empty_argv(keys: Keys, role: str, *extra: str) -> list[str]:
     return python_module("bench.empty", role, "--token-public-key", str(keys.public_key), *extra)
 
