@@ -28,13 +28,15 @@ from cardpoints.domain.model import (
     Reversal,
 )
 from servicekit.clock import as_utc
+from servicekit.compiled import CompiledStatement
 from servicekit.db import SqlUnitOfWork
 from servicekit.outbox import OutboxWriter
 from servicekit.validation import INT64_MAX
 
-# The statements of the deduction path are built once, as Core statements on the tables,
-# and run on the session's connection: building and caching a statement per call costs
-# more CPU than SQLite takes to run it.
+# The statements of the deduction path are built once, as Core statements on the tables;
+# those a deduction runs are compiled once and run on the DBAPI cursor of the session's
+# connection (servicekit.compiled): building, caching and executing a statement through
+# SQLAlchemy per call costs more CPU than SQLite takes to run it.
 _ACCOUNTS = cast(Table, AccountRow.__table__)
 _LEDGER = cast(Table, LedgerEntryRow.__table__)
 _DEDUCTIONS = cast(Table, DeductionRow.__table__)
@@ -51,7 +53,7 @@ _ACCOUNT = select(
 _GET_ACCOUNT = _ACCOUNT.where(_ACCOUNTS.c.account_id == bindparam("account_id"))
 # The guard lives in the WHERE clause: concurrent writers re-check it on the locked
 # row, so no interleaving can overdraw (I1).
-_DEBIT = (
+_DEBIT_STATEMENT = (
     update(_ACCOUNTS)
     .where(
         _ACCOUNTS.c.account_id == bindparam("debited_account"),
@@ -61,13 +63,16 @@ _DEBIT = (
     .values(balance=_ACCOUNTS.c.balance - bindparam("points"), update_time=bindparam("now"))
     .returning(_ACCOUNTS.c.balance)
 )
+_DEBIT = CompiledStatement(_DEBIT_STATEMENT)
 _ADD_ACCOUNT = insert(_ACCOUNTS)
-_ADD_ENTRY = insert(_LEDGER)
-_ADD_DEDUCTION = insert(_DEDUCTIONS)
-_ADD_RECORD = insert(_IDEMPOTENCY)
-_GET_RECORD = select(_IDEMPOTENCY).where(
-    _IDEMPOTENCY.c.operation == bindparam("operation"),
-    _IDEMPOTENCY.c.request_id == bindparam("request_id"),
+_ADD_ENTRY = CompiledStatement(insert(_LEDGER))
+_ADD_DEDUCTION = CompiledStatement(insert(_DEDUCTIONS))
+_ADD_RECORD = CompiledStatement(insert(_IDEMPOTENCY))
+_GET_RECORD = CompiledStatement(
+    select(_IDEMPOTENCY).where(
+        _IDEMPOTENCY.c.operation == bindparam("operation"),
+        _IDEMPOTENCY.c.request_id == bindparam("request_id"),
+    )
 )
 
 
@@ -108,10 +113,9 @@ class SqlAccountRepository:
         )
 
     def debit_if_covered(self, account_id: str, points: int, now: datetime) -> int | None:
-        result = (
-            _connection(self._session)
-            .execute(_DEBIT, {"debited_account": account_id, "points": points, "now": now})
-            .first()
+        result = _DEBIT.first(
+            _connection(self._session),
+            {"debited_account": account_id, "points": points, "now": now},
         )
         return None if result is None else int(result[0])
 
@@ -164,8 +168,8 @@ class SqlLedgerRepository:
         self._session = session
 
     def add(self, entry: LedgerEntry) -> None:
-        _connection(self._session).execute(
-            _ADD_ENTRY,
+        _ADD_ENTRY.execute(
+            _connection(self._session),
             {
                 "entry_id": entry.entry_id,
                 "account_id": entry.account_id,
@@ -212,8 +216,8 @@ class SqlDeductionRepository:
         self._session = session
 
     def add(self, deduction: Deduction) -> None:
-        _connection(self._session).execute(
-            _ADD_DEDUCTION,
+        _ADD_DEDUCTION.execute(
+            _connection(self._session),
             {
                 "deduction_id": deduction.deduction_id,
                 "request_id": deduction.request_id,
@@ -321,10 +325,8 @@ class SqlIdempotencyRepository:
         self._session = session
 
     def get(self, operation: str, request_id: str) -> IdempotencyRecord | None:
-        row = (
-            _connection(self._session)
-            .execute(_GET_RECORD, {"operation": operation, "request_id": request_id})
-            .first()
+        row = _GET_RECORD.first(
+            _connection(self._session), {"operation": operation, "request_id": request_id}
         )
         if row is None:
             return None
@@ -340,8 +342,8 @@ class SqlIdempotencyRepository:
         )
 
     def add(self, record: IdempotencyRecord) -> None:
-        _connection(self._session).execute(
-            _ADD_RECORD,
+        _ADD_RECORD.execute(
+            _connection(self._session),
             {
                 "operation": record.operation,
                 "request_id": record.request_id,

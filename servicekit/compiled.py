@@ -1,0 +1,113 @@
+"""Hot-path statements compiled once and run on the DBAPI cursor.
+
+`Connection.execute` of a Core statement costs tens of microseconds of Python per
+call (cache key, execution context, result object) where SQLite takes a few to run
+it. A `CompiledStatement` keeps the SQLAlchemy statement as the one definition of
+its SQL; per dialect and set of parameter names it compiles it once, and then only
+applies the same bind and result processors SQLAlchemy would, on the cursor of the
+connection (so inside its transaction). DBAPI errors come out as SQLAlchemy's
+(`IntegrityError`, `OperationalError`, ...), as from `Connection.execute`.
+"""
+
+from __future__ import annotations
+
+from collections import namedtuple
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Connection
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql.expression import Executable
+
+Processor = Callable[[Any], Any] | None
+
+
+class _Plan:
+    __slots__ = ("defaults", "names", "positional", "processors", "results", "row", "sql")
+
+    def __init__(self, statement: Any, dialect: Dialect, keys: Sequence[str]) -> None:
+        compiled = statement.compile(dialect=dialect, column_keys=list(keys))
+        self.sql: str = compiled.string
+        self.positional: bool = bool(compiled.positional)
+        self.names: tuple[str, ...] = tuple(compiled.positiontup or ())
+        # Literal values the statement carries (a state to match, say) are binds too.
+        self.defaults: dict[str, Any] = {
+            name: value
+            for name, value in compiled.construct_params(_check=False).items()
+            if name not in keys
+        }
+        self.processors: dict[str, Callable[[Any], Any]] = dict(compiled._bind_processors)
+        columns = _returned_columns(statement)
+        self.results: tuple[Processor, ...] = tuple(
+            column.type._cached_result_processor(dialect, None) for column in columns
+        )
+        # An INSERT without RETURNING may still return the key it generated (PostgreSQL):
+        # its rows stay plain tuples.
+        self.row: Callable[..., Any] = (
+            namedtuple("Row", [column.key for column in columns], rename=True)
+            if columns
+            else _plain
+        )
+
+    def parameters(self, params: Mapping[str, Any]) -> Any:
+        values = {**self.defaults, **params}
+        for name, processor in self.processors.items():
+            if name in values:
+                values[name] = processor(values[name])
+        if self.positional:
+            return tuple(values[name] for name in self.names)
+        return values
+
+
+def _plain(*values: Any) -> tuple[Any, ...]:
+    return values
+
+
+def _returned_columns(statement: Any) -> Sequence[Any]:
+    returning = getattr(statement, "_returning", ())
+    if returning:
+        return list(returning)
+    return list(getattr(statement, "selected_columns", ()))
+
+
+class CompiledStatement:
+    """One Core statement (SELECT, INSERT, UPDATE ... RETURNING) for a hot path."""
+
+    def __init__(self, statement: Executable) -> None:
+        self.statement = statement
+        self._plans: dict[tuple[str, tuple[str, ...]], _Plan] = {}
+
+    def _plan(self, dialect: Dialect, keys: tuple[str, ...]) -> _Plan:
+        plan = self._plans.get((dialect.name, keys))
+        if plan is None:
+            plan = self._plans[(dialect.name, keys)] = _Plan(self.statement, dialect, keys)
+        return plan
+
+    def execute(self, connection: Connection, params: Mapping[str, Any]) -> list[Any]:
+        """Run on `connection`'s DBAPI cursor; the rows it returns, processed as by SQLAlchemy,
+        as named tuples (`row.balance`)."""
+        dialect = connection.dialect
+        plan = self._plan(dialect, tuple(params))
+        values = plan.parameters(params)
+        cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.execute(plan.sql, values)
+            rows = cursor.fetchall() if cursor.description is not None else []
+        except dialect.loaded_dbapi.Error as error:
+            raise DBAPIError.instance(
+                plan.sql, values, error, dialect.loaded_dbapi.Error, dialect=dialect
+            ) from error
+        finally:
+            cursor.close()
+        results, make = plan.results, plan.row
+        if not any(results):
+            return [make(*row) for row in rows]
+        return [
+            make(*(v if p is None else p(v) for p, v in zip(results, row, strict=True)))
+            for row in rows
+        ]
+
+    def first(self, connection: Connection, params: Mapping[str, Any]) -> Any:
+        rows = self.execute(connection, params)
+        return rows[0] if rows else None
