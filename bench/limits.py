@@ -89,7 +89,8 @@ def jwt_cost(seconds: float) -> dict[str, dict[str, float]]:
 
 
 def statement_cost(folder: Path, seconds: float) -> dict[str, dict[str, float]]:
-    """One indexed SELECT by primary key: SQLAlchemy Core (prebuilt), and raw sqlite3."""
+    """One indexed SELECT by primary key: SQLAlchemy Core (prebuilt), the same statement
+    as servicekit.compiled runs it, and raw sqlite3."""
     from cardpoints.adapters.repository import _GET_RECORD
     from cardpoints.entrypoints.server import MIGRATIONS, VERSION_TABLE
 
@@ -98,13 +99,15 @@ def statement_cost(folder: Path, seconds: float) -> dict[str, dict[str, float]]:
         upgrade_schema(engine, MIGRATIONS, VERSION_TABLE)
         params = {"operation": "deduct", "request_id": "absent"}
         with engine.connect() as conn:
-            core = _per_call(lambda: conn.execute(_GET_RECORD, params).first(), seconds)
+            statement = _GET_RECORD.statement
+            core = _per_call(lambda: conn.execute(statement, params).first(), seconds)
+            compiled = _per_call(lambda: _GET_RECORD.first(conn, params), seconds)
             sql = "SELECT * FROM idempotency_records WHERE operation = ? AND request_id = ?"
             raw_conn = conn.connection.driver_connection
             assert raw_conn is not None
             raw = _per_call(lambda: raw_conn.execute(sql, ("deduct", "absent")).fetchone(), seconds)
             conn.execute(text("SELECT 1"))
-        return {"sqlalchemy_core": core, "raw_sqlite3": raw}
+        return {"sqlalchemy_core": core, "compiled": compiled, "raw_sqlite3": raw}
     finally:
         engine.dispose()
 

@@ -13,7 +13,9 @@ from typing import Any
 # nothing behind it (bench/empty.py), an extra row divided by the same baselines.
 CHAIN, HOP = "echo-2hop", "echo-1hop"
 PLUMBING_CHAIN, PLUMBING_HOP = "empty-2hop", "empty-1hop"
-BASELINE_OF = {"redeem": CHAIN, "deduct": HOP}
+# The bare work of DeductPoints on SQLite with no project code (bench/lean.py).
+LEAN = "lean-deduct"
+BASELINE_OF = {"redeem": CHAIN, "deduct": HOP, LEAN: HOP}
 SHOWN_AGAINST = {
     **BASELINE_OF,
     PLUMBING_CHAIN: CHAIN,
@@ -30,6 +32,7 @@ RPC_NAMES = {
     PLUMBING_HOP: "plumbing only, 1-hop",
     PLUMBING_CHAIN + "-bare": "plumbing only, 2-hop chain, no auth",
     PLUMBING_HOP + "-bare": "plumbing only, 1-hop, no auth",
+    LEAN: "bare-work DeductPoints, no project code",
 }
 ANALYSIS_START = "<!-- analysis:start -->"
 ANALYSIS_END = "<!-- analysis:end -->"
@@ -40,6 +43,7 @@ DASH = "-"
 # at it: "repeat 2", "repeat 3", ...
 TARGETS_AT = 64
 REPEAT = "repeat"
+LEAN_PAIR = "bare work"  # the label of each (echo, bare-work DeductPoints) pair
 
 
 def find(
@@ -75,10 +79,11 @@ def _target(
 def _pairs(result: dict[str, Any], scenario: str, db: str, at: int, key: str) -> list[float]:
     """The ratio of each (service, baseline) pair: the matrix's, then each repeat's."""
     base = BASELINE_OF[scenario]
-    labels = {""} | {
-        row["label"]
+    labels = {
+        row.get("label", "")
         for row in result.get("runs", [])
-        if str(row.get("label", "")).startswith(REPEAT + " ")
+        if row["scenario"] == scenario
+        and (not row.get("label") or str(row["label"]).startswith((REPEAT + " ", LEAN_PAIR)))
     }
     ratios = []
     for label in sorted(labels, key=lambda text: (len(text), text)):
@@ -99,13 +104,17 @@ def _pairs(result: dict[str, Any], scenario: str, db: str, at: int, key: str) ->
 
 def targets(result: dict[str, Any], at: int = TARGETS_AT) -> list[dict[str, Any]]:
     chain, hop = RPC_NAMES[CHAIN], RPC_NAMES[HOP]
-    paired = (  # name, scenario, database, measure, operator, limit
+    paired: tuple[tuple[str, str, str, str, str, float], ...] = (
+        # name, scenario, database, measure, operator, limit
         (f"SQLite RedeemPoints throughput / {chain}", "redeem", "sqlite", "throughput", ">=", 0.60),
         (f"SQLite DeductPoints throughput / {hop}", "deduct", "sqlite", "throughput", ">=", 0.70),
         (f"SQLite RedeemPoints p99 / {chain} p99", "redeem", "sqlite", "p99_ms", "<=", 3.0),
         (f"PostgreSQL DeductPoints / {hop}", "deduct", "postgres", "throughput", ">=", 0.55),
         (f"PostgreSQL RedeemPoints / {chain}", "redeem", "postgres", "throughput", ">=", 0.50),
     )
+    if any(row["scenario"] == LEAN for row in result.get("runs", [])):
+        reference = f"Reference, not a target: {RPC_NAMES[LEAN]} / {hop}"
+        paired += ((reference, LEAN, "sqlite", "throughput", ">=", 0.70),)
     out = []
     for name, scenario, db, key, op, limit in paired:
         ratios = _pairs(result, scenario, db, at, key)
@@ -219,6 +228,11 @@ def limits_table(result: dict[str, Any]) -> str:
         ("ES256 token verification (PyJWT + cryptography)", limits["jwt"]["es256_verify"]),
         ("the same token, remembered by TokenVerifier", limits["jwt"]["cached_verify"]),
         ("SELECT by key, SQLAlchemy Core, statement built once", statement["sqlalchemy_core"]),
+        *(
+            [("the same, compiled once, on the DBAPI cursor", statement["compiled"])]
+            if "compiled" in statement
+            else []
+        ),
         ("the same SELECT on the raw sqlite3 cursor", statement["raw_sqlite3"]),
         ("`await Database.run(...)` of nothing (thread pool hop)", limits["thread_handoff"]),
         ("deduct_points use case: one durable unit of work", deduction["use_case"]),

@@ -53,6 +53,7 @@ from bench.stack import (
     ecommerce_argv,
     empty_argv,
     fresh_databases,
+    lean_argv,
     machine_busy_seconds,
     migrate,
     postgres_cpu_seconds,
@@ -523,6 +524,23 @@ class Bench:
                 self.chain(empty, report.TARGETS_AT, db, label=label)
                 self.redeem(cardpoints, ecommerce, report.TARGETS_AT, db, label=label)
 
+    def lean(self, stack: ExitStack, empty: dict[str, Server]) -> None:
+        """The bare work of a deduction with no project code, each after an echo window."""
+        if self.o.smoke or report.TARGETS_AT not in self.o.concurrency:
+            return
+        argv = lean_argv(self.workdir / "lean.sqlite", self.o.accounts)
+        (lean,) = self.start(stack, [("lean-deduct", argv)])
+        for k in range(1, self.o.repeats + 1):
+            label = f"{report.LEAN_PAIR} {k}"
+            self.hop(empty, report.TARGETS_AT, "sqlite", label=label)
+            customers = self.all_customers()
+            servers = {"lean": lean}
+            at = report.TARGETS_AT
+            self.measure(
+                report.LEAN, "sqlite", DEDUCT, [lean.address], servers, at, customers, label=label
+            )
+        lean.stop()
+
     def limits(self) -> None:
         log("measuring the floors: fsync, commits, ES256, statements, thread hops")
         self.extra["limits"] = measure_limits(1.0, self.o.pg_url)
@@ -536,6 +554,7 @@ class Bench:
             self.extra["seed_sqlite"] = self.prepare(dbs, self.o.accounts)
             cardpoints, ecommerce = self.services(stack, dbs, "sqlite")
             self.matrix(empty, cardpoints, ecommerce, "sqlite", self.o.concurrency)
+            self.lean(stack, empty)
             # The project's plumbing with nothing behind it: what it costs on its own.
             plumbing = ("empty",) if self.o.smoke or self.o.targets else ("empty", "bare")
             at = (

@@ -148,6 +148,10 @@ def echo_argv(role: str, *extra: str) -> list[str]:
     return python_module("bench.echo", role, *extra)
 
 
+def lean_argv(database: Path, accounts: int) -> list[str]:
+    return python_module("bench.lean", "--database", str(database), "--accounts", str(accounts))
+
+
 def empty_argv(keys: Keys, role: str, *extra: str) -> list[str]:
     return python_module("bench.empty", role, "--token-public-key", str(keys.public_key), *extra)
 
