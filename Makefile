@@ -62,7 +62,7 @@ chaos: $(GEN) ## The long fault harness (20 SIGKILLs per run) on SQLite, then Po
 	$(PY) -m chaos.harness --preset long --db sqlite
 	$(PY) -m chaos.harness --preset long --db postgres
 
-bench: $(GEN) ## Throughput and latency against empty gRPC baselines; writes docs/PERFORMANCE.md
+bench: $(GEN) ## Throughput and latency against bare gRPC echo baselines; writes docs/PERFORMANCE.md
 	$(PY) -m bench
 
 run: $(GEN) ## The whole system on SQLite under var/, storefront on 127.0.0.1:8080, demo data
