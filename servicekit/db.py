@@ -60,7 +60,9 @@ def create_db_engine(url: str, *, durable: bool = True, pool_size: int = 8) -> E
     """
     url = normalize_url(url)
     if make_url(url).get_backend_name() != "sqlite":
-        return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+        # No ping per checkout (a round trip per unit of work): a connection found dead
+        # is invalidated by SQLAlchemy, and Database.call reruns the unit on a new one.
+        return create_engine(url, pool_size=pool_size, max_overflow=pool_size)
 
     engine = create_engine(
         url,
@@ -89,7 +91,11 @@ def create_db_engine(url: str, *, durable: bool = True, pool_size: int = 8) -> E
 
 
 def _is_transient(error: DBAPIError) -> bool:
-    """Lock timeouts, deadlocks and serialization failures: the whole unit is safe to rerun."""
+    """Lock timeouts, deadlocks, serialization failures and lost connections: the whole
+    unit is safe to rerun (a rerun after a COMMIT that did happen finds its own
+    idempotency record)."""
+    if error.connection_invalidated:
+        return True
     if isinstance(error, IntegrityError):
         return True  # a concurrent duplicate; the rerun sees the winner's row
     if not isinstance(error, OperationalError):
