@@ -104,7 +104,7 @@ def parse_options(argv: Sequence[str] | None) -> Options:
         "--events",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="the services' event relays publish to a private nats-server",
+        help="the services' event relays publish to a private nats-server (off in --smoke)",
     )
     parser.add_argument(
         "--sections",
@@ -167,7 +167,7 @@ def parse_options(argv: Sequence[str] | None) -> Options:
             out=out,
             docs=bool(args.docs),
             server_args=tuple(args.server_arg),
-            events=args.events,
+            events=False,  # a few seconds: no broker to start beside the servers
         )
     return Options(
         smoke=False,
