@@ -18,7 +18,13 @@ from ecommerce.domain.errors import (
     ProductInactive,
     QuantityLimitExceeded,
 )
-from ecommerce.domain.events import CouponUsed, RedemptionCompleted, RedemptionFailed
+from ecommerce.domain.events import (
+    CouponsRestored,
+    CouponUsed,
+    PointsRefunded,
+    RedemptionCompleted,
+    RedemptionFailed,
+)
 from servicekit.errors import counted
 from servicekit.validation import checked_mul
 
@@ -305,6 +311,25 @@ class Refund:
             and self.redemption_id == redemption_id
             and sorted(self.codes) == sorted(codes)
         )
+
+    def complete(self, reversal_id: str, now: datetime) -> tuple[Refund, list[object]]:
+        """PENDING -> COMPLETED once the points are given back: the refund and its events.
+
+        A refund already out of PENDING is left as it is, with no event.
+        """
+        if self.state is not RefundState.PENDING:
+            return self, []
+        completed = dataclasses.replace(
+            self, state=RefundState.COMPLETED, reversal_id=reversal_id, update_time=now
+        )
+        return completed, [PointsRefunded(self.points, completed)]
+
+    def discard(self, reason: str, now: datetime) -> list[object]:
+        """Forget a PENDING refund the card-points system refused: its coupons, all
+        VOID for it, are ISSUED again. A refund out of PENDING is kept, with no event."""
+        if self.state is not RefundState.PENDING:
+            return []
+        return [CouponsRestored(len(self.codes), self, reason, now)]
 
 
 class UnsettledKind(enum.StrEnum):

@@ -8,7 +8,7 @@ from ecommerce.domain import coupon_codes
 from ecommerce.domain.card_points import ReversalOrder
 from ecommerce.domain.commands import RefundCoupons
 from ecommerce.domain.errors import DomainError, PointsSystemUnavailable, RequestIdReused
-from ecommerce.domain.events import CouponsRestored, CouponsVoided, PointsRefunded
+from ecommerce.domain.events import CouponsVoided
 from ecommerce.domain.model import Redemption, Refund, RefundState
 from ecommerce.service_layer.lookups import customers_coupon, customers_redemption
 from ecommerce.service_layer.ports import EcommerceSteps, PointsGateway, UnitOfWork
@@ -102,13 +102,13 @@ class _RefundId:
 
 @dataclass(frozen=True)
 class _Reversed:
-    refund: Refund
+    refund: Refund  # PENDING, as read before the reversal
     reversal_id: str
 
 
 @dataclass(frozen=True)
 class _Refused:
-    refund: Refund
+    refund: Refund  # PENDING, as read before the reversal
     reason: str
 
 
@@ -125,25 +125,27 @@ def _load(uow: UnitOfWork, cmd: _RefundId, clock: Clock) -> tuple[Refund, Redemp
 def _undo(uow: UnitOfWork, cmd: _Refused, clock: Clock) -> None:
     """Forget a refund the card-points system refused: its coupons are ISSUED again."""
     with uow:
-        if uow.refunds.discard(cmd.refund.refund_id):
-            restored = uow.coupons.restore(cmd.refund.refund_id)
-            uow.events.append(CouponsRestored(restored, cmd.refund, cmd.reason, clock()))
+        events = cmd.refund.discard(cmd.reason, clock())
+        if events and uow.refunds.forget(cmd.refund):
+            uow.coupons.restore(cmd.refund.refund_id)
+            uow.events += events
             uow.commit()
 
 
 def _complete(uow: UnitOfWork, cmd: _Reversed, clock: Clock) -> Refund:
     now = clock()
-    refund = cmd.refund
+    pending = cmd.refund
     with uow:
-        completed = uow.refunds.complete(refund.refund_id, cmd.reversal_id, now)
-        if completed:
-            uow.redemptions.add_refunded_points(refund.redemption_id, refund.points, now)
-        current = uow.refunds.get(refund.refund_id)
-        assert current is not None
-        if completed:
-            uow.events.append(PointsRefunded(refund.points, current))
+        completed, events = pending.complete(cmd.reversal_id, now)
+        if not events or not uow.refunds.save_outcome(completed):
+            # Another settle got here first and gave the points back.
+            current = uow.refunds.get(pending.refund_id)
+            assert current is not None
+            return current
+        uow.redemptions.add_refunded_points(pending.redemption_id, pending.points, now)
+        uow.events += events
         uow.commit()
-    return current
+    return completed
 
 
 async def settle(steps: EcommerceSteps, points: PointsGateway, refund_id: str) -> Refund:

@@ -35,6 +35,18 @@ def settle(
     return uow.redemptions.save_outcome(outcome)
 
 
+def complete_refund(uow: UnitOfWork, refund_id: str, reversal_id: str, now: datetime) -> bool:
+    """Store a completion decided on a PENDING copy of the refund, as a settle does."""
+    pending = refund(refund_id)
+    completed, _ = pending.complete(reversal_id, now)
+    return uow.refunds.save_outcome(completed)
+
+
+def discard_refund(uow: UnitOfWork, refund_id: str) -> bool:
+    """Forget a refund whose PENDING copy decided to be discarded, as a settle does."""
+    return uow.refunds.forget(refund(refund_id))
+
+
 def use(uow: UnitOfWork, code: str, order_id: str, now: datetime) -> bool:
     """Store a coupon spent on `order_id`, as a use does once the coupon has decided."""
     found = uow.coupons.get(code)
@@ -329,12 +341,12 @@ def test_a_refund_is_completed_or_discarded_once_and_only_while_pending(
     with ecommerce.uow() as uow:
         uow.refunds.add(refund("ref-1"))
         uow.refunds.add(refund("ref-2"))
-        assert uow.refunds.complete("ref-1", "rev-1", LATER)
-        assert not uow.refunds.complete("ref-1", "rev-other", LATER)
-        assert not uow.refunds.discard("ref-1")
-        assert uow.refunds.discard("ref-2")
-        assert not uow.refunds.discard("ref-2")
-        assert not uow.refunds.discard("none")
+        assert complete_refund(uow, "ref-1", "rev-1", LATER)
+        assert not complete_refund(uow, "ref-1", "rev-other", LATER)
+        assert not discard_refund(uow, "ref-1")
+        assert discard_refund(uow, "ref-2")
+        assert not discard_refund(uow, "ref-2")
+        assert not discard_refund(uow, "none")
         uow.commit()
     with ecommerce.uow() as uow:
         assert uow.refunds.get("ref-1") == refund(
@@ -355,7 +367,7 @@ def test_pending_refunds_are_listed_claimed_and_grouped_by_redemption(
     with ecommerce.uow() as uow:
         for one in made:
             uow.refunds.add(one)
-        uow.refunds.complete("ref-2", "rev-2", T0)
+        complete_refund(uow, "ref-2", "rev-2", T0)
         uow.commit()
     done = dataclasses.replace(
         made[1], state=RefundState.COMPLETED, reversal_id="rev-2", update_time=T0

@@ -372,20 +372,23 @@ class FakeRefunds:
     def get_by_request_id(self, request_id: str) -> Refund | None:
         return next((r for r in self.s.refunds.values() if r.request_id == request_id), None)
 
-    def complete(self, refund_id: str, reversal_id: str, now: datetime) -> bool:
-        refund = self.s.refunds[refund_id]
-        if refund.state is not RefundState.PENDING:
-            return False
-        self.s.refunds[refund_id] = dataclasses.replace(
-            refund, state=RefundState.COMPLETED, reversal_id=reversal_id, update_time=now
+    def save_outcome(self, refund: Refund) -> bool:
+        stored = self.s.refunds[refund.refund_id]
+        if stored.state is not RefundState.PENDING:
+            return False  # the guard only: the aggregate decided the outcome
+        self.s.refunds[refund.refund_id] = dataclasses.replace(
+            stored,
+            state=refund.state,
+            reversal_id=refund.reversal_id,
+            update_time=refund.update_time,
         )
         return True
 
-    def discard(self, refund_id: str) -> bool:
-        refund = self.s.refunds.get(refund_id)
-        if refund is None or refund.state is not RefundState.PENDING:
-            return False
-        del self.s.refunds[refund_id]
+    def forget(self, refund: Refund) -> bool:
+        stored = self.s.refunds.get(refund.refund_id)
+        if stored is None or stored.state is not RefundState.PENDING:
+            return False  # the guard only: the aggregate decided to discard it
+        del self.s.refunds[refund.refund_id]
         return True
 
     def claim_pending(

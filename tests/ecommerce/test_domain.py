@@ -1,4 +1,5 @@
-"""The e-commerce aggregates decide: redemptions settle, coupons are spent and expire."""
+"""The e-commerce aggregates decide: redemptions and refunds settle, coupons are spent and
+expire."""
 
 from __future__ import annotations
 
@@ -8,7 +9,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from ecommerce.domain.errors import CouponAlreadyUsed, CouponExpired, CouponVoid, DomainError
-from ecommerce.domain.events import CouponUsed, RedemptionCompleted, RedemptionFailed
+from ecommerce.domain.events import (
+    CouponsRestored,
+    CouponUsed,
+    PointsRefunded,
+    RedemptionCompleted,
+    RedemptionFailed,
+)
 from ecommerce.domain.model import (
     Coupon,
     CouponFilter,
@@ -16,6 +23,8 @@ from ecommerce.domain.model import (
     CouponState,
     Redemption,
     RedemptionState,
+    Refund,
+    RefundState,
 )
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -61,6 +70,33 @@ def test_fail_moves_pending_to_failed_and_the_answer_replays_the_refusal() -> No
         {"redemption_id": "rd_1"},
     )
     assert failed.fail("ACCOUNT_FROZEN", NOW) == (failed, [])
+
+
+def pending_refund() -> Refund:
+    return Refund(
+        "rf_1", "req-rf-1", "alice", "rd_1", ("C1", "C2"), 200, RefundState.PENDING, NOW, NOW
+    )
+
+
+def test_a_refund_completes_once_from_pending_with_one_event() -> None:
+    later = NOW + timedelta(seconds=1)
+    completed, events = pending_refund().complete("rev_1", later)
+    assert (completed.state, completed.reversal_id, completed.update_time) == (
+        RefundState.COMPLETED,
+        "rev_1",
+        later,
+    )
+    assert events == [PointsRefunded(200, completed)]
+    # Only PENDING moves: a completed refund is left as it is, with nothing to publish.
+    assert completed.complete("rev_2", later) == (completed, [])
+    assert completed.discard("ACCOUNT_CLOSED", later) == []
+
+
+def test_a_refused_pending_refund_is_discarded_and_its_coupons_restored() -> None:
+    refund = pending_refund()
+    assert refund.discard("ACCOUNT_CLOSED", NOW) == [
+        CouponsRestored(2, refund, "ACCOUNT_CLOSED", NOW)
+    ]
 
 
 def test_use_spends_an_issued_coupon_once_and_replays_the_same_order() -> None:

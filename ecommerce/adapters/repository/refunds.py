@@ -46,19 +46,29 @@ class SqlRefundRepository:
     def get_by_request_id(self, request_id: str) -> Refund | None:
         return self._one(RefundRow.request_id == request_id)
 
-    def complete(self, refund_id: str, reversal_id: str, now: datetime) -> bool:
+    def save_outcome(self, refund: Refund) -> bool:
         result = self.session.execute(
             update(RefundRow)
-            .where(RefundRow.refund_id == refund_id, RefundRow.state == RefundState.PENDING.value)
-            .values(state=RefundState.COMPLETED.value, reversal_id=reversal_id, update_time=now)
+            .where(
+                RefundRow.refund_id == refund.refund_id,
+                RefundRow.state == RefundState.PENDING.value,
+            )
+            .values(
+                state=refund.state.value,
+                reversal_id=refund.reversal_id,
+                update_time=refund.update_time,
+            )
             .execution_options(synchronize_session=False)
         )
         return rowcount(result) == 1
 
-    def discard(self, refund_id: str) -> bool:
+    def forget(self, refund: Refund) -> bool:
         result = self.session.execute(
             delete(RefundRow)
-            .where(RefundRow.refund_id == refund_id, RefundRow.state == RefundState.PENDING.value)
+            .where(
+                RefundRow.refund_id == refund.refund_id,
+                RefundRow.state == RefundState.PENDING.value,
+            )
             .execution_options(synchronize_session=False)
         )
         return rowcount(result) == 1
