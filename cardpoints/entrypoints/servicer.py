@@ -7,87 +7,23 @@ from typing import Any, TypeAlias
 import grpc
 
 from cardpoints.domain import model
+from cardpoints.entrypoints.messages import (
+    account_pb,
+    account_state,
+    account_state_name,
+    deduction_pb,
+    entry_pb,
+    reversal_pb,
+)
 from cardpoints.service_layer import services
 from cardpoints.service_layer.ports import UnitOfWork
 from pointsbridge.cardpoints.v1 import cardpoints_pb2 as pb
 from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as pb_grpc
 from servicekit.status import rpc
 from servicekit.steps import Steps
-from servicekit.timestamps import optional_time, to_timestamp
+from servicekit.timestamps import optional_time
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
-
-_ACCOUNT_STATES = {
-    model.AccountState.ACTIVE: pb.ACCOUNT_STATE_ACTIVE,
-    model.AccountState.FROZEN: pb.ACCOUNT_STATE_FROZEN,
-    model.AccountState.CLOSED: pb.ACCOUNT_STATE_CLOSED,
-}
-_ACCOUNT_STATES_IN = {number: state for state, number in _ACCOUNT_STATES.items()}
-_DEDUCTION_STATES = {
-    model.DeductionState.COMPLETED: pb.DEDUCTION_STATE_COMPLETED,
-    model.DeductionState.PARTIALLY_REVERSED: pb.DEDUCTION_STATE_PARTIALLY_REVERSED,
-    model.DeductionState.REVERSED: pb.DEDUCTION_STATE_REVERSED,
-}
-_ENTRY_TYPES = {
-    model.EntryType.CREDIT: pb.ENTRY_TYPE_CREDIT,
-    model.EntryType.DEDUCTION: pb.ENTRY_TYPE_DEDUCTION,
-    model.EntryType.REVERSAL: pb.ENTRY_TYPE_REVERSAL,
-}
-
-
-def account_pb(account: model.Account) -> pb.Account:
-    return pb.Account(
-        account_id=account.account_id,
-        holder_name=account.holder_name,
-        state=_ACCOUNT_STATES[account.state],
-        balance=account.balance,
-        create_time=to_timestamp(account.create_time),
-        update_time=to_timestamp(account.update_time),
-    )
-
-
-def reversal_pb(reversal: model.Reversal) -> pb.Reversal:
-    return pb.Reversal(
-        reversal_id=reversal.reversal_id,
-        request_id=reversal.request_id,
-        deduction_id=reversal.deduction_id,
-        deduction_request_id=reversal.deduction_request_id,
-        points=reversal.points,
-        balance_after=reversal.balance_after,
-        create_time=to_timestamp(reversal.create_time),
-    )
-
-
-def deduction_pb(deduction: model.Deduction) -> pb.Deduction:
-    return pb.Deduction(
-        deduction_id=deduction.deduction_id,
-        request_id=deduction.request_id,
-        account_id=deduction.account_id,
-        points=deduction.points,
-        balance_after=deduction.balance_after,
-        state=_DEDUCTION_STATES[deduction.state],
-        reversed_points=deduction.reversed_points,
-        coupon_quantity=deduction.coupon_quantity,
-        points_per_coupon=deduction.points_per_coupon,
-        merchant_id=deduction.merchant_id,
-        create_time=to_timestamp(deduction.create_time),
-        update_time=to_timestamp(deduction.update_time),
-        reversals=[reversal_pb(r) for r in deduction.reversals],
-    )
-
-
-def entry_pb(entry: model.LedgerEntry) -> pb.LedgerEntry:
-    return pb.LedgerEntry(
-        entry_id=entry.entry_id,
-        account_id=entry.account_id,
-        type=_ENTRY_TYPES[entry.type],
-        amount=entry.amount,
-        balance_after=entry.balance_after,
-        request_id=entry.request_id,
-        reference_id=entry.reference_id,
-        reason=entry.reason,
-        create_time=to_timestamp(entry.create_time),
-    )
 
 
 class _Base:
@@ -200,7 +136,7 @@ class CardPointsAdminServicer(_Base, pb_grpc.CardPointsAdminServiceServicer):
     ) -> pb.SetAccountStateResponse:
         cmd = model.SetAccountState(
             account_id=request.account_id,
-            state=_ACCOUNT_STATES_IN.get(request.state),
+            state=account_state(request.state),
             reason=request.reason,
         )
         account = await self._steps.write(services.set_account_state, cmd)
@@ -210,12 +146,11 @@ class CardPointsAdminServicer(_Base, pb_grpc.CardPointsAdminServiceServicer):
     async def ListAccounts(
         self, request: pb.ListAccountsRequest, context: Context
     ) -> pb.ListAccountsResponse:
-        known = _ACCOUNT_STATES_IN.get(request.state)
-        # An unknown number goes on as itself, for the use case to refuse.
-        state = str(known) if known else ("" if request.state == 0 else str(request.state))
         page = await self._steps.read(
             services.list_accounts,
-            model.ListAccounts(state, request.page_size, request.page_token),
+            model.ListAccounts(
+                account_state_name(request.state), request.page_size, request.page_token
+            ),
         )
         return pb.ListAccountsResponse(
             accounts=[account_pb(a) for a in page.items], next_page_token=page.next_page_token

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -11,18 +11,18 @@ import grpc
 
 from ecommerce.domain import commands
 from ecommerce.domain.errors import NotOwner
-from ecommerce.domain.model import (
-    CardLink,
-    Coupon,
-    CouponProduct,
-    CouponState,
-    ExchangeRatio,
-    Quote,
-    Redemption,
-    RedemptionState,
-    Refund,
-    RefundState,
-    UnsettledKind,
+from ecommerce.entrypoints.messages import (
+    COUPON_STATES,
+    REDEMPTION_STATES,
+    coupon_pb,
+    link_pb,
+    product_pb,
+    quote_pb,
+    ratio_pb,
+    redemption_pb,
+    refund_pb,
+    state_name,
+    unsettled_pb,
 )
 from ecommerce.service_layer import coupons, products, recovery, redemptions, refunds
 from ecommerce.service_layer.ports import EcommerceSteps, PointsGateway
@@ -31,33 +31,10 @@ from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as pb_grpc
 from servicekit import paging
 from servicekit.auth import ROLE_ADMIN, caller_has
 from servicekit.status import rpc
-from servicekit.timestamps import optional_time, to_timestamp
+from servicekit.timestamps import optional_time
 from servicekit.validation import Validator
 
 Context = grpc.aio.ServicerContext[Any, Any]
-
-_State = TypeVar("_State")
-
-REDEMPTION_STATES: Mapping[RedemptionState, pb.RedemptionState] = {
-    RedemptionState.PENDING: pb.REDEMPTION_STATE_PENDING,
-    RedemptionState.COMPLETED: pb.REDEMPTION_STATE_COMPLETED,
-    RedemptionState.FAILED: pb.REDEMPTION_STATE_FAILED,
-}
-COUPON_STATES: Mapping[CouponState, pb.CouponState] = {
-    CouponState.ISSUED: pb.COUPON_STATE_ISSUED,
-    CouponState.USED: pb.COUPON_STATE_USED,
-    CouponState.VOID: pb.COUPON_STATE_VOID,
-    CouponState.EXPIRED: pb.COUPON_STATE_EXPIRED,
-}
-UNSETTLED_KINDS: Mapping[UnsettledKind, pb.UnsettledKind] = {
-    UnsettledKind.REDEMPTION: pb.UNSETTLED_KIND_REDEMPTION,
-    UnsettledKind.REFUND: pb.UNSETTLED_KIND_REFUND,
-}
-REFUND_STATES: Mapping[RefundState, pb.RefundState] = {
-    RefundState.PENDING: pb.REFUND_STATE_PENDING,
-    RefundState.COMPLETED: pb.REFUND_STATE_COMPLETED,
-}
-
 
 _Request = TypeVar("_Request")
 _Response = TypeVar("_Response")
@@ -80,116 +57,6 @@ def conceals_owners(method: _Method[_Request, _Response]) -> _Method[_Request, _
             raise error.concealed from None
 
     return guarded
-
-
-def state_name(value: int, states: Mapping[_State, int]) -> str:
-    """The domain name of a list request's state filter; "" for UNSPECIFIED (no filter).
-
-    An unknown number is passed on as itself, for the use case to refuse with
-    the request's other bad fields.
-    """
-    for state, number in states.items():
-        if number == value:
-            return str(state)
-    return "" if value == 0 else str(value)
-
-
-def product_pb(product: CouponProduct) -> pb.CouponProduct:
-    return pb.CouponProduct(
-        product_id=product.product_id,
-        display_name=product.display_name,
-        face_value_minor=product.face_value_minor,
-        currency=product.currency,
-        points_per_coupon=product.points_per_coupon,
-        ratio_version=product.ratio_version,
-        validity_days=product.validity_days,
-        max_quantity_per_redemption=product.max_quantity_per_redemption,
-        active=product.active,
-        create_time=to_timestamp(product.create_time),
-    )
-
-
-def ratio_pb(ratio: ExchangeRatio) -> pb.ExchangeRatio:
-    return pb.ExchangeRatio(
-        product_id=ratio.product_id,
-        version=ratio.version,
-        points_per_coupon=ratio.points_per_coupon,
-        effective_time=to_timestamp(ratio.effective_time),
-    )
-
-
-def link_pb(link: CardLink) -> pb.CardLink:
-    return pb.CardLink(
-        customer_id=link.customer_id,
-        card_account_id=link.card_account_id,
-        link_time=to_timestamp(link.link_time),
-    )
-
-
-def quote_pb(quote: Quote) -> pb.Quote:
-    message = pb.Quote(
-        product_id=quote.product_id,
-        quantity=quote.quantity,
-        points_required=quote.points_required,
-        points_per_coupon=quote.points_per_coupon,
-        ratio_version=quote.ratio_version,
-        face_value_total_minor=quote.face_value_total_minor,
-        currency=quote.currency,
-        card_linked=quote.card_linked,
-    )
-    if quote.available_points is not None:
-        message.available_points = quote.available_points
-    return message
-
-
-def coupon_pb(coupon: Coupon) -> pb.Coupon:
-    return pb.Coupon(
-        code=coupon.code,
-        product_id=coupon.product_id,
-        redemption_id=coupon.redemption_id,
-        face_value_minor=coupon.face_value_minor,
-        currency=coupon.currency,
-        state=COUPON_STATES[coupon.state],
-        expire_time=to_timestamp(coupon.expire_time),
-        used_order_id=coupon.used_order_id,
-        customer_id=coupon.customer_id,
-        issue_time=to_timestamp(coupon.issue_time),
-        use_time=to_timestamp(coupon.use_time),
-    )
-
-
-def redemption_pb(redemption: Redemption) -> pb.Redemption:
-    return pb.Redemption(
-        redemption_id=redemption.redemption_id,
-        request_id=redemption.request_id,
-        customer_id=redemption.customer_id,
-        product_id=redemption.product_id,
-        quantity=redemption.quantity,
-        points=redemption.points,
-        ratio_version=redemption.ratio_version,
-        state=REDEMPTION_STATES[redemption.state],
-        failure_reason=redemption.failure_reason,
-        deduction_id=redemption.deduction_id,
-        coupons=[coupon_pb(c) for c in redemption.coupons],
-        points_per_coupon=redemption.points_per_coupon,
-        card_account_id=redemption.card_account_id,
-        refunded_points=redemption.refunded_points,
-        create_time=to_timestamp(redemption.create_time),
-        update_time=to_timestamp(redemption.update_time),
-    )
-
-
-def refund_pb(refund: Refund) -> pb.Refund:
-    return pb.Refund(
-        refund_id=refund.refund_id,
-        request_id=refund.request_id,
-        redemption_id=refund.redemption_id,
-        codes=refund.codes,
-        points=refund.points,
-        state=REFUND_STATES[refund.state],
-        reversal_id=refund.reversal_id,
-        create_time=to_timestamp(refund.create_time),
-    )
 
 
 class RedemptionServicer(pb_grpc.RedemptionServiceServicer):
@@ -445,17 +312,4 @@ class EcommerceAdminServicer(pb_grpc.EcommerceAdminServiceServicer):
         operations = await self._steps.read(
             recovery.list_unsettled, commands.ListUnsettled(self._review_after, limit)
         )
-        return pb.ListUnsettledResponse(
-            operations=[
-                pb.UnsettledOperation(
-                    kind=UNSETTLED_KINDS[op.kind],
-                    id=op.id,
-                    request_id=op.request_id,
-                    customer_id=op.customer_id,
-                    points=op.points,
-                    create_time=to_timestamp(op.create_time),
-                    needs_review=op.needs_review,
-                )
-                for op in operations
-            ]
-        )
+        return pb.ListUnsettledResponse(operations=[unsettled_pb(op) for op in operations])
