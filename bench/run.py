@@ -36,10 +36,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import profiling, report
+from bench import profiling, report, verdicts
 from bench.limits import measure as measure_limits
 from bench.load import DEDUCT, REDEEM, Job, LoadPool, Result, percentile, split
-from bench.report import CHAIN, HOP, PLUMBING_CHAIN, PLUMBING_HOP
 from bench.seed import check_invariants, seed
 from bench.stack import (
     DEFAULT_PG_URL,
@@ -59,6 +58,7 @@ from bench.stack import (
     postgres_cpu_seconds,
     rss_mb,
 )
+from bench.verdicts import CHAIN, HOP, PLUMBING_CHAIN, PLUMBING_HOP
 from chaos.broker import NatsServer
 
 SCHEMA = "pointsbridge-bench/1"
@@ -146,7 +146,7 @@ def parse_options(argv: Sequence[str] | None) -> Options:
     sections = tuple(s for s in args.sections.split(",") if s)
     if args.targets:
         sections = tuple(s for s in sections if s in ("sqlite", "postgres"))
-        args.concurrency = str(report.TARGETS_AT)
+        args.concurrency = str(verdicts.TARGETS_AT)
     unknown = set(sections) - set(SECTIONS)
     if unknown:
         parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
@@ -514,30 +514,30 @@ class Bench:
             if c in baselines_at:
                 self.chain(empty, c, db)
             self.redeem(cardpoints, ecommerce, c, db)
-        if report.TARGETS_AT in self.o.concurrency:
+        if verdicts.TARGETS_AT in self.o.concurrency:
             # One window of a few seconds on a shared machine is one sample: the
             # targets take the median ratio of several pairs.
             for k in range(2, self.o.repeats + 1):
-                label = f"{report.REPEAT} {k}"
-                self.hop(empty, report.TARGETS_AT, db, label=label)
-                self.deduct(cardpoints, report.TARGETS_AT, db, label=label)
-                self.chain(empty, report.TARGETS_AT, db, label=label)
-                self.redeem(cardpoints, ecommerce, report.TARGETS_AT, db, label=label)
+                label = f"{verdicts.REPEAT} {k}"
+                self.hop(empty, verdicts.TARGETS_AT, db, label=label)
+                self.deduct(cardpoints, verdicts.TARGETS_AT, db, label=label)
+                self.chain(empty, verdicts.TARGETS_AT, db, label=label)
+                self.redeem(cardpoints, ecommerce, verdicts.TARGETS_AT, db, label=label)
 
     def lean(self, stack: ExitStack, empty: dict[str, Server]) -> None:
         """The bare work of a deduction with no project code, each after an echo window."""
-        if self.o.smoke or report.TARGETS_AT not in self.o.concurrency:
+        if self.o.smoke or verdicts.TARGETS_AT not in self.o.concurrency:
             return
         argv = lean_argv(self.workdir / "lean.sqlite", self.o.accounts)
         (lean,) = self.start(stack, [("lean-deduct", argv)])
         for k in range(1, self.o.repeats + 1):
-            label = f"{report.LEAN_PAIR} {k}"
-            self.hop(empty, report.TARGETS_AT, "sqlite", label=label)
+            label = f"{verdicts.LEAN_PAIR} {k}"
+            self.hop(empty, verdicts.TARGETS_AT, "sqlite", label=label)
             customers = self.all_customers()
             servers = {"lean": lean}
-            at = report.TARGETS_AT
+            at = verdicts.TARGETS_AT
             self.measure(
-                report.LEAN, "sqlite", DEDUCT, [lean.address], servers, at, customers, label=label
+                verdicts.LEAN, "sqlite", DEDUCT, [lean.address], servers, at, customers, label=label
             )
         lean.stop()
 
@@ -558,8 +558,8 @@ class Bench:
             # The project's plumbing with nothing behind it: what it costs on its own.
             plumbing = ("empty",) if self.o.smoke or self.o.targets else ("empty", "bare")
             at = (
-                report.TARGETS_AT
-                if report.TARGETS_AT in self.o.concurrency
+                verdicts.TARGETS_AT
+                if verdicts.TARGETS_AT in self.o.concurrency
                 else max(self.o.concurrency)
             )
             for kind in plumbing:
@@ -865,7 +865,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log(f"failed; partial results in {options.out}")
         raise
     result["elapsed_s"] = round(time.monotonic() - started, 1)
-    result["targets"] = report.targets(result)
+    result["targets"] = verdicts.targets(result)
     _write(options.out, result)
     table = report.markdown_tables(result)
     print(table)
