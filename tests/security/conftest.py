@@ -1,9 +1,9 @@
-"""The running stack the hostile-input modules send to, seeded with known ids."""
+"""Fixtures of the security tests: the seeded stack hostile input goes to, and a pair of servers."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 import pytest
@@ -21,6 +21,7 @@ from servicekit.devtools.databases import drop_database
 from servicekit.paging import encode_token
 from tests.auth import Callers
 from tests.conftest import BACKENDS, create_pg_database
+from tests.security.access import Pair
 from tests.security.hostile import LOOPBACK, TIMEOUT, Books, Known, Stack
 
 
@@ -147,4 +148,29 @@ async def stack(
         yield Stack(backend, channels, books, known, auth.superuser)
 
 
-# ---------------------------------------------------------------- the checks
+@pytest.fixture
+async def pair(make_db_url: Callable[[str], str], auth: Callers) -> AsyncIterator[Pair]:
+    cardpoints_url, ecommerce_url = make_db_url("cardpoints"), make_db_url("ecommerce")
+    cardpoints = await start_cardpoints(
+        CardpointsSettings(
+            **auth.server_security, address="127.0.0.1:0", database_url=cardpoints_url
+        )
+    )
+    ecommerce = await start_ecommerce(
+        EcommerceSettings(
+            **auth.ecommerce_security,
+            address="127.0.0.1:0",
+            database_url=ecommerce_url,
+            cardpoints_address=f"127.0.0.1:{cardpoints.port}",
+            recovery_interval=0,
+        )
+    )
+    try:
+        yield Pair(
+            f"127.0.0.1:{cardpoints.port}",
+            f"127.0.0.1:{ecommerce.port}",
+            (cardpoints_url, ecommerce_url),
+        )
+    finally:
+        await ecommerce.stop(1)
+        await cardpoints.stop(1)

@@ -315,6 +315,9 @@ class Answer:
         return f"{self.code.name} {self.error.reason} {self.error.message[:300]!r}"
 
 
+# ---------------------------------------------------------------- the checks
+
+
 def check_answer(rpc: Rpc, answer: Answer) -> None:
     """A canonical, well-formed answer: the property every call must have."""
     where = f"{rpc} answered {answer}"
@@ -371,6 +374,3 @@ def hostile_settings(max_examples: int) -> settings:
             HealthCheck.large_base_example,
         ],
     )
-
-
-# ---------------------------------------------------------------- well-typed, hostile values

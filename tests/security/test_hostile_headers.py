@@ -191,6 +191,3 @@ async def test_hostile_authorization_headers_are_unauthenticated_and_change_noth
     await asyncio.to_thread(_run_headers, stack, auth)
     assert refused() - before >= stack.examples(HEADER_EXAMPLES)
     await asyncio.to_thread(assert_serving, stack)
-
-
-# ---------------------------------------------------------------- bugs found, pinned
