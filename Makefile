@@ -56,7 +56,7 @@ test: $(GEN) $(BUF) ## Every test, on SQLite and PostgreSQL (TEST_WORKERS=0: in 
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 screenshots: $(GEN) ## Retake docs/images/ (the storefront's pages) from the browser tests
-	POINTSBRIDGE_SCREENSHOT_DIR=docs/images $(BIN)/pytest -q tests/storefront/test_browser.py
+	POINTSBRIDGE_SCREENSHOT_DIR=docs/images $(BIN)/pytest -q tests/storefront/test_browser*.py
 
 chaos: $(GEN) ## The long fault harness (20 SIGKILLs per run) on SQLite, then PostgreSQL
 	$(PY) -m chaos.harness --preset long --db sqlite

@@ -14,7 +14,7 @@ from pointsbridge_cli.commands.events import _filter_for
 from tests.auth import Callers
 from tests.broker import NatsServer, stream_messages
 from tests.cli.conftest import CLI
-from tests.events.test_relay import Bank, start_bank
+from tests.events.relay import Bank, start_bank
 
 
 def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

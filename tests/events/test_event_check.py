@@ -16,7 +16,7 @@ from pointsbridge.events.v1 import cardpoints_events_pb2 as ev
 from servicekit.db import create_db_engine
 from tests.auth import Callers
 from tests.broker import NatsServer, stream_messages
-from tests.events.test_relay import Bank, start_bank
+from tests.events.relay import Bank, start_bank
 
 
 async def test_the_event_checker_passes_a_clean_run_and_catches_strays_and_losses(

@@ -1,6 +1,6 @@
 """The transactional outbox on SQLite and PostgreSQL: one row per committed change, none else.
 
-These run the real use cases on real databases; test_relay.py takes the rows to a
+These run the real use cases on real databases; the test_relay_* modules take the rows to a
 real broker.
 """
 

@@ -6,10 +6,12 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
-from playwright.async_api import Browser, Page, Playwright, ViewportSize
+from playwright.async_api import APIResponse, Browser, Page, Playwright, ViewportSize, expect
 
+from tests.storefront.stack import Stack
 from tests.support import ROOT
 
 # `make screenshots` points this at docs/images/, the README's pictures; an ordinary
@@ -17,6 +19,7 @@ from tests.support import ROOT
 SCREENSHOT_DIR = "POINTSBRIDGE_SCREENSHOT_DIR"
 DESKTOP: ViewportSize = {"width": 1280, "height": 900}
 PHONE: ViewportSize = {"width": 375, "height": 740}
+WAIT_MS = 10_000  # what a page gets to show what a test expects of it
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -70,4 +73,34 @@ async def horizontal_overflow(page: Page) -> int:
         await page.evaluate(
             "document.documentElement.scrollWidth - document.documentElement.clientWidth"
         )
+    )
+
+
+# ---------------------------------------------------------------- driving the pages
+
+
+async def sign_in(page: Page, stack: Stack, token: str) -> None:
+    await page.goto(f"{stack.url}/dev/sign-in?token={token}")
+    await expect(page.locator("h1")).to_have_text("Coupons to redeem")
+
+
+async def quoted(page: Page, points: str) -> None:
+    await expect(page.locator("#quote-points")).to_have_text(points)
+
+
+async def form_fields(page: Page, selector: str, **extra: str) -> list[tuple[str, str]]:
+    """What the form would post, read from the page (a resubmission sends exactly this)."""
+    pairs: list[list[str]] = await page.evaluate(
+        "(s) => Array.from(new FormData(document.querySelector(s)).entries())", selector
+    )
+    return [(k, v) for k, v in pairs] + list(extra.items())
+
+
+async def post_form(page: Page, url: str, fields: list[tuple[str, str]]) -> APIResponse:
+    """POST fields as the browser would, with the page's cookies, not following redirects."""
+    return await page.request.post(
+        url,
+        data=urlencode(fields),
+        headers={"content-type": "application/x-www-form-urlencoded"},
+        max_redirects=0,
     )
