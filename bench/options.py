@@ -10,6 +10,7 @@ from pathlib import Path
 
 from bench.stack import DEFAULT_PG_URL, ROOT
 from bench.verdicts import TARGETS_AT
+from servicekit.devtools.databases import require_local_server
 
 SECTIONS = ("limits", "sqlite", "profile", "growth", "soak", "postgres")
 
@@ -98,6 +99,10 @@ def parse_options(argv: Sequence[str] | None) -> Options:
     unknown = set(sections) - set(SECTIONS)
     if unknown:
         parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
+    try:
+        require_local_server(args.pg_url)
+    except ValueError as error:
+        parser.error(f"--pg-url: {error}")
     if args.smoke:
         return Options(
             smoke=True,

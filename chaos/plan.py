@@ -12,6 +12,7 @@ from pathlib import Path
 from chaos.journal import Customer, Product
 from chaos.proxy import Mode
 from servicekit.devtools.databases import PG_URL as DEFAULT_PG_URL
+from servicekit.devtools.databases import require_local_server
 
 CARDPOINTS = "cardpoints"
 ECOMMERCE = "ecommerce"
@@ -179,4 +180,8 @@ def parse_options(argv: Sequence[str] | None = None) -> Options:
     )
     if options.duration <= 0 or options.clients < 1 or options.kills < 0:
         parser.error("--duration must be positive, --clients at least 1, --kills at least 0")
+    try:
+        require_local_server(options.pg_url)
+    except ValueError as error:
+        parser.error(f"--pg-url: {error}")
     return options

@@ -59,6 +59,13 @@ class Databases:
     ecommerce: str
 
 
+def require_local_server(pg_url: str) -> None:
+    """Refuse (ValueError) a PostgreSQL server that is not on this machine's loopback."""
+    host = make_url(normalize_url(pg_url)).host
+    if host not in ("127.0.0.1", "localhost"):
+        raise ValueError(f"only a server on 127.0.0.1 will do, not {host}")
+
+
 @contextmanager
 def fresh_databases(
     kind: str, folder: Path, prefix: str, pg_url: str = PG_URL
@@ -72,9 +79,7 @@ def fresh_databases(
         return
     if kind != "postgres":
         raise ValueError(f"unknown database kind {kind!r}")
-    admin_url = make_url(normalize_url(pg_url))
-    if admin_url.host not in ("127.0.0.1", "localhost"):
-        raise ValueError(f"only a server on 127.0.0.1 will do, not {admin_url.host}")
+    require_local_server(pg_url)
     tag = secrets.token_hex(4)
     created: list[str] = []
     try:
