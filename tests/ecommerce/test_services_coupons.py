@@ -14,11 +14,11 @@ from ecommerce.domain.errors import DomainError
 from ecommerce.domain.model import (
     CouponState,
 )
-from ecommerce.service_layer import coupons, refunds
+from ecommerce.service_layer import coupons
 from tests.ecommerce.fakes import (
     START,
 )
-from tests.ecommerce.world import World, redeem, refused, stored_coupons
+from tests.ecommerce.world import World, redeem, refund_coupons, refused, stored_coupons
 
 # ---------------------------------------------------------------- coupons
 
@@ -96,16 +96,7 @@ async def test_expired_coupons_read_as_expired_and_cannot_be_used(shop: World) -
         )
     assert excinfo.value.reason == "COUPON_EXPIRED"
     with pytest.raises(DomainError) as refund:
-        await refunds.refund_coupons(
-            shop.steps,
-            shop.points,
-            commands.RefundCoupons(
-                request_id="rf",
-                customer_id="alice",
-                redemption_id=coupon.redemption_id,
-                codes=[coupon.code],
-            ),
-        )
+        await refund_coupons(shop, coupon.redemption_id, [coupon.code], "rf")
     assert refund.value.reason == "COUPON_EXPIRED"
 
 

@@ -17,12 +17,13 @@ from ecommerce.domain.model import (
     RefundState,
     UnsettledKind,
 )
-from ecommerce.service_layer import recovery, refunds
+from ecommerce.service_layer import recovery
 from tests.ecommerce.world import (
     World,
     add_customer,
     add_product,
     redeem,
+    refund_coupons,
     stored_coupons,
     stored_redemptions,
 )
@@ -101,15 +102,8 @@ async def test_recovery_settles_a_pending_refund(shop: World) -> None:
     redemption = await redeem(shop, "r-1")
     shop.points.lose_replies = 1
     with pytest.raises(PointsSystemUnavailable):
-        await refunds.refund_coupons(
-            shop.steps,
-            shop.points,
-            commands.RefundCoupons(
-                request_id="refund-1",
-                customer_id="alice",
-                redemption_id=redemption.redemption_id,
-                codes=[redemption.coupons[0].code],
-            ),
+        await refund_coupons(
+            shop, redemption.redemption_id, [redemption.coupons[0].code], "refund-1"
         )
     shop.clock.advance(timedelta(seconds=6))
     report = await recovery.recover(shop.steps, shop.points, POLICY)
@@ -123,16 +117,7 @@ async def test_recovery_settles_a_pending_refund(shop: World) -> None:
 async def test_export_lists_redemptions_with_their_refunds(shop: World) -> None:
     first = await redeem(shop, "e-1", quantity=2)
     await redeem(shop, "e-2", quantity=1)
-    await refunds.refund_coupons(
-        shop.steps,
-        shop.points,
-        commands.RefundCoupons(
-            request_id="refund-e",
-            customer_id="alice",
-            redemption_id=first.redemption_id,
-            codes=[first.coupons[0].code],
-        ),
-    )
+    await refund_coupons(shop, first.redemption_id, [first.coupons[0].code], "refund-e")
     shop.clock.advance(timedelta(seconds=1))  # the window ends, exclusively, at now
     page = await shop.steps.read(
         recovery.export_redemptions,

@@ -20,6 +20,7 @@ from tests.ecommerce.world import (
     World,
     balance,
     redeem,
+    refund_coupons,
     refused,
     stored_coupons,
     stored_redemptions,
@@ -29,15 +30,8 @@ from tests.ecommerce.world import (
 async def test_partial_refund_voids_coupons_and_gives_their_points_back(shop: World) -> None:
     redemption = await redeem(shop, quantity=3)
     codes = [c.code for c in redemption.coupons]
-    refund = await refunds.refund_coupons(
-        shop.steps,
-        shop.points,
-        commands.RefundCoupons(
-            request_id="refund-1",
-            customer_id="alice",
-            redemption_id=redemption.redemption_id,
-            codes=[codes[0].lower(), codes[1]],
-        ),
+    refund = await refund_coupons(
+        shop, redemption.redemption_id, [codes[0].lower(), codes[1]], "refund-1"
     )
     assert (refund.state, refund.points, refund.codes) == (
         RefundState.COMPLETED,
@@ -64,16 +58,7 @@ async def test_partial_refund_voids_coupons_and_gives_their_points_back(shop: Wo
         CouponState.ISSUED,
     ]
 
-    again = await refunds.refund_coupons(
-        shop.steps,
-        shop.points,
-        commands.RefundCoupons(
-            request_id="refund-1",
-            customer_id="alice",
-            redemption_id=redemption.redemption_id,
-            codes=[codes[1], codes[0]],
-        ),
-    )
+    again = await refund_coupons(shop, redemption.redemption_id, [codes[1], codes[0]], "refund-1")
     assert again == refund
     assert balance(shop) == 9000
 
@@ -83,28 +68,10 @@ async def test_partial_refund_voids_coupons_and_gives_their_points_back(shop: Wo
         )
     assert void.value.reason == "COUPON_VOID"
     with pytest.raises(DomainError) as twice:
-        await refunds.refund_coupons(
-            shop.steps,
-            shop.points,
-            commands.RefundCoupons(
-                request_id="refund-2",
-                customer_id="alice",
-                redemption_id=redemption.redemption_id,
-                codes=[codes[2], codes[0]],
-            ),
-        )
+        await refund_coupons(shop, redemption.redemption_id, [codes[2], codes[0]], "refund-2")
     assert refused(twice) == ("COUPON_VOID", {"code": codes[0]})
     with pytest.raises(DomainError) as reused:
-        await refunds.refund_coupons(
-            shop.steps,
-            shop.points,
-            commands.RefundCoupons(
-                request_id="refund-1",
-                customer_id="alice",
-                redemption_id=redemption.redemption_id,
-                codes=[codes[2]],
-            ),
-        )
+        await refund_coupons(shop, redemption.redemption_id, [codes[2]], "refund-1")
     assert reused.value.reason == "REQUEST_ID_REUSED"
     assert stored_coupons(shop)[2].state is CouponState.ISSUED
 
@@ -119,13 +86,7 @@ async def test_refund_refusals(shop: World) -> None:
 
     async def refund(codes: list[str], redemption_id: str = redemption.redemption_id) -> str:
         with pytest.raises(DomainError) as excinfo:
-            await refunds.refund_coupons(
-                shop.steps,
-                shop.points,
-                commands.RefundCoupons(
-                    request_id="rf", customer_id="alice", redemption_id=redemption_id, codes=codes
-                ),
-            )
+            await refund_coupons(shop, redemption_id, codes, "rf")
         return excinfo.value.reason
 
     assert await refund([unused, used]) == "COUPON_ALREADY_USED"
@@ -133,17 +94,9 @@ async def test_refund_refusals(shop: World) -> None:
     assert await refund([coupon_codes.new_code()]) == "COUPON_NOT_FOUND"
     assert await refund([unused], "rd_missing") == "REDEMPTION_NOT_FOUND"
     assert await refund([]) == "INVALID_FIELD"
+    codes = [unused, "nonsense", unused.replace("-", "")]
     with pytest.raises(DomainError) as excinfo:
-        await refunds.refund_coupons(
-            shop.steps,
-            shop.points,
-            commands.RefundCoupons(
-                request_id="rf",
-                customer_id="alice",
-                redemption_id=redemption.redemption_id,
-                codes=[unused, "nonsense", unused.replace("-", "")],
-            ),
-        )
+        await refund_coupons(shop, redemption.redemption_id, codes, "rf")
     assert excinfo.value.violations == (
         FieldViolation("codes[1]", "must have 18 symbols, not counting dashes"),
         FieldViolation("codes[2]", "repeats codes[0]"),
@@ -158,31 +111,13 @@ async def test_refund_with_unknown_outcome_stays_pending_and_resumes(shop: World
     code = redemption.coupons[0].code
     shop.points.lose_replies = 1
     with pytest.raises(PointsSystemUnavailable) as excinfo:
-        await refunds.refund_coupons(
-            shop.steps,
-            shop.points,
-            commands.RefundCoupons(
-                request_id="rf-1",
-                customer_id="alice",
-                redemption_id=redemption.redemption_id,
-                codes=[code],
-            ),
-        )
+        await refund_coupons(shop, redemption.redemption_id, [code])
     [pending] = shop.database.state.refunds.values()
     assert pending.state is RefundState.PENDING
     assert excinfo.value.metadata["refund_id"] == pending.refund_id
     assert {c.code: c.state for c in stored_coupons(shop)}[code] is CouponState.VOID
 
-    done = await refunds.refund_coupons(
-        shop.steps,
-        shop.points,
-        commands.RefundCoupons(
-            request_id="rf-1",
-            customer_id="alice",
-            redemption_id=redemption.redemption_id,
-            codes=[code],
-        ),
-    )
+    done = await refund_coupons(shop, redemption.redemption_id, [code])
     assert done.state is RefundState.COMPLETED
     assert await refunds.settle(shop.steps, shop.points, done.refund_id) == done
     assert len(shop.points.reversals) == 1
@@ -194,16 +129,7 @@ async def test_a_refused_reversal_undoes_the_refund(shop: World) -> None:
     redemption = await redeem(shop, quantity=1)
     shop.points.accounts["card-alice"].state = AccountState.CLOSED
     with pytest.raises(DomainError) as excinfo:
-        await refunds.refund_coupons(
-            shop.steps,
-            shop.points,
-            commands.RefundCoupons(
-                request_id="rf-1",
-                customer_id="alice",
-                redemption_id=redemption.redemption_id,
-                codes=[redemption.coupons[0].code],
-            ),
-        )
+        await refund_coupons(shop, redemption.redemption_id, [redemption.coupons[0].code])
     assert excinfo.value.reason == "ACCOUNT_CLOSED"
     assert shop.database.state.refunds == {}
     assert [c.state for c in stored_coupons(shop)] == [CouponState.ISSUED]

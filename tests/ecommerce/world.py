@@ -12,8 +12,9 @@ from ecommerce.domain.model import (
     Coupon,
     CouponProduct,
     Redemption,
+    Refund,
 )
-from ecommerce.service_layer import products, redemptions
+from ecommerce.service_layer import products, redemptions, refunds
 from ecommerce.service_layer.ports import EcommerceSteps
 from tests.ecommerce.fakes import (
     FakeClock,
@@ -83,6 +84,26 @@ async def redeem(
             product_id=product_id,
             quantity=quantity,
             expected_points=expected_points,
+        ),
+    )
+
+
+async def refund_coupons(
+    w: World,
+    redemption_id: str,
+    codes: list[str],
+    request_id: str = "rf-1",
+    *,
+    customer_id: str = "alice",
+) -> Refund:
+    return await refunds.refund_coupons(
+        w.steps,
+        w.points,
+        commands.RefundCoupons(
+            request_id=request_id,
+            customer_id=customer_id,
+            redemption_id=redemption_id,
+            codes=codes,
         ),
     )
 
