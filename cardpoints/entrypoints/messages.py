@@ -84,12 +84,3 @@ def entry_pb(entry: model.LedgerEntry) -> pb.LedgerEntry:
 def account_state(value: int) -> model.AccountState | None:
     """The domain state a request's number names; None for UNSPECIFIED or an unknown one."""
     return _ACCOUNT_STATES_IN.get(value)
-
-
-def account_state_name(value: int) -> str:
-    """The domain name of a list request's state filter; "" for UNSPECIFIED (no filter).
-
-    An unknown number is passed on as itself, for the use case to refuse.
-    """
-    known = account_state(value)
-    return str(known) if known else ("" if value == 0 else str(value))

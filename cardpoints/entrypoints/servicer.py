@@ -8,9 +8,9 @@ import grpc
 
 from cardpoints.domain import model
 from cardpoints.entrypoints.messages import (
+    ACCOUNT_STATES,
     account_pb,
     account_state,
-    account_state_name,
     deduction_pb,
     entry_pb,
     reversal_pb,
@@ -19,6 +19,7 @@ from cardpoints.service_layer import services
 from cardpoints.service_layer.ports import UnitOfWork
 from pointsbridge.cardpoints.v1 import cardpoints_pb2 as pb
 from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as pb_grpc
+from servicekit.states import state_name
 from servicekit.status import rpc
 from servicekit.steps import Steps
 from servicekit.timestamps import optional_time
@@ -149,7 +150,7 @@ class CardPointsAdminServicer(_Base, pb_grpc.CardPointsAdminServiceServicer):
         page = await self._steps.read(
             services.list_accounts,
             model.ListAccounts(
-                account_state_name(request.state), request.page_size, request.page_token
+                state_name(request.state, ACCOUNT_STATES), request.page_size, request.page_token
             ),
         )
         return pb.ListAccountsResponse(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TypeVar
 
 from ecommerce.domain.model import (
     CardLink,
@@ -21,8 +20,6 @@ from ecommerce.domain.model import (
 )
 from pointsbridge.ecommerce.v1 import ecommerce_pb2 as pb
 from servicekit.timestamps import to_timestamp
-
-_State = TypeVar("_State")
 
 REDEMPTION_STATES: Mapping[RedemptionState, pb.RedemptionState] = {
     RedemptionState.PENDING: pb.REDEMPTION_STATE_PENDING,
@@ -43,18 +40,6 @@ REFUND_STATES: Mapping[RefundState, pb.RefundState] = {
     RefundState.PENDING: pb.REFUND_STATE_PENDING,
     RefundState.COMPLETED: pb.REFUND_STATE_COMPLETED,
 }
-
-
-def state_name(value: int, states: Mapping[_State, int]) -> str:
-    """The domain name of a list request's state filter; "" for UNSPECIFIED (no filter).
-
-    An unknown number is passed on as itself, for the use case to refuse with
-    the request's other bad fields.
-    """
-    for state, number in states.items():
-        if number == value:
-            return str(state)
-    return "" if value == 0 else str(value)
 
 
 def product_pb(product: CouponProduct) -> pb.CouponProduct:

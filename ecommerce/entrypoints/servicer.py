@@ -21,7 +21,6 @@ from ecommerce.entrypoints.messages import (
     ratio_pb,
     redemption_pb,
     refund_pb,
-    state_name,
     unsettled_pb,
 )
 from ecommerce.service_layer import coupons, products, recovery, redemptions, refunds
@@ -30,6 +29,7 @@ from pointsbridge.ecommerce.v1 import ecommerce_pb2 as pb
 from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as pb_grpc
 from servicekit import paging
 from servicekit.auth import ROLE_ADMIN, caller_has
+from servicekit.states import state_name
 from servicekit.status import rpc
 from servicekit.timestamps import optional_time
 from servicekit.validation import Validator
