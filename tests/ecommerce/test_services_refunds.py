@@ -131,5 +131,9 @@ async def test_a_refused_reversal_undoes_the_refund(shop: World) -> None:
     with pytest.raises(DomainError) as excinfo:
         await refund_coupons(shop, redemption.redemption_id, [redemption.coupons[0].code])
     assert excinfo.value.reason == "ACCOUNT_CLOSED"
+    # The refusal names the refund it undid, beside what card-points said.
+    assert excinfo.value.metadata["request_id"] == "rf-1"
+    assert excinfo.value.metadata["redemption_id"] == redemption.redemption_id
+    assert excinfo.value.metadata["refund_id"]
     assert shop.database.state.refunds == {}
     assert [c.state for c in stored_coupons(shop)] == [CouponState.ISSUED]
