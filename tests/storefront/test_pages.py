@@ -243,6 +243,19 @@ async def test_every_redeem_refusal_is_said_next_to_its_field_in_both_languages(
     assert shop.redeemed == []
 
 
+async def test_a_quantity_changed_after_the_quote_or_a_bad_request_id_redeems_nothing(
+    browser: httpx.AsyncClient, shop: FakeShop
+) -> None:
+    form = await redeem_form(browser, quantity=2)
+    page = await browser.post("/redeem/c10", data={**form, "quantity": "3"})
+    assert page.status_code == 409
+    assert said(page.text, "form-notice") == i18n._EN["refusal.QUANTITY_CHANGED"]
+    form = await redeem_form(browser)
+    page = await browser.post("/redeem/c10", data={**form, "request_id": "not one!"})
+    assert page.status_code == 400
+    assert shop.redeemed == []
+
+
 async def test_an_unexpected_error_shows_the_request_id_and_nothing_else(
     browser: httpx.AsyncClient, shop: FakeShop
 ) -> None:
