@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import enum
 import re
+from typing import TypeVar
 
 from servicekit.errors import FieldViolation, InvalidField
 
@@ -13,6 +15,8 @@ REQUEST_ID_PATTERN = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 IDENTIFIER_PATTERN = re.compile(r"[A-Za-z0-9._\-]{1,64}")
 CUSTOMER_ID_PATTERN = re.compile(r"[A-Za-z0-9._@\-]{1,64}")
 CURRENCY_PATTERN = re.compile(r"[A-Z]{3}")
+
+_E = TypeVar("_E", bound=enum.StrEnum)
 
 
 def checked_mul(a: int, b: int, field: str) -> int:
@@ -67,6 +71,16 @@ class Validator:
     def in_range(self, field: str, value: int, low: int, high: int) -> None:
         if not low <= value <= high:
             self.add(field, f"must be between {low} and {high}")
+
+    def state(self, field: str, name: str, states: type[_E]) -> _E | None:
+        """A listing's state filter: "" is none, an unknown name a bad field."""
+        if not name:
+            return None
+        try:
+            return states(name)
+        except ValueError:
+            self.add(field, f"must be one of {', '.join(states)} or unspecified")
+            return None
 
     def done(self, message: str = "the request has invalid fields") -> None:
         if self.violations:

@@ -352,12 +352,7 @@ def list_transactions(uow: UnitOfWork, cmd: ListTransactions, clock: Clock) -> P
 def list_accounts(uow: UnitOfWork, cmd: ListAccounts, clock: Clock) -> Page[Account]:
     """Accounts in account_id order, only those in the state named, when one is."""
     v = Validator()
-    only: AccountState | None = None
-    if cmd.state:
-        try:
-            only = AccountState(cmd.state)
-        except ValueError:
-            v.add("state", f"must be one of {', '.join(AccountState)} or unspecified")
+    only = v.state("state", cmd.state, AccountState)
     limit = page_size(v, "page_size", cmd.page_size)
     after = decode_key_token(v, "page_token", cmd.page_token)
     v.done()

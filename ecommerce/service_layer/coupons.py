@@ -7,7 +7,7 @@ import re
 from ecommerce.domain import coupon_codes
 from ecommerce.domain.commands import ListCoupons, UseCoupon
 from ecommerce.domain.model import Coupon, CouponState
-from ecommerce.service_layer.lookups import customers_coupon, state_filter
+from ecommerce.service_layer.lookups import customers_coupon
 from ecommerce.service_layer.ports import UnitOfWork
 from servicekit import paging
 from servicekit.clock import Clock
@@ -20,7 +20,7 @@ ORDER_ID_PATTERN = re.compile(r"[A-Za-z0-9._:\-]{1,64}")
 def list_coupons(uow: UnitOfWork, cmd: ListCoupons, clock: Clock) -> Page[Coupon]:
     v = Validator()
     v.customer_id("customer_id", cmd.customer_id)
-    only = state_filter(v, "state", cmd.state, CouponState)
+    only = v.state("state", cmd.state, CouponState)
     limit = paging.page_size(v, "page_size", cmd.page_size)
     before = paging.decode_token(v, "page_token", cmd.page_token)
     v.done()

@@ -3,27 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import enum
 from datetime import datetime
-from typing import TypeVar
 
 from ecommerce.domain.errors import CouponNotFound, NotOwner, ProductNotFound, RedemptionNotFound
 from ecommerce.domain.model import Coupon, CouponProduct, Redemption
 from ecommerce.service_layer.ports import UnitOfWork
-from servicekit.validation import Validator
-
-_E = TypeVar("_E", bound=enum.StrEnum)
-
-
-def state_filter(v: Validator, field: str, name: str, states: type[_E]) -> _E | None:
-    """A listing's state filter: "" is none, an unknown name a bad field."""
-    if not name:
-        return None
-    try:
-        return states(name)
-    except ValueError:
-        v.add(field, f"must be one of {', '.join(states)} or unspecified")
-        return None
 
 
 def require_product(uow: UnitOfWork, product_id: str) -> CouponProduct:

@@ -21,7 +21,6 @@ from ecommerce.domain.model import CardLink, Quote, Redemption, RedemptionState
 from ecommerce.service_layer.lookups import (
     customers_redemption,
     require_product,
-    state_filter,
     with_coupons,
 )
 from ecommerce.service_layer.ports import EcommerceSteps, PointsGateway, UnitOfWork
@@ -243,7 +242,7 @@ def list_redemptions(uow: UnitOfWork, cmd: ListRedemptions, clock: Clock) -> Pag
     v = Validator()
     if cmd.customer_id is not None:
         v.customer_id("customer_id", cmd.customer_id)
-    only = state_filter(v, "state", cmd.state, RedemptionState)
+    only = v.state("state", cmd.state, RedemptionState)
     limit = paging.page_size(v, "page_size", cmd.page_size)
     before = paging.decode_token(v, "page_token", cmd.page_token)
     v.done()
