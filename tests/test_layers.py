@@ -24,12 +24,21 @@ FORBIDDEN = {
 
 
 def imported(path: Path) -> set[str]:
+    return names_in(path.read_text(), list(path.relative_to(ROOT).parts[:-1]))
+
+
+def names_in(source: str, package: list[str]) -> set[str]:
+    """Every module a source imports; `from a import b` counts as a and as a.b, and a
+    relative import is read as the absolute name it stands for in `package`."""
     names: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            names.add(module)
+            names.update(f"{module}.{alias.name}" for alias in node.names)
     return names
 
 
@@ -63,10 +72,18 @@ def test_servicekit_modules_the_inner_rooms_use_import_no_storage() -> None:
         if name.startswith("servicekit.")
     }
     assert used
+    files = {name: ROOT / (name.replace(".", "/") + ".py") for name in used}
     found = {
         f"{name}: {inner}"
-        for name in sorted(used)
-        for inner in imported(ROOT / (name.replace(".", "/") + ".py"))
+        for name, path in sorted(files.items())
+        if path.exists()
+        for inner in imported(path)
         if refused(inner, ("sqlalchemy", "grpc"))
     }
     assert not found, sorted(found)
+
+
+def test_the_scan_sees_every_spelling_of_an_import() -> None:
+    source = "from ecommerce import adapters\nfrom ..entrypoints import servicer\n"
+    names = names_in(source, ["ecommerce", "domain"])
+    assert {"ecommerce.adapters", "ecommerce.entrypoints.servicer"} <= names
