@@ -119,6 +119,7 @@ class FakeShop:
         self.refusal: ServiceRefusal | None = None
         self.broken = False
         self.redeemed: list[str] = []
+        self.refunded: list[str] = []
 
     async def check_token(self, token: str) -> None:
         return None
@@ -149,6 +150,12 @@ class FakeShop:
             raise self.refusal
         self.redeemed.append(request["request_id"])
         return pb.Redemption(redemption_id="rd_1", state=pb.REDEMPTION_STATE_COMPLETED)
+
+    async def refund(self, token: str, **request: Any) -> Any:
+        self.refunded.append(request["request_id"])
+        if self.refusal is not None:
+            raise self.refusal
+        return pb.Refund(codes=request["codes"], points=1000, state=pb.REFUND_STATE_COMPLETED)
 
     async def close(self) -> None:
         return None
@@ -254,6 +261,22 @@ async def test_a_quantity_changed_after_the_quote_or_a_bad_request_id_redeems_no
     page = await browser.post("/redeem/c10", data={**form, "request_id": "not one!"})
     assert page.status_code == 400
     assert shop.redeemed == []
+
+
+async def test_a_refund_the_points_system_cannot_answer_yet_goes_back_to_its_redemption(
+    browser: httpx.AsyncClient, shop: FakeShop
+) -> None:
+    form = await redeem_form(browser)
+    refund = {"csrf": form["csrf"], "request_id": "rf-1", "codes": "CODE-1"}
+    page = await browser.post("/redemptions/rd_1/refund", data={**refund, "request_id": "no!"})
+    assert page.status_code == 400
+    assert shop.refunded == []
+    shop.refusal = ServiceRefusal(
+        grpc.StatusCode.UNAVAILABLE, "POINTS_SYSTEM_UNAVAILABLE", "later", {}, ()
+    )
+    page = await browser.post("/redemptions/rd_1/refund", data=refund)
+    assert (page.status_code, page.headers["location"]) == (303, "/redemptions/rd_1")
+    assert shop.refunded == ["rf-1"]
 
 
 async def test_an_unexpected_error_shows_the_request_id_and_nothing_else(
