@@ -26,12 +26,12 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
-    bindparam,
     insert,
     text,
 )
 
 from servicekit.clock import as_utc
+from servicekit.compiled import CompiledStatement
 
 # SQLite only autoincrements an INTEGER PRIMARY KEY (the rowid).
 _ID = BigInteger().with_variant(Integer(), "sqlite")
@@ -133,28 +133,15 @@ def now_micros() -> int:
     return time.time_ns() // 1000
 
 
-# The columns the writer fills, in the order of its INSERT.
-_COLUMNS = (
-    "event_id",
-    "type",
-    "subject",
-    "aggregate_id",
-    "sequence",
-    "time_us",
-    "create_us",
-    "data",
-)
-
-
 class OutboxWriter:
     """Writes the outbox rows of a unit of work's events on its connection.
 
     Per event: one counter upsert (which takes the aggregate's row lock, so its
-    sequence numbers follow commit order with no gaps) and one INSERT. Both are
-    compiled once per dialect and run on the DBAPI cursor of the unit's own
-    connection, inside its transaction: every value is an int, str or bytes, so
-    there is nothing for SQLAlchemy to convert, and its per-statement overhead
-    would be most of the outbox's cost on a deduction.
+    sequence numbers follow commit order with no gaps) and one INSERT, both run
+    through `servicekit.compiled` inside the unit's own transaction: SQLAlchemy's
+    per-statement overhead would be most of the outbox's cost on a deduction. A
+    lock timeout or deadlock on the counter comes out as SQLAlchemy's
+    `OperationalError`, so the database runner reruns the unit as for any other.
     """
 
     def __init__(self, tables: OutboxTables, service: str, encode: Encoder) -> None:
@@ -163,28 +150,17 @@ class OutboxWriter:
         self.encode = encode
         sequences = tables.sequences.name
         # The same upsert on SQLite and PostgreSQL.
-        self._next_sequence = text(
-            f"INSERT INTO {sequences} (aggregate_type, aggregate_id, last_sequence) "
-            "VALUES (:aggregate_type, :aggregate_id, 1) "
-            "ON CONFLICT (aggregate_type, aggregate_id) "
-            f"DO UPDATE SET last_sequence = {sequences}.last_sequence + 1 "
-            "RETURNING last_sequence"
+        self._next_sequence = CompiledStatement(
+            text(
+                f"INSERT INTO {sequences} (aggregate_type, aggregate_id, last_sequence) "
+                "VALUES (:aggregate_type, :aggregate_id, 1) "
+                "ON CONFLICT (aggregate_type, aggregate_id) "
+                f"DO UPDATE SET last_sequence = {sequences}.last_sequence + 1 "
+                "RETURNING last_sequence"
+            )
         )
         # inline(): no RETURNING of the new id, which nothing reads.
-        self._insert = insert(tables.events).values({c: bindparam(c) for c in _COLUMNS}).inline()
-        self._compiled: dict[str, tuple[str, str]] = {}
-
-    def _statements(self, connection: Connection) -> tuple[str, str]:
-        """The two statements in the DBAPI's positional or named style, compiled once."""
-        dialect = connection.dialect
-        found = self._compiled.get(dialect.name)
-        if found is None:
-            found = (
-                str(self._next_sequence.compile(dialect=dialect)),
-                str(self._insert.compile(dialect=dialect)),
-            )
-            self._compiled[dialect.name] = found
-        return found
+        self._insert = CompiledStatement(insert(tables.events).inline())
 
     def subject(self, outgoing: Outgoing) -> str:
         return f"pointsbridge.{self.service}.{outgoing.aggregate_type}.{outgoing.name}"
@@ -192,39 +168,33 @@ class OutboxWriter:
     def write(self, connection: Connection, events: Iterable[object]) -> int:
         """Insert the rows of `events` (those the encoder publishes); how many."""
         written = 0
-        cursor = None
-        positional = connection.dialect.positional
         created = now_micros()
         for event in events:
             outgoing = self.encode(event)
             if outgoing is None:
                 continue
-            if cursor is None:
-                cursor = connection.connection.cursor()
-                next_sequence, insert_row = self._statements(connection)
-            key = (outgoing.aggregate_type, outgoing.aggregate_id)
-            cursor.execute(
-                next_sequence,
-                key if positional else {"aggregate_type": key[0], "aggregate_id": key[1]},
+            counter = self._next_sequence.first(
+                connection,
+                {
+                    "aggregate_type": outgoing.aggregate_type,
+                    "aggregate_id": outgoing.aggregate_id,
+                },
             )
-            counter = cursor.fetchone()
             assert counter is not None, "the upsert returns the new counter"
             sequence = int(counter[0])
             outgoing.message.sequence = sequence
-            values = (
-                str(uuid.uuid4()),
-                type(outgoing.message).DESCRIPTOR.full_name,  # type: ignore[attr-defined]
-                self.subject(outgoing),
-                outgoing.aggregate_id,
-                sequence,
-                micros(outgoing.time),
-                created,
-                outgoing.message.SerializeToString(),
-            )
-            cursor.execute(
-                insert_row, values if positional else dict(zip(_COLUMNS, values, strict=True))
+            self._insert.execute(
+                connection,
+                {
+                    "event_id": str(uuid.uuid4()),
+                    "type": type(outgoing.message).DESCRIPTOR.full_name,  # type: ignore[attr-defined]
+                    "subject": self.subject(outgoing),
+                    "aggregate_id": outgoing.aggregate_id,
+                    "sequence": sequence,
+                    "time_us": micros(outgoing.time),
+                    "create_us": created,
+                    "data": outgoing.message.SerializeToString(),
+                },
             )
             written += 1
-        if cursor is not None:
-            cursor.close()
         return written

@@ -195,3 +195,25 @@ async def test_group_commit_keeps_the_events_of_a_failing_unit_out(tmp_path: Pat
         assert last_sequences(db) == {"g-1": 8, "g-2": 2}
     finally:
         db.close()
+
+
+def test_a_failing_outbox_statement_raises_as_sqlalchemy_does() -> None:
+    # The database runner reruns a unit only on SQLAlchemy's DBAPIError (a lock timeout, a
+    # deadlock on the sequence counter): the outbox's statements must not leak the driver's.
+    from datetime import UTC, datetime
+
+    from sqlalchemy import MetaData, create_engine
+    from sqlalchemy.exc import OperationalError
+
+    from servicekit.outbox import OutboxWriter, Outgoing, define_tables
+
+    tables = define_tables(MetaData())
+    message = ev.PointsDeducted()
+    outgoing = Outgoing("account", "acct-1", "points_deducted", message, datetime.now(UTC))
+    writer = OutboxWriter(tables, "cardpoints", lambda event: outgoing)
+    engine = create_engine("sqlite://")
+    with engine.connect() as conn:
+        tables.events.create(conn)  # no sequence counters: the upsert fails
+        with pytest.raises(OperationalError, match="event_sequences"):
+            writer.write(conn, [object()])
+    engine.dispose()
