@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from datetime import datetime
 
 from ecommerce.domain.card_points import DeductionOrder
 from ecommerce.domain.commands import GetRedemption, ListRedemptions, QuoteRedemption, RedeemPoints
@@ -159,6 +160,13 @@ class _Refused:
     reason: str
 
 
+def _settled(uow: UnitOfWork, redemption_id: str, now: datetime) -> Redemption:
+    """The redemption as the settle that moved it out of PENDING left it."""
+    current = uow.redemptions.get(redemption_id)
+    assert current is not None
+    return with_coupons(uow, current, now)
+
+
 def _complete(uow: UnitOfWork, cmd: _Deducted, clock: Clock) -> Redemption:
     now = clock()
     pending = cmd.redemption
@@ -170,9 +178,7 @@ def _complete(uow: UnitOfWork, cmd: _Deducted, clock: Clock) -> Redemption:
         )
         if not events or not uow.redemptions.save_outcome(completed):
             # Another settle got here first and issued the coupons.
-            current = uow.redemptions.get(pending.redemption_id)
-            assert current is not None
-            return with_coupons(uow, current, now)
+            return _settled(uow, pending.redemption_id, now)
         uow.coupons.add_all(completed.coupons)
         uow.events += events
         uow.commit()
@@ -183,13 +189,12 @@ def _fail(uow: UnitOfWork, cmd: _Refused, clock: Clock) -> Redemption:
     now = clock()
     with uow:
         failed, events = cmd.redemption.fail(cmd.reason, now)
-        if events and uow.redemptions.save_outcome(failed):
-            uow.events += events
-        current = uow.redemptions.get(cmd.redemption.redemption_id)
-        assert current is not None
-        current = with_coupons(uow, current, now)
+        if not events or not uow.redemptions.save_outcome(failed):
+            # Another settle got here first: its outcome stands.
+            return _settled(uow, cmd.redemption.redemption_id, now)
+        uow.events += events
         uow.commit()
-    return current
+    return failed
 
 
 async def settle(

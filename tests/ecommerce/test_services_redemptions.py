@@ -105,6 +105,29 @@ async def test_unknown_outcome_stays_pending_and_a_retry_completes_exactly_once(
     assert {c.code for c in again.coupons} == {c.code for c in done.coupons}
 
 
+async def test_a_stale_pending_copy_of_a_failed_redemption_replays_the_stored_refusal(
+    shop: World,
+) -> None:
+    shop.points.unreachable = 1
+    with pytest.raises(PointsSystemUnavailable):
+        await redeem(shop, "req-8", quantity=11)
+    [pending] = stored_redemptions(shop)
+    shop.points.unreachable = 0
+    with pytest.raises(DomainError) as first:
+        await redeem(shop, "req-8", quantity=11)
+    [failed] = stored_redemptions(shop)
+
+    # Settling the stale PENDING copy again, as a concurrent attempt would, changes nothing.
+    with pytest.raises(DomainError) as again:
+        await redemptions.settle(shop.steps, shop.points, pending)
+
+    assert refused(again) == refused(first)
+    assert refused(first)[0] == "INSUFFICIENT_POINTS"
+    assert stored_redemptions(shop) == [failed]
+    assert failed.state is RedemptionState.FAILED
+    assert balance(shop) == 10_000
+
+
 async def test_the_recovery_sweep_finishes_pending_redemptions(shop: World) -> None:
     """`recover` is what the server's recovery loop runs on every sweep."""
     await add_customer(shop, "bob", balance=100)
