@@ -18,7 +18,7 @@ from ecommerce.domain.errors import (
     RateChanged,
     RequestIdReused,
 )
-from ecommerce.domain.model import CardLink, Quote, Redemption, RedemptionState
+from ecommerce.domain.model import CardLink, CouponProduct, Quote, Redemption, RedemptionState
 from ecommerce.service_layer.lookups import (
     customers_redemption,
     require_product,
@@ -95,7 +95,15 @@ def _unexpected_points(uow: UnitOfWork, quote: Quote, expected_points: int) -> D
     )
 
 
-def _record(uow: UnitOfWork, cmd: RedeemPoints, clock: Clock) -> Redemption:
+@dataclass(frozen=True)
+class _Recorded:
+    redemption: Redemption
+    # The product a new redemption was priced from; what its coupons take from it
+    # (face value, currency, validity) never changes, so settling need not read it again.
+    product: CouponProduct | None = None
+
+
+def _record(uow: UnitOfWork, cmd: RedeemPoints, clock: Clock) -> _Recorded:
     """The redemption of this request_id: the one recorded, or a new PENDING one."""
     now = clock()
     with uow:
@@ -106,8 +114,9 @@ def _record(uow: UnitOfWork, cmd: RedeemPoints, clock: Clock) -> Redemption:
                 cmd.customer_id, cmd.product_id, cmd.quantity, cmd.expected_points
             ):
                 raise RequestIdReused(cmd.request_id)
-            return with_coupons(uow, existing, now)
-        quote = require_product(uow, cmd.product_id).quote(cmd.quantity)
+            return _Recorded(with_coupons(uow, existing, now))
+        product = require_product(uow, cmd.product_id)
+        quote = product.quote(cmd.quantity)
         link = uow.links.get(cmd.customer_id)
         if link is None:
             raise CardNotLinked(
@@ -132,7 +141,7 @@ def _record(uow: UnitOfWork, cmd: RedeemPoints, clock: Clock) -> Redemption:
         )
         uow.redemptions.add(redemption)
         uow.commit()
-    return redemption
+    return _Recorded(redemption, product)
 
 
 async def redeem_points(
@@ -145,13 +154,15 @@ async def redeem_points(
     if cmd.expected_points is not None:
         v.positive("expected_points", cmd.expected_points)
     v.done()
-    return await settle(steps, points, await steps.write(_record, cmd))
+    recorded = await steps.write(_record, cmd)
+    return await settle(steps, points, recorded.redemption, recorded.product)
 
 
 @dataclass(frozen=True)
 class _Deducted:
     redemption: Redemption  # PENDING, as read before the deduction
     deduction_id: str
+    product: CouponProduct | None  # None: read it
 
 
 @dataclass(frozen=True)
@@ -171,7 +182,7 @@ def _complete(uow: UnitOfWork, cmd: _Deducted, clock: Clock) -> Redemption:
     now = clock()
     pending = cmd.redemption
     with uow:
-        product = uow.products.get(pending.product_id)
+        product = cmd.product or uow.products.get(pending.product_id)
         assert product is not None, "coupon products are never deleted"
         completed, events = pending.complete(
             cmd.deduction_id, pending.issue_coupons(product, now), now
@@ -198,13 +209,17 @@ def _fail(uow: UnitOfWork, cmd: _Refused, clock: Clock) -> Redemption:
 
 
 async def settle(
-    steps: EcommerceSteps, points: PointsGateway, redemption: Redemption
+    steps: EcommerceSteps,
+    points: PointsGateway,
+    redemption: Redemption,
+    product: CouponProduct | None = None,
 ) -> Redemption:
     """Drive a redemption to COMPLETED or FAILED by (re)sending its one DeductPoints.
 
     Safe to call any number of times, concurrently too: the deduction request_id
     is derived from the redemption, and only the caller that moves the row out
-    of PENDING issues coupons. A FAILED redemption replays its refusal.
+    of PENDING issues coupons. A FAILED redemption replays its refusal. `product`
+    is the one the redemption was priced from when the caller holds it (else read).
     """
     if redemption.state is not RedemptionState.PENDING:
         return redemption.answer()
@@ -229,7 +244,8 @@ async def settle(
         ) from error
     except DomainError as refusal:
         return (await steps.write(_fail, _Refused(redemption, refusal.reason))).answer()
-    return (await steps.write(_complete, _Deducted(redemption, deduction.deduction_id))).answer()
+    deducted = _Deducted(redemption, deduction.deduction_id, product)
+    return (await steps.write(_complete, deducted)).answer()
 
 
 def get_redemption(uow: UnitOfWork, cmd: GetRedemption, clock: Clock) -> Redemption:

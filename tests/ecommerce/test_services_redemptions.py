@@ -12,6 +12,7 @@ import pytest
 from ecommerce.domain import commands, coupon_codes
 from ecommerce.domain.errors import DomainError, PointsSystemUnavailable
 from ecommerce.domain.model import (
+    CouponProduct,
     CouponState,
     RedemptionState,
 )
@@ -19,6 +20,7 @@ from ecommerce.service_layer import products, recovery, redemptions
 from tests.ecommerce.fakes import (
     START,
 )
+from tests.ecommerce.fakes.repositories import FakeProducts
 from tests.ecommerce.world import (
     World,
     add_customer,
@@ -103,6 +105,23 @@ async def test_unknown_outcome_stays_pending_and_a_retry_completes_exactly_once(
     assert balance(shop) == 8000
     assert len(stored_coupons(shop)) == 2
     assert {c.code for c in again.coupons} == {c.code for c in done.coupons}
+
+
+async def test_a_redemption_reads_its_product_once(
+    shop: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads: list[str] = []
+    get = FakeProducts.get
+
+    def counted(self: FakeProducts, product_id: str) -> CouponProduct | None:
+        reads.append(product_id)
+        return get(self, product_id)
+
+    monkeypatch.setattr(FakeProducts, "get", counted)
+    redemption = await redeem(shop, quantity=2)
+
+    assert redemption.state is RedemptionState.COMPLETED
+    assert reads == ["coupon-10"]
 
 
 async def test_a_stale_pending_copy_of_a_failed_redemption_replays_the_stored_refusal(
