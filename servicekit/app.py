@@ -22,6 +22,7 @@ from servicekit.db import GROUP_COMMIT, Database, create_db_engine, upgrade_sche
 from servicekit.observability import configure_logging, serve_metrics
 from servicekit.outbox import OutboxTables
 from servicekit.ports import listen_address
+from servicekit.processes import Member, check_processes, supervise
 from servicekit.relay import RelaySettings, RunningRelay, start_relay
 from servicekit.server import Registration, RunningServer, start_server, wait_for_stop_signal
 from servicekit.tls import ServerTransport
@@ -36,6 +37,8 @@ class ServerSettings:
     database_url: str = ""
     migrate: bool = True
     workers: int = 8
+    # Server processes on one port (SO_REUSEPORT); more than one needs PostgreSQL.
+    processes: int = 1
     group_commit: int = GROUP_COMMIT
     grace: float = 5.0
     log_level: str = "INFO"
@@ -185,8 +188,9 @@ class Server(Generic[S]):
         finally:
             engine.dispose()
 
-    async def start(self, settings: S, *, clock: Clock = utc_now) -> App:
-        """Open the database (migrating it if asked), then serve the service's gRPC services."""
+    async def start(self, settings: S, *, clock: Clock = utc_now, reuse_port: bool = False) -> App:
+        """Open the database (migrating it if asked), then serve the service's gRPC services
+        (`reuse_port`: on a port shared with the server's other processes)."""
         credentials = self.transport(settings).credentials()
         auth = AuthInterceptor(
             TokenVerifier.from_file(settings.token_public_key),
@@ -211,6 +215,7 @@ class Server(Generic[S]):
                 wiring.registrations,
                 credentials=credentials,
                 interceptors=[auth],
+                reuse_port=reuse_port,
             )
         except BaseException:
             for close in wiring.closers:
@@ -230,20 +235,30 @@ class Server(Generic[S]):
         app.loops = [asyncio.create_task(loop(app.stopping)) for loop in wiring.loops]
         return app
 
-    async def serve(self, settings: S) -> None:
+    def say_warnings(self, settings: S) -> None:
+        if settings.insecure_plaintext and not settings.tls_cert:
+            self.log.warning(
+                "INSECURE: serving plaintext gRPC (--insecure-plaintext); "
+                "for local development only"
+            )
+        for warning in self.warnings(settings):
+            self.log.warning("%s", warning)
+
+    async def serve(self, settings: S, *, member: Member | None = None) -> None:
+        """Serve until SIGTERM or SIGINT; as one `member` of several processes
+        (servicekit.processes), on a shared port, until that one is told to stop."""
         if settings.metrics_address:
             self.log.info("metrics on port %d", serve_metrics(settings.metrics_address))
-        app = await self.start(settings)
+        app = await self.start(settings, reuse_port=member is not None)
         try:
-            if settings.insecure_plaintext and not settings.tls_cert:
-                self.log.warning(
-                    "INSECURE: serving plaintext gRPC (--insecure-plaintext); "
-                    "for local development only"
+            if member is None:
+                self.say_warnings(settings)
+                self.log.info(
+                    "%s serving on port %d%s", self.name, app.port, self.serving(settings)
                 )
-            for warning in self.warnings(settings):
-                self.log.warning("%s", warning)
-            self.log.info("%s serving on port %d%s", self.name, app.port, self.serving(settings))
-            await wait_for_stop_signal()
+                await wait_for_stop_signal()
+            else:
+                await member.serving(app.port)
             self.log.info("draining for up to %.1f s", settings.grace)
         finally:
             await app.stop(settings.grace)
@@ -257,6 +272,9 @@ class Server(Generic[S]):
             self.log.info("schema is up to date")
             return 0
         try:
+            check_processes(settings)
+            if settings.processes > 1:
+                return supervise(self, settings)
             asyncio.run(self.serve(settings))
         except ConfigError as error:
             self.log.error("%s", error)

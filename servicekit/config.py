@@ -128,6 +128,14 @@ class EnvParser(argparse.ArgumentParser):
             help="database worker threads (and connections) running units of work",
         )
         self.option(
+            "--processes",
+            default=defaults.processes,
+            type=int,
+            help="server processes sharing the port (SO_REUSEPORT), each with its own "
+            "--workers; more than 1 needs PostgreSQL, and then /metrics (served by the "
+            "parent) sums them",
+        )
+        self.option(
             "--group-commit",
             default=defaults.group_commit,
             type=positive_int,

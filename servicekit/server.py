@@ -27,6 +27,8 @@ SERVER_OPTIONS: Sequence[tuple[str, Any]] = (
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.so_reuseport", 0),
 )
+# For the processes of one server (--processes N): they share its port.
+REUSE_PORT = ("grpc.so_reuseport", 1)
 
 # Loaded so that reflection can resolve the error detail types for grpcurl.
 ERROR_DETAIL_TYPES = (error_details_pb2.ErrorInfo, error_details_pb2.BadRequest)
@@ -59,10 +61,17 @@ async def start_server(
     *,
     credentials: grpc.ServerCredentials | None = None,
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    reuse_port: bool = False,
 ) -> RunningServer:
-    """Start serving on `address` ("host:0" picks a free port) and return the bound port."""
+    """Start serving on `address` ("host:0" picks a free port) and return the bound port.
+
+    `reuse_port`: share the port with the other processes of the same server
+    (SO_REUSEPORT); whoever starts them checks first that nobody else holds it."""
+    options = SERVER_OPTIONS
+    if reuse_port:
+        options = (*(o for o in SERVER_OPTIONS if o[0] != "grpc.so_reuseport"), REUSE_PORT)
     server = grpc.aio.server(
-        options=SERVER_OPTIONS, interceptors=(ObservabilityInterceptor(), *interceptors)
+        options=options, interceptors=(ObservabilityInterceptor(), *interceptors)
     )
     for registration in registrations:
         registration.add(server)
@@ -77,7 +86,8 @@ async def start_server(
         ),
         server,
     )
-    check_port_free(address)
+    if not reuse_port:
+        check_port_free(address)
     try:
         if credentials is None:
             port = server.add_insecure_port(address)
