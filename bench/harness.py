@@ -106,6 +106,8 @@ class Harness:
         on_tick: Callable[[], None] | None = None,
         warmup: float | None = None,
         duration: float | None = None,
+        processes: int = 1,
+        connections: int = 1,
     ) -> dict[str, Any]:
         warmup = self.options.warmup if warmup is None else warmup
         duration = self.options.duration if duration is None else duration
@@ -127,6 +129,7 @@ class Harness:
                 service_token=self.keys.service_token,
                 seed=self.count * 16 + i,
                 calls=per_call_share[i],
+                connections=connections,
             )
             for i, n in enumerate(parts)
         ]
@@ -146,6 +149,7 @@ class Harness:
         row = self._row(scenario, db, concurrency, replicas, results, window, first, last, servers)
         if label:
             row["label"] = label
+        row["processes"] = processes
         self.runs.append(row)
         log(describe(row))
         return row
@@ -221,10 +225,13 @@ class Harness:
         self.measure(scenario, db, REDEEM, [chain.address], servers, c, customers, label=label)
 
     def services(
-        self, stack: ExitStack, dbs: Databases, name: str, replicas: int = 1
+        self, stack: ExitStack, dbs: Databases, name: str, replicas: int = 1, processes: int = 1
     ) -> tuple[list[Server], list[Server]]:
-        """`replicas` of each service; ecommerce replica i calls cardpoints replica i."""
+        """`replicas` of each service, each of `processes` server processes (--processes);
+        ecommerce replica i calls cardpoints replica i."""
         extra = (*self.options.server_args, *self.events_args)
+        if processes > 1:
+            extra = (*extra, "--processes", str(processes))
         cardpoints = self.start(
             stack,
             [
@@ -265,6 +272,8 @@ class Harness:
         db: str,
         replicas: int = 1,
         label: str = "",
+        processes: int = 1,
+        connections: int = 1,
     ) -> dict[str, Any]:
         used = cardpoints[:replicas]
         names = [f"cardpoints-{i + 1}" if replicas > 1 else "cardpoints" for i in range(replicas)]
@@ -278,6 +287,8 @@ class Harness:
             self.all_customers(),
             replicas=replicas,
             label=label,
+            processes=processes,
+            connections=connections,
         )
 
     def redeem(
@@ -291,6 +302,8 @@ class Harness:
         label: str = "",
         calls: int = 0,
         on_tick: Callable[[], None] | None = None,
+        processes: int = 1,
+        connections: int = 1,
     ) -> dict[str, Any]:
         servers: dict[str, Server] = {}
         for i in range(replicas):
@@ -309,6 +322,8 @@ class Harness:
             label=label,
             calls=calls,
             on_tick=on_tick,
+            processes=processes,
+            connections=connections,
         )
 
 
@@ -334,6 +349,7 @@ def describe(row: dict[str, Any]) -> str:
     label = f" [{row['label']}]" if row.get("label") else ""
     return (
         f"{row['scenario']:<16} {row['db'] or '-':<8} x{row['concurrency']:<3} r{row['replicas']}"
+        f"{' p' + str(row['processes']) if row.get('processes', 1) > 1 else ''}"
         f" {row['throughput']:>8.1f}/s p50 {row['p50_ms']} p99 {row['p99_ms']} ms"
         f" busy {row['machine_busy']:.0%}{label}{errors}"
     )

@@ -35,7 +35,7 @@ CALL_TIMEOUT = 30.0
 @dataclass(frozen=True)
 class Job:
     method: str
-    targets: tuple[str, ...]  # round-robin, one channel each
+    targets: tuple[str, ...]  # round-robin, `connections` channels each
     concurrency: int
     start_at: float  # time.monotonic() of the machine
     warmup: float
@@ -45,6 +45,9 @@ class Job:
     service_token: str
     seed: int
     calls: int = 0  # > 0: exactly this many calls, all measured
+    # Channels (TCP connections, not shared) per target: more than one lets the kernel
+    # spread them over the processes of a server started with --processes.
+    connections: int = 1
 
 
 @dataclass
@@ -95,7 +98,12 @@ def _request_maker(job: Job) -> Callable[[random.Random, int], tuple[Any, Any]]:
 
 
 async def run_job(job: Job) -> Result:
-    channels = [grpc.aio.insecure_channel(target) for target in job.targets]
+    options = [("grpc.use_local_subchannel_pool", 1)] if job.connections > 1 else []
+    channels = [
+        grpc.aio.insecure_channel(target, options=options)
+        for target in job.targets
+        for _ in range(job.connections)
+    ]
     result = Result()
     try:
         if job.method == REDEEM:

@@ -53,6 +53,9 @@ from bench.stack import (
 from chaos.broker import NatsServer
 
 SCHEMA = "pointsbridge-bench/1"
+# Connections per load process in the processes rows: enough that the kernel spreads
+# them over the processes of a port (it picks one per connection, not per call).
+CONNECTIONS = 8
 
 
 class Bench(Harness):
@@ -176,29 +179,56 @@ class Bench(Harness):
             self.extra["seed_postgres"] = self.prepare(dbs, self.options.accounts)
             cardpoints, ecommerce = self.services(stack, dbs, "pg")
             self.matrix(empty, cardpoints, ecommerce, "postgres", (64,))
-            log("scale-out: a second replica of each service on the same databases")
-            more_cp, more_ec = self.services(stack, dbs, "pg-b")
-            cps, ecs = [cardpoints[0], more_cp[0]], [ecommerce[0], more_ec[0]]
-            scale: dict[str, list[float]] = {k: [] for k in ("redeem_1", "redeem_2")}
-            scale |= {k: [] for k in ("deduct_1", "deduct_2")}
+            log("processes: the same services with --processes 2 on the same databases")
+            two_cp, two_ec = self.services(stack, dbs, "pg-p2", processes=2)
+            stacks = {1: (cardpoints, ecommerce), 2: (two_cp, two_ec)}
+            scale: dict[str, list[float]] = {
+                f"{rpc}_{n}": [] for rpc in ("redeem", "deduct") for n in stacks
+            }
+            rows: dict[str, list[dict[str, Any]]] = {key: [] for key in scale}
             for _ in range(2):
-                for n in (1, 2):
-                    label = f"scale-out: {n} replica{'s' if n > 1 else ''}"
-                    row = self.redeem(cps, ecs, 64, "postgres", replicas=n, label=label)
+                for n, (cps, ecs) in stacks.items():
+                    label = f"processes: {n}"
+                    row = self.redeem(
+                        cps, ecs, 64, "postgres", label=label, processes=n, connections=CONNECTIONS
+                    )
                     scale[f"redeem_{n}"].append(row["throughput"])
-                    row = self.deduct(cps, 64, "postgres", replicas=n, label=label)
+                    rows[f"redeem_{n}"].append(row)
+                    row = self.deduct(
+                        cps, 64, "postgres", label=label, processes=n, connections=CONNECTIONS
+                    )
                     scale[f"deduct_{n}"].append(row["throughput"])
-            for server in (*ecs, *cps):
+                    rows[f"deduct_{n}"].append(row)
+            for server in (*two_ec, *two_cp, *ecommerce, *cardpoints):
                 server.stop()
             invariants = check_invariants(dbs)
         self.extra["invariants_postgres"] = invariants
-        self.extra["scaleout"] = {
+        self.extra["processes"] = {
             **scale,
             "redeem_ratio": _mean_ratio(scale["redeem_2"], scale["redeem_1"]),
             "deduct_ratio": _mean_ratio(scale["deduct_2"], scale["deduct_1"]),
+            "connections": CONNECTIONS * self.options.clients,
+            "usage": {key: _usage(found) for key, found in rows.items()},
             "invariants": invariants,
         }
         log(f"PostgreSQL invariants: {verdict(invariants)}")
+
+
+def _usage(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """What the windows of one kind used of the machine: the busy share of its cores, and
+    the cores each process (group) took, averaged over the windows."""
+    cores: dict[str, list[float]] = {}
+    for row in rows:
+        for name, used in row["cpu_cores"].items():
+            cores.setdefault(name, []).append(used)
+    return {
+        "machine_busy": round(statistics.fmean(r["machine_busy"] for r in rows), 3),
+        "cpu_cores": {name: round(statistics.fmean(v), 2) for name, v in cores.items()},
+        "cpu_ms_per_call": {
+            name: round(statistics.fmean(r["cpu_ms_per_call"][name] or 0.0 for r in rows), 3)
+            for name in rows[0]["cpu_ms_per_call"]
+        },
+    }
 
 
 def _mean_ratio(a: Sequence[float], b: Sequence[float]) -> float:

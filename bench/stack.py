@@ -92,6 +92,26 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and every process below it (a server's --processes, for one)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii") as stat:
+                parent = int(stat.read().rsplit(")", 1)[1].split()[1])
+        except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
+            continue
+        children.setdefault(parent, []).append(int(entry))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(children.get(current, ()))
+    return tree
+
+
 def postgres_cpu_seconds() -> float:
     """CPU of every postgres process on the machine (the server is shared; approximate)."""
     total = 0.0
@@ -128,11 +148,17 @@ class Server(ServiceProcess):
         self.wait_port(timeout)
         return self
 
+    def tree(self) -> list[int]:
+        """The server's processes: with --processes N, the parent and its N children."""
+        return process_tree(self.pid)
+
     def cpu(self) -> float:
-        return cpu_seconds(self.pid)
+        """CPU seconds of every live process of the server."""
+        return sum(cpu_seconds(pid) for pid in self.tree())
 
     def peak_rss_mb(self) -> float:
-        return peak_rss_mb(self.pid)
+        """The largest process's VmHWM (the per-process figure the RSS target is about)."""
+        return max(peak_rss_mb(pid) for pid in self.tree())
 
 
 def cardpoints_argv(keys: Keys, database_url: str, *extra: str) -> list[str]:

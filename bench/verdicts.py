@@ -136,7 +136,7 @@ def targets(result: dict[str, Any], at: int = TARGETS_AT) -> list[dict[str, Any]
     checks = [
         ("SQLite", result.get("invariants_sqlite")),
         ("growth", growth["invariants"] if growth else None),
-        ("PostgreSQL and scale-out", result.get("invariants_postgres")),
+        ("PostgreSQL, 1 and 2 processes", result.get("invariants_postgres")),
     ]
     for name, invariants in checks:
         if invariants is not None:
