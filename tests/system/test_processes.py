@@ -386,3 +386,35 @@ def test_fewer_than_one_process_is_refused(tmp_path: Path) -> None:
     )
     assert done.returncode == 2, done.stderr
     assert "--processes must be at least 1, got 0" in done.stderr
+
+
+def test_the_processes_come_from_the_flag_or_each_service_s_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cardpoints.entrypoints.server import parse_settings as cardpoints_settings
+    from ecommerce.entrypoints.server import parse_settings as ecommerce_settings
+
+    assert cardpoints_settings([])[0].processes == 1
+    monkeypatch.setenv("POINTSBRIDGE_ECOMMERCE_PROCESSES", "3")
+    assert ecommerce_settings([])[0].processes == 3
+    assert ecommerce_settings(["--processes", "2"])[0].processes == 2
+    assert cardpoints_settings([])[0].processes == 1
+
+
+def test_a_process_that_cannot_start_stops_the_parent_with_its_exit_code() -> None:
+    # No --token-public-key: the first process refuses, before it opens the database.
+    done = _refused(
+        "cardpoints.entrypoints.server",
+        "--processes",
+        "2",
+        "--address",
+        "127.0.0.1:0",
+        "--insecure-plaintext",
+        "true",
+        "--database-url",
+        "postgresql://postgres@127.0.0.1:1/never-opened",
+    )
+    assert done.returncode == 2, done.stderr
+    assert "process 1 did not start (it exited with code 2)" in done.stderr
+    assert "serving on port" not in done.stderr
+    assert "Traceback" not in done.stderr
