@@ -1,12 +1,12 @@
 """The baselines: an empty 1-hop service and an empty 2-hop chain, on the services' own plumbing.
 
 Both are built with `servicekit.server.start_server`, so they have the same server
-options, health, reflection and ObservabilityInterceptor (a request id, a metric and
-a JSON log line per call) as cardpoints and ecommerce. By default they also have the
-same AuthInterceptor (ES256 bearer tokens, the same rules and rate limit), so the
-ratios of the benchmark measure the application's own work: validation, units of
-work, SQL and the domain. `--auth false` builds the bare variant, to price the
-interceptor.
+options, health, reflection and per-call duties (a request id, a metric and a JSON
+log line per call, one wrapper per method) as cardpoints and ecommerce. By default
+they also have the same Authenticator (ES256 bearer tokens, the same rules and rate
+limit), so the ratios of the benchmark measure the application's own work:
+validation, units of work, SQL and the domain. `--auth false` builds the bare
+variant, to price authentication.
 
     python -m bench.empty leaf  --address 127.0.0.1:0 --token-public-key KEY
     python -m bench.empty chain --address 127.0.0.1:0 --token-public-key KEY \\
@@ -33,7 +33,7 @@ from pointsbridge.cardpoints.v1 import cardpoints_pb2 as cp
 from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as cp_grpc
 from pointsbridge.ecommerce.v1 import ecommerce_pb2 as ec
 from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as ec_grpc
-from servicekit.auth import AuthInterceptor, RateLimiter, TokenVerifier
+from servicekit.auth import Authenticator, RateLimiter, TokenVerifier
 from servicekit.clock import utc_now
 from servicekit.config import boolean, read_secret
 from servicekit.observability import configure_logging, outgoing_metadata
@@ -114,7 +114,7 @@ class EmptyRedemption(ec_grpc.RedemptionServiceServicer):
 
 
 async def serve(args: argparse.Namespace) -> None:
-    interceptors: list[grpc.aio.ServerInterceptor] = []
+    auth: Authenticator | None = None
     channel: grpc.aio.Channel | None = None
     if args.role == "leaf":
         servicer_cp = EmptyCardPoints()  # type: ignore[abstract]  # the rest: UNIMPLEMENTED
@@ -123,12 +123,10 @@ async def serve(args: argparse.Namespace) -> None:
             lambda server: cp_grpc.add_CardPointsServiceServicer_to_server(servicer_cp, server),
         )
         if args.auth:
-            interceptors.append(
-                AuthInterceptor(
-                    TokenVerifier.from_file(args.token_public_key),
-                    CARDPOINTS_RULES,
-                    service_identities=frozenset({"ecommerce"}),
-                )
+            auth = Authenticator(
+                TokenVerifier.from_file(args.token_public_key),
+                CARDPOINTS_RULES,
+                service_identities=frozenset({"ecommerce"}),
             )
     else:
         channel = grpc.aio.insecure_channel(args.next, options=RECONNECT_OPTIONS)
@@ -139,14 +137,12 @@ async def serve(args: argparse.Namespace) -> None:
             lambda server: ec_grpc.add_RedemptionServiceServicer_to_server(servicer_ec, server),
         )
         if args.auth:
-            interceptors.append(
-                AuthInterceptor(
-                    TokenVerifier.from_file(args.token_public_key),
-                    ECOMMERCE_RULES,
-                    rate_limiter=RateLimiter(50.0, 100),
-                )
+            auth = Authenticator(
+                TokenVerifier.from_file(args.token_public_key),
+                ECOMMERCE_RULES,
+                rate_limiter=RateLimiter(50.0, 100),
             )
-    running = await start_server(args.address, [registration], interceptors=interceptors)
+    running = await start_server(args.address, [registration], auth=auth)
     log.info("empty %s serving on port %d", args.role, running.port)
     try:
         await wait_for_stop_signal()
@@ -161,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("role", choices=["leaf", "chain"])
     parser.add_argument("--address", default="127.0.0.1:0")
     parser.add_argument("--token-public-key", default="")
-    parser.add_argument("--auth", type=boolean, default=True, help="the services' AuthInterceptor")
+    parser.add_argument("--auth", type=boolean, default=True, help="the services' Authenticator")
     parser.add_argument("--next", default="", help="chain: host:port of the leaf")
     parser.add_argument("--next-token-file", default="", help="chain: the service token")
     parser.add_argument("--log-level", default="INFO")

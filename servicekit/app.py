@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Generic, TypeVar
 
-from servicekit.auth import AuthInterceptor, RateLimiter, Rule, TokenVerifier
+from servicekit.auth import Authenticator, RateLimiter, Rule, TokenVerifier
 from servicekit.clock import Clock, utc_now
 from servicekit.config import ConfigError, EnvParser
 from servicekit.db import GROUP_COMMIT, Database, create_db_engine, upgrade_schema
@@ -192,7 +192,7 @@ class Server(Generic[S]):
         """Open the database (migrating it if asked), then serve the service's gRPC services
         (`reuse_port`: on a port shared with the server's other processes)."""
         credentials = self.transport(settings).credentials()
-        auth = AuthInterceptor(
+        auth = Authenticator(
             TokenVerifier.from_file(settings.token_public_key),
             self.rules,
             service_identities=self.service_identities(settings),
@@ -214,7 +214,7 @@ class Server(Generic[S]):
                 listen_address(settings.address, self.default_port, tls=bool(settings.tls_cert)),
                 wiring.registrations,
                 credentials=credentials,
-                interceptors=[auth],
+                auth=auth,
                 reuse_port=reuse_port,
             )
         except BaseException:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextvars
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -210,7 +210,7 @@ def customer_owned(owner_field: str = "customer_id") -> Rule:
 
 
 def services_only() -> Rule:
-    """Only a peer service this server works for (see AuthInterceptor.service_identities)."""
+    """Only a peer service this server works for (see Authenticator's service_identities)."""
     return Rule(frozenset({ROLE_SERVICE}))
 
 
@@ -256,15 +256,13 @@ class RateLimiter:
         return True
 
 
-Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
-
-
-class AuthInterceptor(grpc.aio.ServerInterceptor):
+class Authenticator:
     """Authenticates every RPC but health and reflection, then applies its Rule.
 
     A bearer token says who the caller is. Without one, a peer that presented a
     client certificate whose common name is in `service_identities` is that
-    service; anyone else is turned away.
+    service; anyone else is turned away. `rule_for` is asked once per method when
+    the servicers are registered; `admit` once per call.
     """
 
     def __init__(
@@ -280,6 +278,13 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         self._service_identities = service_identities
         self._rate_limiter = rate_limiter
 
+    def rule_for(self, full_method: str) -> Rule | None:
+        """The Rule of "/package.Service/Method", None for the credential-free services."""
+        if full_method.lstrip("/").partition("/")[0] in PUBLIC_SERVICES:
+            return None
+        # An RPC without a rule is refused: forgetting one must fail closed.
+        return self._rules.get(full_method, Rule(frozenset({ROLE_ADMIN})))
+
     def _principal(self, metadata: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Principal:
         values = [v for k, v in metadata or () if k == "authorization"]
         if not values:
@@ -294,78 +299,54 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             raise CredentialError("INVALID_CREDENTIALS", "expected authorization: Bearer <token>")
         return self._tokens.verify(token.strip())
 
-    async def intercept_service(
+    async def admit(
         self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(handler_call_details)
-        method: str = handler_call_details.method
-        service = method.lstrip("/").partition("/")[0]
-        if handler is None or service in PUBLIC_SERVICES or handler.unary_unary is None:
-            return handler
-        # An RPC without a rule is refused: forgetting one must fail closed.
-        rule = self._rules.get(method, Rule(frozenset({ROLE_ADMIN})))
-        metadata = handler_call_details.invocation_metadata
-        inner: Behavior = handler.unary_unary  # type: ignore[assignment]  # aio handlers are async
-
-        async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            try:
-                principal = self._principal(metadata, context)
-            except CredentialError as error:
-                await context.abort_with_status(
-                    refusal(error.reason, error.message, error.metadata)
-                )
-                raise AssertionError("unreachable") from None
-            matched = principal.roles & rule.roles
-            # Let in as a service only a service this server works for.
-            allowed = bool(matched) and (
-                matched != {ROLE_SERVICE} or principal.subject in self._service_identities
-            )
-            if rule.roles and not allowed:
-                await context.abort_with_status(
-                    refusal(
-                        _denial_reason(rule),
-                        f"{method} is not open to {principal.subject!r}",
-                        # Who may call it, so that the refusal can say so.
-                        {"allowed_roles": ",".join(sorted(rule.roles))},
-                    )
-                )
-            if (
-                rule.owner_field
-                and not isinstance(request, Undecodable)  # refused as bad input below
-                and not principal.has(ROLE_ADMIN)
-                and getattr(request, rule.owner_field) != principal.subject
-            ):
-                await context.abort_with_status(
-                    refusal(
-                        "NOT_OWNER",
-                        f"{rule.owner_field} must be the caller's own",
-                        {"field": rule.owner_field},
-                    )
-                )
-            limiter = self._rate_limiter
-            if (
-                limiter is not None
-                and principal.roles == {ROLE_CUSTOMER}
-                and not limiter.allow(principal.subject)
-            ):
-                await context.abort_with_status(
-                    refusal(
-                        "RATE_LIMITED",
-                        "too many requests; slow down and retry",
-                    )
-                )
-            token = principal_var.set(principal)
-            try:
-                return await inner(request, context)
-            finally:
-                principal_var.reset(token)
-
-        return grpc.unary_unary_rpc_method_handler(
-            guarded,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
+        full_method: str,
+        rule: Rule,
+        request: Any,
+        metadata: Any,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> Principal:
+        """The caller of `full_method` if `rule` lets them in; else the call is aborted."""
+        try:
+            principal = self._principal(metadata, context)
+        except CredentialError as error:
+            await context.abort_with_status(refusal(error.reason, error.message, error.metadata))
+            raise AssertionError("unreachable") from None
+        matched = principal.roles & rule.roles
+        # Let in as a service only a service this server works for.
+        allowed = bool(matched) and (
+            matched != {ROLE_SERVICE} or principal.subject in self._service_identities
         )
+        if rule.roles and not allowed:
+            await context.abort_with_status(
+                refusal(
+                    _denial_reason(rule),
+                    f"{full_method} is not open to {principal.subject!r}",
+                    # Who may call it, so that the refusal can say so.
+                    {"allowed_roles": ",".join(sorted(rule.roles))},
+                )
+            )
+        if (
+            rule.owner_field
+            and not isinstance(request, Undecodable)  # refused as bad input by @rpc
+            and not principal.has(ROLE_ADMIN)
+            and getattr(request, rule.owner_field) != principal.subject
+        ):
+            await context.abort_with_status(
+                refusal(
+                    "NOT_OWNER",
+                    f"{rule.owner_field} must be the caller's own",
+                    {"field": rule.owner_field},
+                )
+            )
+        limiter = self._rate_limiter
+        if (
+            limiter is not None
+            and principal.roles == {ROLE_CUSTOMER}
+            and not limiter.allow(principal.subject)
+        ):
+            await context.abort_with_status(
+                refusal("RATE_LIMITED", "too many requests; slow down and retry")
+            )
+        return principal

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import json
 import logging
 import re
@@ -16,6 +17,7 @@ from typing import Any
 import grpc
 from prometheus_client import Counter, Histogram, start_http_server
 
+from servicekit.auth import Authenticator, principal_var
 from servicekit.ports import check_port_free
 from servicekit.status import Undecodable
 
@@ -104,94 +106,103 @@ def _caller_gone(context: grpc.aio.ServicerContext[Any, Any]) -> grpc.StatusCode
 Behavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 
 
-class _MethodDuties:
-    """What an RPC's duties need of its method, worked out on its first call: the names,
-    the metric children (a `labels()` lookup per call costs more than the observation)
-    and the wrapped deserializer."""
+def with_duties(
+    full_method: str, handler: grpc.RpcMethodHandler[Any, Any], auth: Authenticator | None
+) -> grpc.RpcMethodHandler[Any, Any]:
+    """`handler` of "/package.Service/Method" with every unary RPC's duties, built once
+    when the servicer is registered: a request id (from `x-request-id` or new, sent back in
+    the initial metadata), the caller admitted by `auth` (None: no authentication; health
+    and reflection are credential-free), then a count, a latency and one log line.
 
-    __slots__ = ("counts", "deserializer", "latency", "method", "service")
+    Streaming handlers are returned as they are."""
+    if handler.unary_unary is None:
+        return handler
+    service, _, method = full_method.lstrip("/").partition("/")
+    # Looked up once: a `labels()` lookup per call costs more than the observation.
+    latency = RPC_LATENCY.labels(service, method)
+    counts: dict[grpc.StatusCode, Any] = {}
+    admit = None
+    if auth is not None and (rule := auth.rule_for(full_method)) is not None:
+        admit = functools.partial(auth.admit, full_method, rule)
+    inner: Behavior = handler.unary_unary  # type: ignore[assignment]  # aio handlers are async
 
-    def __init__(self, full_method: str, deserializer: Callable[[bytes], Any] | None) -> None:
-        self.service, _, self.method = full_method.lstrip("/").partition("/")
-        self.latency = RPC_LATENCY.labels(self.service, self.method)
-        self.counts: dict[grpc.StatusCode, Any] = {}
-        self.deserializer = _safe(deserializer, self.method)
-
-    def count(self, code: grpc.StatusCode) -> None:
-        counter = self.counts.get(code)
-        if counter is None:
-            counter = self.counts[code] = RPC_REQUESTS.labels(self.service, self.method, code.name)
-        counter.inc()
-
-
-class ObservabilityInterceptor(grpc.aio.ServerInterceptor):
-    """Gives every unary RPC a request id (from `x-request-id` or new), a count and a latency."""
-
-    def __init__(self) -> None:
-        self._duties: dict[tuple[str, Any], _MethodDuties] = {}
-
-    def _for(self, full_method: str, deserializer: Any) -> _MethodDuties:
-        key = (full_method, deserializer)
-        duties = self._duties.get(key)
-        if duties is None:
-            duties = self._duties[key] = _MethodDuties(full_method, deserializer)
-        return duties
-
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
-        ],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
-        duties = self._for(handler_call_details.method, handler.request_deserializer)
-        method = duties.method
-        request_id = incoming_request_id(handler_call_details.invocation_metadata)
-        inner: Behavior = handler.unary_unary  # type: ignore[assignment]  # aio handlers are async
-
-        async def observed(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            request_token = request_id_var.set(request_id)
-            rpc_token = rpc_var.set(method)
-            started = time.perf_counter()
-            code = grpc.StatusCode.OK
-            try:
-                await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
+    async def duties(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        metadata = context.invocation_metadata()
+        request_id = incoming_request_id(metadata)
+        request_token = request_id_var.set(request_id)
+        rpc_token = rpc_var.set(method)
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            await context.send_initial_metadata(((REQUEST_ID_HEADER, request_id),))
+            if admit is None:
                 response = await inner(request, context)
-            except grpc.aio.AbortError:
-                code = context.code() or grpc.StatusCode.UNKNOWN
-                raise
-            except asyncio.CancelledError:
-                code = _caller_gone(context)
-                raise
-            except BaseException:
-                code = grpc.StatusCode.UNKNOWN
-                raise
             else:
-                if context.cancelled():  # finished, but nobody was left to answer
-                    code = _caller_gone(context)
-                return response
-            finally:
-                elapsed = time.perf_counter() - started
-                duties.latency.observe(elapsed)
-                duties.count(code)
-                log.info(
-                    "%s %s %.1f ms",
-                    method,
-                    code.name,
-                    elapsed * 1000,
-                    extra={"code": code.name, "duration_ms": round(elapsed * 1000, 3)},
-                )
-                rpc_var.reset(rpc_token)
-                request_id_var.reset(request_token)
+                principal_token = principal_var.set(await admit(request, metadata, context))
+                try:
+                    response = await inner(request, context)
+                finally:
+                    principal_var.reset(principal_token)
+        except grpc.aio.AbortError:
+            code = context.code() or grpc.StatusCode.UNKNOWN
+            raise
+        except asyncio.CancelledError:
+            code = _caller_gone(context)
+            raise
+        except BaseException:
+            code = grpc.StatusCode.UNKNOWN
+            raise
+        else:
+            if context.cancelled():  # finished, but nobody was left to answer
+                code = _caller_gone(context)
+            return response
+        finally:
+            elapsed = time.perf_counter() - started
+            latency.observe(elapsed)
+            counter = counts.get(code)
+            if counter is None:
+                counter = counts[code] = RPC_REQUESTS.labels(service, method, code.name)
+            counter.inc()
+            log.info(
+                "%s %s %.1f ms",
+                method,
+                code.name,
+                elapsed * 1000,
+                extra={"code": code.name, "duration_ms": round(elapsed * 1000, 3)},
+            )
+            rpc_var.reset(rpc_token)
+            request_id_var.reset(request_token)
 
-        return grpc.unary_unary_rpc_method_handler(
-            observed,
-            request_deserializer=duties.deserializer,
-            response_serializer=handler.response_serializer,
-        )
+    return grpc.unary_unary_rpc_method_handler(
+        duties,
+        request_deserializer=_safe(handler.request_deserializer, method),
+        response_serializer=handler.response_serializer,
+    )
+
+
+class DutiesHandler(grpc.GenericRpcHandler):
+    """A generic handler whose unary methods come with their duties (see `with_duties`),
+    each wrapped on its first call and then reused."""
+
+    def __init__(self, inner: grpc.GenericRpcHandler, auth: Authenticator | None) -> None:
+        self._inner = inner
+        self._auth = auth
+        self._wrapped: dict[str, tuple[Any, grpc.RpcMethodHandler[Any, Any]]] = {}
+
+    def service(
+        self, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = self._inner.service(handler_call_details)
+        if handler is None:
+            return None  # not ours: UNIMPLEMENTED if no other handler has it
+        full_method: str = handler_call_details.method
+        wrapped = self._wrapped.get(full_method)
+        if wrapped is None or wrapped[0] is not handler:
+            wrapped = self._wrapped[full_method] = (
+                handler,
+                with_duties(full_method, handler, self._auth),
+            )
+        return wrapped[1]
 
 
 _STANDARD_ATTRS = frozenset(

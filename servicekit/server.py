@@ -7,15 +7,16 @@ import logging
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from servicekit.auth import Authenticator
 from servicekit.config import ConfigError
-from servicekit.observability import ObservabilityInterceptor
+from servicekit.observability import DutiesHandler, with_duties
 from servicekit.ports import check_port_free
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,32 @@ class Registration:
     add: Callable[[grpc.aio.Server], None]
 
 
+class _Registrar:
+    """Stands in for the server while the servicers register: each method handler they
+    add is wrapped in its duties (`with_duties`) there and then, once, not per call."""
+
+    def __init__(self, server: grpc.aio.Server, auth: Authenticator | None) -> None:
+        self._server = server
+        self._auth = auth
+
+    def add_generic_rpc_handlers(self, handlers: Sequence[grpc.GenericRpcHandler]) -> None:
+        self._server.add_generic_rpc_handlers(tuple(DutiesHandler(h, self._auth) for h in handlers))
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: dict[str, grpc.RpcMethodHandler[Any, Any]]
+    ) -> None:
+        self._server.add_registered_method_handlers(
+            service,
+            {
+                name: with_duties(f"/{service}/{name}", handler, self._auth)
+                for name, handler in handlers.items()
+            },
+        )
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._server, name)
+
+
 @dataclass
 class RunningServer:
     server: grpc.aio.Server
@@ -60,23 +87,24 @@ async def start_server(
     registrations: Sequence[Registration],
     *,
     credentials: grpc.ServerCredentials | None = None,
-    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    auth: Authenticator | None = None,
     reuse_port: bool = False,
 ) -> RunningServer:
     """Start serving on `address` ("host:0" picks a free port) and return the bound port.
 
+    Every unary RPC gets its duties (servicekit.observability.with_duties), and with
+    `auth` its caller admitted, by one wrapper per method built here, not per call.
     `reuse_port`: share the port with the other processes of the same server
     (SO_REUSEPORT); whoever starts them checks first that nobody else holds it."""
     options = SERVER_OPTIONS
     if reuse_port:
         options = (*(o for o in SERVER_OPTIONS if o[0] != "grpc.so_reuseport"), REUSE_PORT)
-    server = grpc.aio.server(
-        options=options, interceptors=(ObservabilityInterceptor(), *interceptors)
-    )
+    server = grpc.aio.server(options=options)
+    registrar = cast(grpc.aio.Server, _Registrar(server, auth))
     for registration in registrations:
-        registration.add(server)
+        registration.add(registrar)
     health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, registrar)
     names = tuple(r.name for r in registrations)
     reflection.enable_server_reflection(
         (
