@@ -24,9 +24,9 @@ CATEGORIES: Sequence[tuple[str, Sequence[str]]] = (
     ("protobuf (de)serialisation", ("google/protobuf/", "_pb2")),
     ("gRPC + asyncio (server and channel)", ("grpc/", "grpc_", "asyncio/", "cygrpc")),
     ("thread pool handoff", ("concurrent/futures", "threading.py")),
-    # Its own frames: mostly the wait in sending the x-request-id header, a gRPC
-    # operation of its own on every call.
-    ("ObservabilityInterceptor (request id header, RPC metrics)", ("ObservabilityInterceptor",)),
+    # The per-call wrapper's own frames: mostly the wait in sending the x-request-id
+    # header, a gRPC operation of its own on every call.
+    ("RPC duties (request id header, caller check, RPC metrics)", ("with_duties.",)),
     ("service code (domain, use cases, servicers)", ("cardpoints/", "ecommerce/", "servicekit/")),
 )
 OTHER = "other"

@@ -5,13 +5,11 @@ from __future__ import annotations
 from bench.profiling import categorize
 
 LOOP = "Handle._run (asyncio/events.py:80)"
-OBSERVED = (
-    "ObservabilityInterceptor.intercept_service.<locals>.observed (servicekit/observability.py:113)"
-)
+OBSERVED = "with_duties.<locals>.duties (servicekit/observability.py:140)"
 
 
-def test_the_interceptors_own_frames_are_not_logging() -> None:
-    assert categorize([LOOP, OBSERVED]).startswith("ObservabilityInterceptor")
+def test_the_duties_own_frames_are_not_logging() -> None:
+    assert categorize([LOOP, OBSERVED]).startswith("RPC duties")
 
 
 def test_the_log_line_is_logging_wherever_it_is_called_from() -> None:
