@@ -3,16 +3,25 @@
 One relay per service publishes at a time: it holds the service's lease row, taken
 with FOR UPDATE SKIP LOCKED on PostgreSQL (so replicas never queue behind each other)
 and renewed every round; the other replicas stand by and take over once it lapses.
-The holder publishes unsent rows in commit order, one at a time, each with
-`Nats-Msg-Id` = the event id, and marks a row sent only after the stream has
-acknowledged it. A holder that crashes between the acknowledgement and marking the
-row sent leaves it for the next holder, whose repeat the stream's duplicate window
-drops. Per-aggregate order survives any hand-over: a relay publishes an aggregate's
-next event only once every earlier one is acknowledged, by itself or by whoever
-marked it sent.
+The holder reads up to a batch of unsent rows in commit order and publishes them in
+waves, each with `Nats-Msg-Id` = the event id: a wave is a run of consecutive rows
+with at most one of each aggregate, sent together on the one connection, and the next
+wave goes out only once the whole wave is acknowledged (so, while nothing fails, the
+stream stores the events in commit order). So at most one event per aggregate is
+ever unacknowledged, and a later event of an aggregate is sent only after the stream
+stored the earlier one, whatever publish of a wave fails, times out or is lost with a
+broker restart. Once any publish of a wave fails, the round publishes nothing more.
+A row is marked sent only after the stream has acknowledged it. A holder that crashes
+between the acknowledgement and marking the row sent leaves it for the next holder,
+whose repeat the stream's duplicate window drops; so does an acknowledgement that was
+lost after the stream stored the event. Per-aggregate order survives any hand-over: a
+relay publishes an aggregate's next event only once every earlier one is
+acknowledged, by itself or by whoever marked it sent. No wave starts unless its
+acknowledgements are due before the lease ends, with a publish timeout to spare.
 
-Database work runs through the service's `Database` on its worker threads, and the
-broker is only ever awaited here, so a broker that is down or slow never touches an RPC.
+Database work runs through the service's `Database` on its worker threads (marking
+sent shares the service's group commit on SQLite), and the broker is only ever awaited
+here, so a broker that is down or slow never touches an RPC.
 """
 
 from __future__ import annotations
@@ -27,7 +36,6 @@ from typing import Any
 
 from grpc_health.v1 import health, health_pb2
 from nats.aio.client import Client as NatsClient
-from nats.js import JetStreamContext
 from prometheus_client import Counter, Gauge
 from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
@@ -38,6 +46,7 @@ from servicekit.streams import (
     BROKER_ERRORS,
     DUPLICATE_WINDOW,
     STREAMS,
+    Acks,
     connect,
     ensure_stream,
     headers,
@@ -49,6 +58,8 @@ log = logging.getLogger("pointsbridge.events")
 LEASE = 15.0
 PUBLISH_TIMEOUT = 3.0
 BATCH = 200
+# Publishes sent before the loop is given a turn while a wave goes out.
+YIELD_EVERY = 64
 IDLE_POLL = 0.1
 MAX_BACKOFF = 5.0
 # How often the backlog gauges and the health status are refreshed, and old rows pruned.
@@ -122,7 +133,7 @@ class Relay:
         self.source = f"/pointsbridge/{service}"
         self.stream = STREAMS[service]
         self._nc: NatsClient | None = None
-        self._js: JetStreamContext | None = None
+        self._acks: Acks | None = None
         self._lease_until_us = 0
         self._serving: bool | None = None
         self._next_check = 0.0
@@ -250,16 +261,22 @@ class Relay:
             await self._release()
             await self._disconnect()
 
-    async def _jetstream(self) -> JetStreamContext:
-        if self._js is None or self._nc is None or self._nc.is_closed:
+    async def _jetstream(self) -> Acks:
+        if self._acks is None or self._nc is None or self._nc.is_closed:
+            await self._disconnect()
             self._nc = await connect(self.settings.nats_url, name=self.holder)
-            self._js = self._nc.jetstream(timeout=PUBLISH_TIMEOUT)
-            outcome = await ensure_stream(self._js, self.service)
+            js = self._nc.jetstream(timeout=PUBLISH_TIMEOUT)
+            outcome = await ensure_stream(js, self.service)
             log.info("event relay of %s: stream %s %s", self.service, self.stream.name, outcome)
-        return self._js
+            acks = Acks(self._nc)
+            await acks.start()
+            self._acks = acks
+        return self._acks
 
     async def _disconnect(self) -> None:
-        nc, self._nc, self._js = self._nc, None, None
+        nc, self._nc, acks, self._acks = self._nc, None, self._acks, None
+        if acks is not None:
+            acks.abandon()
         if nc is not None and not nc.is_closed:
             try:
                 await asyncio.wait_for(nc.close(), 2)
@@ -282,42 +299,66 @@ class Relay:
 
     async def _round(self) -> bool:
         """Publish one batch if this relay holds the lease; whether there may be more."""
-        js = await self._jetstream()
+        acks = await self._jetstream()
         # Renewed at half time, so that a busy holder is never interrupted by its lease.
         renew_at = self._lease_until_us - int(self.settings.lease * 500_000)
         if now_micros() >= renew_at:
             if not await self.db.run(self._any_unsent):
                 return False  # idle: no write transaction, so no fsync, while there is no work
-            self._lease_until_us = await self.db.run(self._write_step(self._acquire))
+            self._lease_until_us = await self.db.write(self._write_step(self._acquire))
             if not self._lease_until_us:
                 return False  # another replica publishes; stand by
         rows = await self.db.run(self._read_unsent)
         if not rows:
             return False
         sent: list[int] = []
-        margin = int(PUBLISH_TIMEOUT * 1_000_000)
         try:
-            for row in rows:
-                if now_micros() + margin >= self._lease_until_us:
-                    break  # past the lease another relay may be publishing: renew first
-                ack = await js.publish(
-                    row.subject,
-                    row.data,
-                    timeout=PUBLISH_TIMEOUT,
-                    stream=self.stream.name,
-                    headers=headers(row, self.source),
-                )
-                PUBLISHED.labels(self.service, "true" if ack.duplicate else "false").inc()
-                sent.append(row.id)
+            await self._publish(acks, rows, sent)
         finally:
             if sent:
                 now = now_micros()
-                await self.db.run(
+                await self.db.write(
                     self._write_step(
                         lambda s: s.connection().execute(self._mark_sent, {"ids": sent, "now": now})
                     )
                 )
         return len(sent) == len(rows) == self.settings.batch
+
+    async def _publish(self, acks: Acks, rows: list[Any], sent: list[int]) -> None:
+        """Publish `rows` wave by wave, appending to `sent` the id of each one acknowledged.
+
+        Raises the first failure of a wave, after its acknowledged rows are in `sent`.
+        """
+        loop = asyncio.get_running_loop()
+        margin = int(PUBLISH_TIMEOUT * 1_000_000)
+        for wave in waves(rows):
+            if now_micros() + margin >= self._lease_until_us:
+                return  # past the lease another relay may be publishing: renew first
+            deadline = loop.time() + PUBLISH_TIMEOUT
+            futures: list[asyncio.Future[bool]] = []
+            try:
+                for n, row in enumerate(wave, 1):
+                    futures.append(
+                        await acks.send(
+                            row.subject, row.data, headers(row, self.source, self.stream.name)
+                        )
+                    )
+                    if n % YIELD_EVERY == 0:
+                        await asyncio.sleep(0)
+                await asyncio.wait(futures, timeout=max(0.0, deadline - loop.time()))
+            finally:
+                acks.abandon()  # what is not answered now counts as not acknowledged
+            errors: list[BaseException] = []
+            for row, future in zip(wave, futures, strict=False):
+                error = _failure(future)
+                if error is None:
+                    PUBLISHED.labels(self.service, "true" if future.result() else "false").inc()
+                    sent.append(row.id)
+                else:
+                    errors.append(error)
+            if errors:
+                FAILED.labels(self.service).inc(len(errors) - 1)  # run() counts the one raised
+                raise errors[0]
 
     async def _check(self) -> None:
         """Refresh the backlog gauges and the health status; prune now and then."""
@@ -354,6 +395,33 @@ class Relay:
                 self.service,
                 self.settings.stuck_after,
             )
+
+
+def waves(rows: list[Any]) -> list[list[Any]]:
+    """`rows` (in commit order) cut into runs that hold at most one row of each aggregate.
+
+    Published wave after wave, they reach the stream in commit order while nothing fails.
+    """
+    result: list[list[Any]] = []
+    wave: list[Any] = []
+    seen: set[tuple[str, str]] = set()
+    for row in rows:
+        key = (row.subject.rpartition(".")[0], row.aggregate_id)
+        if key in seen:
+            result.append(wave)
+            wave, seen = [], set()
+        seen.add(key)
+        wave.append(row)
+    if wave:
+        result.append(wave)
+    return result
+
+
+def _failure(future: asyncio.Future[bool]) -> BaseException | None:
+    """Why `future` holds no acknowledgement, or None when it does."""
+    if not future.done() or future.cancelled():
+        return TimeoutError(f"no acknowledgement from the stream within {PUBLISH_TIMEOUT}s")
+    return future.exception()
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -13,8 +14,9 @@ import nats
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js.api import StorageType, StreamConfig
+from nats.js.api import Header, StorageType, StreamConfig
 
 log = logging.getLogger("pointsbridge.events")
 
@@ -101,10 +103,15 @@ async def connect(url: str, *, wait: float = 5.0, **options: Any) -> NatsClient:
         raise ConnectionError(f"no NATS server answered at {safe_url(url)}") from None
 
 
-def headers(row: Any, source: str) -> dict[str, str]:
-    """The CloudEvents binary-mode attributes of one outbox row, and its dedup id."""
+def headers(row: Any, source: str, stream: str | None = None) -> dict[str, str]:
+    """The CloudEvents binary-mode attributes of one outbox row, and its dedup id.
+
+    With `stream`, also the name of the only stream that may store it.
+    """
     moment = datetime.fromtimestamp(row.time_us / 1_000_000, UTC)
+    expected = {} if stream is None else {Header.EXPECTED_STREAM.value: stream}
     return {
+        **expected,
         "Nats-Msg-Id": row.event_id,
         "ce-specversion": SPEC_VERSION,
         "ce-id": row.event_id,
@@ -115,3 +122,77 @@ def headers(row: Any, source: str) -> dict[str, str]:
         "ce-sequence": str(row.sequence),
         "content-type": CONTENT_TYPE,
     }
+
+
+class Acks:
+    """JetStream publishing on one connection without awaiting each acknowledgement in turn.
+
+    Every message carries a reply subject under one inbox of the connection, subscribed
+    once; the stream's acknowledgement, or its refusal, arrives there and settles that
+    message's future. A message is stored once the future holds its acknowledgement:
+    whether it was a repeat the stream's duplicate window dropped (True) or not (False).
+    What has no answer by the time its sender gives up is `abandon`ed: a late answer
+    then settles nothing, and the message counts as not acknowledged.
+    """
+
+    def __init__(self, nc: NatsClient) -> None:
+        self._nc = nc
+        self._prefix = ""
+        self._sent = 0
+        self._waiting: dict[str, asyncio.Future[bool]] = {}
+
+    async def start(self) -> None:
+        prefix = f"{self._nc.new_inbox()}."
+        await self._nc.subscribe(f"{prefix}*", cb=self._settle)
+        self._prefix = prefix
+
+    async def send(
+        self, subject: str, payload: bytes, headers: dict[str, str]
+    ) -> asyncio.Future[bool]:
+        """Publish one message; the future of its acknowledgement."""
+        assert self._prefix, "start() first"
+        self._sent += 1
+        token = format(self._sent, "x")
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiting[token] = future
+        try:
+            await self._nc.publish(subject, payload, reply=self._prefix + token, headers=headers)
+        except BaseException:
+            del self._waiting[token]
+            raise
+        return future
+
+    def abandon(self) -> None:
+        """Stop waiting for every answer still outstanding."""
+        for future in self._waiting.values():
+            future.cancel()
+        self._waiting.clear()
+
+    @property
+    def outstanding(self) -> int:
+        return len(self._waiting)
+
+    async def _settle(self, msg: Msg) -> None:
+        future = self._waiting.pop(msg.subject[len(self._prefix) :], None)
+        if future is None or future.done():
+            return
+        future_outcome(future, msg)
+
+
+def future_outcome(future: asyncio.Future[bool], msg: Msg) -> None:
+    """Settle `future` with what the stream answered in `msg`."""
+    if msg.headers and msg.headers.get(Header.STATUS.value) == "503":
+        future.set_exception(nats.js.errors.NoStreamResponseError())
+        return
+    try:
+        answer = json.loads(msg.data)
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        future.set_exception(nats.errors.Error(f"unreadable acknowledgement {msg.data[:80]!r}"))
+    elif "error" in answer:
+        future.set_exception(nats.js.errors.APIError.from_error(answer["error"]))
+    elif "seq" not in answer:
+        future.set_exception(nats.errors.Error(f"acknowledgement without a sequence {answer}"))
+    else:
+        future.set_result(bool(answer.get("duplicate")))
