@@ -10,7 +10,8 @@ wave goes out only once the whole wave is acknowledged (so, while nothing fails,
 stream stores the events in commit order). So at most one event per aggregate is
 ever unacknowledged, and a later event of an aggregate is sent only after the stream
 stored the earlier one, whatever publish of a wave fails, times out or is lost with a
-broker restart. Once any publish of a wave fails, the round publishes nothing more.
+broker restart. An event the stream refuses holds back the rest of its aggregate for
+the round; any other failure ends the round.
 A row is marked sent only after the stream has acknowledged it. A holder that crashes
 between the acknowledgement and marking the row sent leaves it for the next holder,
 whose repeat the stream's duplicate window drops; so does an acknowledgement that was
@@ -34,6 +35,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import nats.js.errors
 from grpc_health.v1 import health, health_pb2
 from nats.aio.client import Client as NatsClient
 from prometheus_client import Counter, Gauge
@@ -327,13 +329,22 @@ class Relay:
     async def _publish(self, acks: Acks, rows: list[Any], sent: list[int]) -> None:
         """Publish `rows` wave by wave, appending to `sent` the id of each one acknowledged.
 
-        Raises the first failure of a wave, after its acknowledged rows are in `sent`.
+        An event the stream refuses (its answer a 400, such as one too large) holds back
+        its aggregate's later rows of the round, and the rest go on; any other failure
+        (a timeout, a lost connection) ends the round. The first failure is raised at
+        the end, after every acknowledged row is in `sent`.
         """
         loop = asyncio.get_running_loop()
         margin = int(PUBLISH_TIMEOUT * 1_000_000)
+        refused: set[tuple[str, str]] = set()
+        errors: list[BaseException] = []
         for wave in waves(rows):
+            if refused:
+                wave = [row for row in wave if aggregate(row) not in refused]
+                if not wave:
+                    continue
             if now_micros() + margin >= self._lease_until_us:
-                return  # past the lease another relay may be publishing: renew first
+                break  # past the lease another relay may be publishing: renew first
             deadline = loop.time() + PUBLISH_TIMEOUT
             futures: list[asyncio.Future[bool]] = []
             try:
@@ -348,17 +359,23 @@ class Relay:
                 await asyncio.wait(futures, timeout=max(0.0, deadline - loop.time()))
             finally:
                 acks.abandon()  # what is not answered now counts as not acknowledged
-            errors: list[BaseException] = []
-            for row, future in zip(wave, futures, strict=False):
+            broken = False
+            for row, future in zip(wave, futures, strict=True):
                 error = _failure(future)
                 if error is None:
                     PUBLISHED.labels(self.service, "true" if future.result() else "false").inc()
                     sent.append(row.id)
+                    continue
+                errors.append(error)
+                if isinstance(error, nats.js.errors.BadRequestError):
+                    refused.add(aggregate(row))
                 else:
-                    errors.append(error)
-            if errors:
-                FAILED.labels(self.service).inc(len(errors) - 1)  # run() counts the one raised
-                raise errors[0]
+                    broken = True
+            if broken:
+                break
+        if errors:
+            FAILED.labels(self.service).inc(len(errors) - 1)  # run() counts the one raised
+            raise errors[0]
 
     async def _check(self) -> None:
         """Refresh the backlog gauges and the health status; prune now and then."""
@@ -406,7 +423,7 @@ def waves(rows: list[Any]) -> list[list[Any]]:
     wave: list[Any] = []
     seen: set[tuple[str, str]] = set()
     for row in rows:
-        key = (row.subject.rpartition(".")[0], row.aggregate_id)
+        key = aggregate(row)
         if key in seen:
             result.append(wave)
             wave, seen = [], set()
@@ -415,6 +432,11 @@ def waves(rows: list[Any]) -> list[list[Any]]:
     if wave:
         result.append(wave)
     return result
+
+
+def aggregate(row: Any) -> tuple[str, str]:
+    """Which aggregate an outbox row belongs to: its subject's prefix, and its id."""
+    return row.subject.rpartition(".")[0], row.aggregate_id
 
 
 def _failure(future: asyncio.Future[bool]) -> BaseException | None:

@@ -176,23 +176,24 @@ class Acks:
         future = self._waiting.pop(msg.subject[len(self._prefix) :], None)
         if future is None or future.done():
             return
-        future_outcome(future, msg)
+        try:
+            future.set_result(_acknowledged(msg))
+        except Exception as error:  # the stream's refusal, or an answer that is none
+            future.set_exception(error)
 
 
-def future_outcome(future: asyncio.Future[bool], msg: Msg) -> None:
-    """Settle `future` with what the stream answered in `msg`."""
+def _acknowledged(msg: Msg) -> bool:
+    """Whether the stream's answer `msg` dropped the message as a repeat; raises a refusal."""
     if msg.headers and msg.headers.get(Header.STATUS.value) == "503":
-        future.set_exception(nats.js.errors.NoStreamResponseError())
-        return
+        raise nats.js.errors.NoStreamResponseError
     try:
         answer = json.loads(msg.data)
     except ValueError:
         answer = None
     if not isinstance(answer, dict):
-        future.set_exception(nats.errors.Error(f"unreadable acknowledgement {msg.data[:80]!r}"))
-    elif "error" in answer:
-        future.set_exception(nats.js.errors.APIError.from_error(answer["error"]))
-    elif "seq" not in answer:
-        future.set_exception(nats.errors.Error(f"acknowledgement without a sequence {answer}"))
-    else:
-        future.set_result(bool(answer.get("duplicate")))
+        raise nats.errors.Error(f"unreadable acknowledgement {msg.data[:80]!r}")
+    if "error" in answer:
+        nats.js.errors.APIError.from_error(answer["error"])  # raises the error's own class
+    if "seq" not in answer:
+        raise nats.errors.Error(f"acknowledgement without a sequence: {answer}")
+    return bool(answer.get("duplicate"))
