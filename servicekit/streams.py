@@ -177,12 +177,12 @@ class Acks:
         if future is None or future.done():
             return
         try:
-            future.set_result(_acknowledged(msg))
+            future.set_result(parse_ack(msg))
         except Exception as error:  # the stream's refusal, or an answer that is none
             future.set_exception(error)
 
 
-def _acknowledged(msg: Msg) -> bool:
+def parse_ack(msg: Msg) -> bool:
     """Whether the stream's answer `msg` dropped the message as a repeat; raises a refusal."""
     if msg.headers and msg.headers.get(Header.STATUS.value) == "503":
         raise nats.js.errors.NoStreamResponseError

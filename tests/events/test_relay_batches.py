@@ -18,6 +18,7 @@ import nats
 import nats.errors
 import nats.js.errors
 import pytest
+from nats.aio.msg import Msg
 from nats.js.api import StorageType, StreamConfig
 
 import servicekit.relay
@@ -29,7 +30,7 @@ from servicekit.clock import utc_now
 from servicekit.db import Database, create_db_engine, upgrade_schema
 from servicekit.outbox import now_micros
 from servicekit.relay import FAILED, PUBLISHED, Relay, RelaySettings, waves
-from servicekit.streams import DUPLICATE_WINDOW, STREAMS, headers
+from servicekit.streams import DUPLICATE_WINDOW, STREAMS, headers, parse_ack
 from tests.broker import NatsServer, ce, stream_messages
 from tests.events.relay import check_consumer_view, eventually, outbox_ids, unsent, uow
 
@@ -246,7 +247,7 @@ async def test_lost_and_unanswered_publishes_are_repeated_and_dropped_as_repeats
         db.close()
 
 
-async def test_a_broker_gone_mid_batch_marks_sent_only_what_was_acknowledged(
+async def test_a_broker_gone_mid_batch_marks_sent_only_what_wasparse_ack(
     make_db_url: Callable[[str], str], short_timeout: None
 ) -> None:
     url = make_db_url("cardpoints")
@@ -362,3 +363,36 @@ async def test_the_real_stream_refusing_one_event_of_a_batch_keeps_every_aggrega
     finally:
         await nc.close()
         db.close()
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "outcome"),
+    [
+        (b'{"stream":"S","seq":7}', None, False),
+        (b'{"stream":"S","seq":7,"duplicate":true}', None, True),
+        (b'{"error":{"code":400,"err_code":10054,"description":"too big"}}', None, "400"),
+        (b'{"error":{"code":503,"description":"no JetStream"}}', None, "503"),
+        (b"", "503", "no stream"),
+        (b"not json", None, "unreadable"),
+        (b'{"stream":"S"}', None, "without a sequence"),
+    ],
+)
+def test_the_stream_answer_is_an_acknowledgement_or_an_error(
+    data: bytes, status: str | None, outcome: bool | str
+) -> None:
+    msg = Msg(_client=None, subject="_INBOX.x.1", data=data)  # type: ignore[arg-type]
+    if status is not None:
+        msg.headers = {"Status": status}
+    if isinstance(outcome, bool):
+        assert parse_ack(msg) is outcome
+        return
+    with pytest.raises(nats.errors.Error) as raised:
+        parse_ack(msg)
+    if outcome == "400":
+        assert isinstance(raised.value, nats.js.errors.BadRequestError)
+    elif outcome == "503":
+        assert isinstance(raised.value, nats.js.errors.ServiceUnavailableError)
+    elif outcome == "no stream":
+        assert isinstance(raised.value, nats.js.errors.NoStreamResponseError)
+    else:
+        assert outcome in str(raised.value)
