@@ -78,11 +78,14 @@ BACKLOG = Gauge(
     "pointsbridge_outbox_backlog",
     "Outbox rows not yet acknowledged by the stream, by service.",
     ["service"],
+    # With --processes every process reads the same outbox: one value, the live processes' max.
+    multiprocess_mode="livemax",
 )
 OLDEST_AGE = Gauge(
     "pointsbridge_outbox_oldest_unsent_age_seconds",
     "Age of the oldest outbox row not yet acknowledged (0 when none), by service.",
     ["service"],
+    multiprocess_mode="livemax",
 )
 PUBLISHED = Counter(
     "pointsbridge_events_published_total",

@@ -39,6 +39,8 @@ UNSETTLED = Gauge(
     "ecommerce_unsettled_operations",
     "PENDING redemptions and refunds at the last recovery sweep, by kind and review flag.",
     ["kind", "needs_review"],
+    # With --processes each process sweeps the same database: the live processes' max.
+    multiprocess_mode="livemax",
 )
 RECOVERY_RUNS = Counter(
     "ecommerce_recovery_runs_total",

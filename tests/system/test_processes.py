@@ -312,6 +312,15 @@ async def test_two_processes_of_each_service_share_its_port_under_load_and_keep_
             if name == "pointsbridge_rpc_requests_total" and ("method", "DeductPoints") in labels
         )
         assert counted == sum(deductions.values())
+        # A gauge every process sets from the same database is one value, not one per pid.
+        assert ecommerce.metrics_port is not None
+        unsettled = [
+            labels
+            for (name, labels), _ in scrape(ecommerce.metrics_port).items()
+            if name == "ecommerce_unsettled_operations"
+        ]
+        assert unsettled, "the recovery sweeps report what they left unsettled"
+        assert all("pid" not in dict(labels) for labels in unsettled), unsettled
 
         # A process that dies is started again, on the same port.
         pids = _pids(cardpoints)
