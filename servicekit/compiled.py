@@ -7,6 +7,9 @@ its SQL; per dialect and set of parameter names it compiles it once, and then on
 applies the same bind and result processors SQLAlchemy would, on the cursor of the
 connection (so inside its transaction). DBAPI errors come out as SQLAlchemy's
 (`IntegrityError`, `OperationalError`, ...), as from `Connection.execute`.
+
+`CompiledInsert` writes many rows of one table as one multi-row INSERT (one
+statement and, on PostgreSQL, one round trip), compiled once per number of rows.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from collections import namedtuple
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, Table, bindparam, insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql.expression import Executable
@@ -84,15 +87,15 @@ class CompiledStatement:
             plan = self._plans[(dialect.name, keys)] = _Plan(self.statement, dialect, keys)
         return plan
 
-    def execute(self, connection: Connection, params: Mapping[str, Any]) -> list[Any]:
-        """Run on `connection`'s DBAPI cursor; the rows it returns, processed as by SQLAlchemy,
-        as named tuples (`row.balance`)."""
+    def _run(self, connection: Connection, params: Mapping[str, Any], fetch: bool) -> Any:
         dialect = connection.dialect
         plan = self._plan(dialect, tuple(params))
         values = plan.parameters(params)
         cursor = connection.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
         try:
             cursor.execute(plan.sql, values)
+            if not fetch:
+                return cursor.rowcount
             rows = cursor.fetchall() if cursor.description is not None else []
         except dialect.loaded_dbapi.Error as error:
             raise DBAPIError.instance(
@@ -108,6 +111,60 @@ class CompiledStatement:
             for row in rows
         ]
 
+    def execute(self, connection: Connection, params: Mapping[str, Any]) -> list[Any]:
+        """Run on `connection`'s DBAPI cursor; the rows it returns, processed as by SQLAlchemy,
+        as named tuples (`row.balance`)."""
+        rows: list[Any] = self._run(connection, params, True)
+        return rows
+
+    def rowcount(self, connection: Connection, params: Mapping[str, Any]) -> int:
+        """Run an UPDATE or DELETE as `execute` does; how many rows it matched."""
+        count: int = self._run(connection, params, False)
+        return count
+
     def first(self, connection: Connection, params: Mapping[str, Any]) -> Any:
         rows = self.execute(connection, params)
         return rows[0] if rows else None
+
+
+class CompiledInsert:
+    """Many rows of one table in one multi-row INSERT, for a hot path.
+
+    Per number of rows (up to `max_rows` a statement; more go in several) the
+    statement is `insert(table).values([...])` with one bind per row and column,
+    of the column's type, and runs as a `CompiledStatement`: the same bind
+    processors, and a duplicate row fails the whole statement with SQLAlchemy's
+    `IntegrityError`.
+    """
+
+    def __init__(self, table: Table, max_rows: int = 64) -> None:
+        self.table = table
+        self.max_rows = max_rows
+        self._statements: dict[tuple[tuple[str, ...], int], CompiledStatement] = {}
+
+    def _statement(self, keys: tuple[str, ...], count: int) -> CompiledStatement:
+        statement = self._statements.get((keys, count))
+        if statement is None:
+            columns = self.table.c
+            rows = [
+                {key: bindparam(f"{key}_r{i}", type_=columns[key].type) for key in keys}
+                for i in range(count)
+            ]
+            statement = CompiledStatement(insert(self.table).values(rows))
+            self._statements[(keys, count)] = statement
+        return statement
+
+    def execute(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Insert `rows`, which all name the same columns; nothing for none."""
+        if not rows:
+            return
+        keys = tuple(rows[0])
+        for start in range(0, len(rows), self.max_rows):
+            chunk = rows[start : start + self.max_rows]
+            params: dict[str, Any] = {}
+            for i, row in enumerate(chunk):
+                if tuple(row) != keys:
+                    raise ValueError("every row must name the same columns, in the same order")
+                for key in keys:
+                    params[f"{key}_r{i}"] = row[key]
+            self._statement(keys, len(chunk)).execute(connection, params)

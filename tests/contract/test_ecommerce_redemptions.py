@@ -233,6 +233,41 @@ def test_a_second_coupon_of_one_code_is_refused(ecommerce: EcommerceStore) -> No
         assert uow.coupons.get("C2") is None
 
 
+def test_many_coupons_of_one_redemption_are_stored_together_in_order(
+    ecommerce: EcommerceStore,
+) -> None:
+    # More coupons than one statement carries (servicekit.compiled.CompiledInsert).
+    with_redemptions(ecommerce)
+    made = [coupon(f"C{i:03}", face_value_minor=i + 1) for i in range(150)]
+    with ecommerce.uow() as uow:
+        uow.coupons.add_all(made)
+        uow.commit()
+    with ecommerce.uow() as uow:
+        assert uow.coupons.of_redemptions(["red-1"]) == {"red-1": made}
+        assert uow.coupons.get("C149") == made[149]
+
+
+@pytest.mark.parametrize("position", [1, 100])
+def test_coupons_with_a_code_twice_are_refused_and_none_is_stored(
+    ecommerce: EcommerceStore, position: int
+) -> None:
+    with_redemptions(ecommerce, redemption("red-1"), redemption("red-2"))
+    with ecommerce.uow() as uow:
+        uow.coupons.add_all([coupon("OLD", "red-2")])
+        uow.commit()
+    # The duplicate of the row before it, or of a stored code, in the first or a later
+    # statement of one add_all: the unit of work fails and keeps none of the rows.
+    for duplicate in (coupon(f"C{position - 1:03}"), coupon("OLD")):
+        batch = [coupon(f"C{i:03}") for i in range(120)]
+        batch[position] = duplicate
+        with pytest.raises(ecommerce.refusal), ecommerce.uow() as uow:
+            uow.coupons.add_all(batch)
+            uow.commit()
+        with ecommerce.uow() as uow:
+            assert uow.coupons.of_redemptions(["red-1"]) == {"red-1": []}
+            assert uow.coupons.get("C000") is None
+
+
 def test_a_coupon_is_used_once_and_never_once_expired(ecommerce: EcommerceStore) -> None:
     with_redemptions(ecommerce)
     with ecommerce.uow() as uow:

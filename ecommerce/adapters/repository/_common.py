@@ -37,6 +37,7 @@ from ecommerce.domain.model import (
     Refund,
     RefundState,
 )
+from servicekit.compiled import CompiledInsert, CompiledStatement
 
 _Row = TypeVar("_Row")
 # An ORM row object or a Core Row: both carry the columns as attributes.
@@ -44,30 +45,44 @@ _Record = Any
 
 
 # The statements of the redemption path are built once, as Core statements on the
-# tables, and run on the session's connection: building and caching a statement per
-# call costs more CPU than the database takes to run it. Core rows are never cached in
-# the session, so each read sees what other requests committed.
+# tables; those a redemption or a quote runs are compiled once and run on the DBAPI
+# cursor of the session's connection (servicekit.compiled): building, caching and
+# executing a statement through SQLAlchemy per call costs more CPU than the database
+# takes to run it. Core rows are never cached in the session, so each read sees what
+# other requests committed.
 PRODUCTS = cast(Table, CouponProductRow.__table__)
 LINKS = cast(Table, CardLinkRow.__table__)
 REDEMPTIONS = cast(Table, RedemptionRow.__table__)
 COUPONS = cast(Table, CouponRow.__table__)
-GET_PRODUCT = select(PRODUCTS).where(PRODUCTS.c.product_id == bindparam("product_id"))
-GET_LINK = select(LINKS.c.customer_id, LINKS.c.card_account_id, LINKS.c.link_time).where(
-    LINKS.c.customer_id == bindparam("customer_id")
+GET_PRODUCT = CompiledStatement(
+    select(PRODUCTS).where(PRODUCTS.c.product_id == bindparam("product_id"))
 )
-GET_REDEMPTION = select(REDEMPTIONS).where(
-    REDEMPTIONS.c.redemption_id == bindparam("redemption_id")
+GET_LINK = CompiledStatement(
+    select(LINKS.c.customer_id, LINKS.c.card_account_id, LINKS.c.link_time).where(
+        LINKS.c.customer_id == bindparam("customer_id")
+    )
 )
-GET_REDEMPTION_BY_REQUEST = select(REDEMPTIONS).where(
-    REDEMPTIONS.c.request_id == bindparam("request_id")
+GET_REDEMPTION = CompiledStatement(
+    select(REDEMPTIONS).where(REDEMPTIONS.c.redemption_id == bindparam("redemption_id"))
 )
-ADD_REDEMPTION = insert(REDEMPTIONS)
+GET_REDEMPTION_BY_REQUEST = CompiledStatement(
+    select(REDEMPTIONS).where(REDEMPTIONS.c.request_id == bindparam("request_id"))
+)
+ADD_REDEMPTION = CompiledStatement(insert(REDEMPTIONS))
 # The values to set come with each execution.
-LEAVE_PENDING = update(REDEMPTIONS).where(
-    REDEMPTIONS.c.redemption_id == bindparam("pending_redemption"),
-    REDEMPTIONS.c.state == RedemptionState.PENDING.value,
+LEAVE_PENDING = CompiledStatement(
+    update(REDEMPTIONS).where(
+        REDEMPTIONS.c.redemption_id == bindparam("pending_redemption"),
+        REDEMPTIONS.c.state == RedemptionState.PENDING.value,
+    )
 )
-ADD_COUPON = insert(COUPONS)
+# A redemption's coupons: one multi-row INSERT.
+ADD_COUPONS = CompiledInsert(COUPONS)
+COUPONS_OF_ONE = CompiledStatement(
+    select(COUPONS)
+    .where(COUPONS.c.redemption_id == bindparam("redemption_id"))
+    .order_by(COUPONS.c.seq)
+)
 COUPONS_OF = (
     select(COUPONS)
     .where(COUPONS.c.redemption_id.in_(bindparam("redemption_ids", expanding=True)))

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from ecommerce.adapters.orm import CouponRow
 from ecommerce.adapters.repository._common import (
-    ADD_COUPON,
+    ADD_COUPONS,
     COUPONS_OF,
+    COUPONS_OF_ONE,
     connection,
     coupon_of,
     fresh,
@@ -43,7 +45,7 @@ class SqlCouponRepository:
             for c in coupons
         ]
         if rows:
-            connection(self.session).execute(ADD_COUPON, rows)
+            ADD_COUPONS.execute(connection(self.session), rows)
 
     def get(self, code: str) -> Coupon | None:
         statement = fresh(select(CouponRow).where(CouponRow.code == code))
@@ -54,9 +56,15 @@ class SqlCouponRepository:
         found: dict[str, list[Coupon]] = {r: [] for r in redemption_ids}
         if not redemption_ids:
             return found
-        rows = connection(self.session).execute(
-            COUPONS_OF, {"redemption_ids": list(redemption_ids)}
-        )
+        if len(redemption_ids) == 1:
+            # One redemption's coupons, as a replay or a settle reads them.
+            rows: Iterable[Any] = COUPONS_OF_ONE.execute(
+                connection(self.session), {"redemption_id": redemption_ids[0]}
+            )
+        else:
+            rows = connection(self.session).execute(
+                COUPONS_OF, {"redemption_ids": list(redemption_ids)}
+            )
         for row in rows:
             found[row.redemption_id].append(coupon_of(row))
         return found

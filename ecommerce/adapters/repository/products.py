@@ -42,8 +42,7 @@ class SqlProductRepository:
         self.session.flush()
 
     def get(self, product_id: str) -> CouponProduct | None:
-        found = connection(self.session).execute(GET_PRODUCT, {"product_id": product_id})
-        row = found.one_or_none()
+        row = GET_PRODUCT.first(connection(self.session), {"product_id": product_id})
         return None if row is None else product_of(row)
 
     def page(self, *, include_inactive: bool, after: int | None, limit: int) -> Page[CouponProduct]:
@@ -124,8 +123,7 @@ class SqlLinkRepository:
         self.session = session
 
     def get(self, customer_id: str) -> CardLink | None:
-        found = connection(self.session).execute(GET_LINK, {"customer_id": customer_id})
-        row = found.one_or_none()
+        row = GET_LINK.first(connection(self.session), {"customer_id": customer_id})
         if row is None:
             return None
         return CardLink(row.customer_id, row.card_account_id, row.link_time)

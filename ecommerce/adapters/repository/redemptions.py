@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import Select, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from ecommerce.adapters.orm import RedemptionRow
@@ -18,10 +17,10 @@ from ecommerce.adapters.repository._common import (
     claim,
     connection,
     redemption_of,
-    rowcount,
     set_claim,
 )
 from ecommerce.domain.model import Redemption, RedemptionState
+from servicekit.compiled import CompiledStatement
 from servicekit.paging import Page
 
 
@@ -29,13 +28,13 @@ class SqlRedemptionRepository:
     def __init__(self, session: Session) -> None:
         self.session = session
 
-    def _one(self, statement: Select[Any], params: dict[str, str]) -> Redemption | None:
-        row = connection(self.session).execute(statement, params).one_or_none()
+    def _one(self, statement: CompiledStatement, params: dict[str, str]) -> Redemption | None:
+        row = statement.first(connection(self.session), params)
         return None if row is None else redemption_of(row)
 
     def add(self, redemption: Redemption) -> None:
-        connection(self.session).execute(
-            ADD_REDEMPTION,
+        ADD_REDEMPTION.execute(
+            connection(self.session),
             {
                 "redemption_id": redemption.redemption_id,
                 "request_id": redemption.request_id,
@@ -62,8 +61,8 @@ class SqlRedemptionRepository:
         return self._one(GET_REDEMPTION_BY_REQUEST, {"request_id": request_id})
 
     def save_outcome(self, redemption: Redemption) -> bool:
-        result = connection(self.session).execute(
-            LEAVE_PENDING,
+        matched = LEAVE_PENDING.rowcount(
+            connection(self.session),
             {
                 "pending_redemption": redemption.redemption_id,
                 "state": redemption.state.value,
@@ -72,7 +71,7 @@ class SqlRedemptionRepository:
                 "update_time": redemption.update_time,
             },
         )
-        return rowcount(result) == 1
+        return matched == 1
 
     def add_refunded_points(self, redemption_id: str, points: int, now: datetime) -> None:
         # Relative update: two refunds of one redemption completing together both count.
