@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections import namedtuple
 from collections.abc import Callable, Mapping, Sequence
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Connection, Table, bindparam, insert
@@ -27,7 +28,17 @@ Processor = Callable[[Any], Any] | None
 
 
 class _Plan:
-    __slots__ = ("defaults", "names", "positional", "processors", "results", "row", "sql")
+    __slots__ = (
+        "defaults",
+        "names",
+        "pick",
+        "positional",
+        "processed_at",
+        "processors",
+        "results",
+        "row",
+        "sql",
+    )
 
     def __init__(self, statement: Any, dialect: Dialect, keys: Sequence[str]) -> None:
         compiled = statement.compile(dialect=dialect, column_keys=list(keys))
@@ -41,6 +52,14 @@ class _Plan:
             if name not in keys
         }
         self.processors: dict[str, Callable[[Any], Any]] = dict(compiled._bind_processors)
+        # Positional: the values in the statement's order, picked in one call, and the
+        # positions whose value a processor converts.
+        self.pick: Callable[[Mapping[str, Any]], tuple[Any, ...]] = _picker(self.names)
+        self.processed_at: tuple[tuple[int, Callable[[Any], Any]], ...] = tuple(
+            (i, self.processors[name])
+            for i, name in enumerate(self.names)
+            if name in self.processors
+        )
         columns = _returned_columns(statement)
         self.results: tuple[Processor, ...] = tuple(
             column.type._cached_result_processor(dialect, None) for column in columns
@@ -54,13 +73,29 @@ class _Plan:
         )
 
     def parameters(self, params: Mapping[str, Any]) -> Any:
-        values = {**self.defaults, **params}
+        values = {**self.defaults, **params} if self.defaults else params
+        if self.positional:
+            picked = self.pick(values)
+            if not self.processed_at:
+                return picked
+            converted = list(picked)
+            for i, processor in self.processed_at:
+                converted[i] = processor(converted[i])
+            return tuple(converted)
+        values = dict(values)
         for name, processor in self.processors.items():
             if name in values:
                 values[name] = processor(values[name])
-        if self.positional:
-            return tuple(values[name] for name in self.names)
         return values
+
+
+def _picker(names: tuple[str, ...]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    if len(names) > 1:
+        return itemgetter(*names)
+    if names:
+        name = names[0]
+        return lambda values: (values[name],)
+    return lambda values: ()
 
 
 def _plain(*values: Any) -> tuple[Any, ...]:

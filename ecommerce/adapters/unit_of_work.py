@@ -14,6 +14,7 @@ from ecommerce.adapters.repository import (
     SqlRedemptionRepository,
     SqlRefundRepository,
 )
+from ecommerce.adapters.repository._common import Connector
 from ecommerce.service_layer.ports import (
     CouponRepository,
     LinkRepository,
@@ -36,9 +37,11 @@ class SqlUnitOfWork(db.SqlUnitOfWork):
     refunds: RefundRepository
 
     def _start(self, session: Session) -> None:
-        self.products = SqlProductRepository(session)
+        # One lookup of the transaction's connection for the compiled statements of all.
+        connector = Connector(session)
+        self.products = SqlProductRepository(session, connector)
         self.ratios = SqlRatioRepository(session)
-        self.links = SqlLinkRepository(session)
-        self.redemptions = SqlRedemptionRepository(session)
-        self.coupons = SqlCouponRepository(session)
+        self.links = SqlLinkRepository(session, connector)
+        self.redemptions = SqlRedemptionRepository(session, connector)
+        self.coupons = SqlCouponRepository(session, connector)
         self.refunds = SqlRefundRepository(session)

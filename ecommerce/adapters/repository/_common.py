@@ -90,8 +90,26 @@ COUPONS_OF = (
 )
 
 
-def connection(session: Session) -> Connection:
-    return session.connection()
+class Connector:
+    """The connection of a session's transaction, looked up once per transaction.
+
+    `Session.connection()` walks the session's transaction state on every call, which
+    costs as much CPU as a compiled statement takes to run; the repositories of one
+    unit of work share one Connector. A commit or rollback of the session closes the
+    connection it held, and the next call asks the session again.
+    """
+
+    __slots__ = ("_connection", "session")
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self._connection: Connection | None = None
+
+    def __call__(self) -> Connection:
+        found = self._connection
+        if found is None or found.closed:
+            found = self._connection = self.session.connection()
+        return found
 
 
 def fresh(statement: Select[tuple[_Row]]) -> Select[tuple[_Row]]:

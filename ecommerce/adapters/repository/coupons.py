@@ -14,7 +14,7 @@ from ecommerce.adapters.repository._common import (
     ADD_COUPONS,
     COUPONS_OF,
     COUPONS_OF_ONE,
-    connection,
+    Connector,
     coupon_of,
     fresh,
     rowcount,
@@ -24,8 +24,9 @@ from servicekit.paging import Page
 
 
 class SqlCouponRepository:
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, connector: Connector | None = None) -> None:
         self.session = session
+        self.connection = connector or Connector(session)
 
     def add_all(self, coupons: Iterable[Coupon]) -> None:
         rows = [
@@ -45,7 +46,7 @@ class SqlCouponRepository:
             for c in coupons
         ]
         if rows:
-            ADD_COUPONS.execute(connection(self.session), rows)
+            ADD_COUPONS.execute(self.connection(), rows)
 
     def get(self, code: str) -> Coupon | None:
         statement = fresh(select(CouponRow).where(CouponRow.code == code))
@@ -59,12 +60,10 @@ class SqlCouponRepository:
         if len(redemption_ids) == 1:
             # One redemption's coupons, as a replay or a settle reads them.
             rows: Iterable[Any] = COUPONS_OF_ONE.execute(
-                connection(self.session), {"redemption_id": redemption_ids[0]}
+                self.connection(), {"redemption_id": redemption_ids[0]}
             )
         else:
-            rows = connection(self.session).execute(
-                COUPONS_OF, {"redemption_ids": list(redemption_ids)}
-            )
+            rows = self.connection().execute(COUPONS_OF, {"redemption_ids": list(redemption_ids)})
         for row in rows:
             found[row.redemption_id].append(coupon_of(row))
         return found

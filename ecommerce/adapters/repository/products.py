@@ -11,7 +11,7 @@ from ecommerce.adapters.orm import CardLinkRow, CouponProductRow, ExchangeRatioR
 from ecommerce.adapters.repository._common import (
     GET_LINK,
     GET_PRODUCT,
-    connection,
+    Connector,
     product_of,
     ratio_of,
 )
@@ -20,8 +20,9 @@ from servicekit.paging import Page
 
 
 class SqlProductRepository:
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, connector: Connector | None = None) -> None:
         self.session = session
+        self.connection = connector or Connector(session)
 
     def add(self, product: CouponProduct) -> None:
         self.session.add(
@@ -42,7 +43,7 @@ class SqlProductRepository:
         self.session.flush()
 
     def get(self, product_id: str) -> CouponProduct | None:
-        row = GET_PRODUCT.first(connection(self.session), {"product_id": product_id})
+        row = GET_PRODUCT.first(self.connection(), {"product_id": product_id})
         return None if row is None else product_of(row)
 
     def page(self, *, include_inactive: bool, after: int | None, limit: int) -> Page[CouponProduct]:
@@ -119,11 +120,12 @@ class SqlRatioRepository:
 
 
 class SqlLinkRepository:
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, connector: Connector | None = None) -> None:
         self.session = session
+        self.connection = connector or Connector(session)
 
     def get(self, customer_id: str) -> CardLink | None:
-        row = GET_LINK.first(connection(self.session), {"customer_id": customer_id})
+        row = GET_LINK.first(self.connection(), {"customer_id": customer_id})
         if row is None:
             return None
         return CardLink(row.customer_id, row.card_account_id, row.link_time)

@@ -14,8 +14,8 @@ from ecommerce.adapters.repository._common import (
     GET_REDEMPTION,
     GET_REDEMPTION_BY_REQUEST,
     LEAVE_PENDING,
+    Connector,
     claim,
-    connection,
     redemption_of,
     set_claim,
 )
@@ -25,16 +25,17 @@ from servicekit.paging import Page
 
 
 class SqlRedemptionRepository:
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, connector: Connector | None = None) -> None:
         self.session = session
+        self.connection = connector or Connector(session)
 
     def _one(self, statement: CompiledStatement, params: dict[str, str]) -> Redemption | None:
-        row = statement.first(connection(self.session), params)
+        row = statement.first(self.connection(), params)
         return None if row is None else redemption_of(row)
 
     def add(self, redemption: Redemption) -> None:
         ADD_REDEMPTION.execute(
-            connection(self.session),
+            self.connection(),
             {
                 "redemption_id": redemption.redemption_id,
                 "request_id": redemption.request_id,
@@ -62,7 +63,7 @@ class SqlRedemptionRepository:
 
     def save_outcome(self, redemption: Redemption) -> bool:
         matched = LEAVE_PENDING.rowcount(
-            connection(self.session),
+            self.connection(),
             {
                 "pending_redemption": redemption.redemption_id,
                 "state": redemption.state.value,
