@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from datetime import datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from ecommerce.domain.model import (
     CardLink,
@@ -91,6 +94,10 @@ def quote_pb(quote: Quote) -> pb.Quote:
 
 
 def coupon_pb(coupon: Coupon) -> pb.Coupon:
+    return _coupon_pb(coupon, to_timestamp)
+
+
+def _coupon_pb(coupon: Coupon, stamp: Callable[[datetime | None], Timestamp | None]) -> pb.Coupon:
     return pb.Coupon(
         code=coupon.code,
         product_id=coupon.product_id,
@@ -98,15 +105,32 @@ def coupon_pb(coupon: Coupon) -> pb.Coupon:
         face_value_minor=coupon.face_value_minor,
         currency=coupon.currency,
         state=COUPON_STATES[coupon.state],
-        expire_time=to_timestamp(coupon.expire_time),
+        expire_time=stamp(coupon.expire_time),
         used_order_id=coupon.used_order_id,
         customer_id=coupon.customer_id,
-        issue_time=to_timestamp(coupon.issue_time),
-        use_time=to_timestamp(coupon.use_time),
+        issue_time=stamp(coupon.issue_time),
+        use_time=stamp(coupon.use_time),
     )
 
 
+def _stamps() -> Callable[[datetime | None], Timestamp | None]:
+    """to_timestamp, converting each moment once: a redemption's coupons share theirs."""
+    made: dict[datetime | None, Timestamp | None] = {None: None}
+
+    def stamp(moment: datetime | None) -> Timestamp | None:
+        found = made.get(moment, _MISSING)
+        if found is _MISSING:
+            found = made[moment] = to_timestamp(moment)
+        return found  # type: ignore[return-value]
+
+    return stamp
+
+
+_MISSING = object()
+
+
 def redemption_pb(redemption: Redemption) -> pb.Redemption:
+    stamp = _stamps()
     return pb.Redemption(
         redemption_id=redemption.redemption_id,
         request_id=redemption.request_id,
@@ -118,12 +142,12 @@ def redemption_pb(redemption: Redemption) -> pb.Redemption:
         state=REDEMPTION_STATES[redemption.state],
         failure_reason=redemption.failure_reason,
         deduction_id=redemption.deduction_id,
-        coupons=[coupon_pb(c) for c in redemption.coupons],
+        coupons=[_coupon_pb(c, stamp) for c in redemption.coupons],
         points_per_coupon=redemption.points_per_coupon,
         card_account_id=redemption.card_account_id,
         refunded_points=redemption.refunded_points,
-        create_time=to_timestamp(redemption.create_time),
-        update_time=to_timestamp(redemption.update_time),
+        create_time=stamp(redemption.create_time),
+        update_time=stamp(redemption.update_time),
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import secrets
 
 import pytest
 
@@ -87,3 +88,18 @@ def test_a_typo_is_refused_before_any_lookup() -> None:
     assert [v.description for v in excinfo.value.violations] == [
         "has a typo: its check symbol does not match"
     ]
+
+
+@pytest.mark.parametrize("draw", [0, 1, 30, 31, 123_456_789_012_345, coupon_codes.MODULUS**17 - 1])
+def test_a_drawn_code_is_its_payload_with_the_check_symbol(
+    monkeypatch: pytest.MonkeyPatch, draw: int
+) -> None:
+    # The payload is the draw in base 31, least significant symbol first.
+    monkeypatch.setattr(secrets, "randbelow", lambda _, drawn=draw: drawn)
+    payload, number = "", draw
+    for _ in range(coupon_codes.RANDOM_SYMBOLS):
+        number, digit = divmod(number, coupon_codes.MODULUS)
+        payload += coupon_codes.ALPHABET[digit]
+    expected = coupon_codes.group(payload + coupon_codes.check_symbol(payload))
+    assert coupon_codes.new_code() == expected
+    assert coupon_codes.is_valid(expected.replace("-", ""))

@@ -55,3 +55,21 @@ def test_a_request_time_outside_the_range_is_invalid_field() -> None:
         optional_time(request, "start_time")
     assert refused.value.violations[0].field == "start_time"
     assert optional_time(pb.ListDeductionsRequest(), "start_time") is None
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        datetime(1970, 1, 1, tzinfo=UTC),
+        datetime(1969, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(1, 1, 1, tzinfo=UTC),
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(2026, 12, 1, 16, 40, 1, 7, tzinfo=EAST_8),
+        datetime(2026, 3, 29, 1, 30, tzinfo=timezone(timedelta(hours=-9, minutes=-30))),
+        datetime(2026, 12, 1, 16, 40, 1, 250000),
+    ],
+)
+def test_timestamps_are_the_ones_protobuf_makes(moment: datetime) -> None:
+    made = Timestamp()
+    made.FromDatetime(moment.astimezone(UTC) if moment.tzinfo else moment)
+    assert to_timestamp(moment) == made
