@@ -67,6 +67,18 @@ def test_a_redemption_reads_back_by_id_and_by_request_id(ecommerce: EcommerceSto
         assert uow.redemptions.get_by_request_id("none") is None
 
 
+def test_a_unit_of_work_reads_on_after_it_committed(ecommerce: EcommerceStore) -> None:
+    # The repositories keep the transaction's connection; a commit ends it, and what
+    # they read next comes from a new one.
+    with ecommerce.uow() as uow:
+        uow.redemptions.add(redemption())
+        uow.commit()
+        assert uow.redemptions.get("red-1") == redemption()
+        assert uow.coupons.of_redemptions(["red-1"]) == {"red-1": []}
+    with ecommerce.uow() as uow:
+        assert uow.redemptions.get_by_request_id("req-red-1") == redemption()
+
+
 def test_a_second_redemption_of_one_request_id_is_refused(ecommerce: EcommerceStore) -> None:
     with_redemptions(ecommerce)
     with pytest.raises(ecommerce.refusal), ecommerce.uow() as uow:
