@@ -25,6 +25,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from servicekit.compiled import Connector
 from servicekit.outbox import OutboxWriter
 
 log = logging.getLogger(__name__)
@@ -317,6 +318,8 @@ class SqlUnitOfWork:
     """
 
     session: Session
+    # The transaction's connection, looked up once, for the repositories' statements.
+    connection: Connector
     outbox: ClassVar[OutboxWriter | None] = None
 
     def __init__(self, sessions: sessionmaker[Session]) -> None:
@@ -339,6 +342,7 @@ class SqlUnitOfWork:
             self.session = batch.session
             batch.savepoint()
             self._savepoint = True
+            self.connection = Connector(self.session)
             self._start(self.session)
             return self
         self.session = self._sessions()
@@ -347,6 +351,7 @@ class SqlUnitOfWork:
             self._writer = writer
         try:
             self.session.begin()
+            self.connection = Connector(self.session)
             self._start(self.session)
         except BaseException:
             self.__exit__()
@@ -378,7 +383,7 @@ class SqlUnitOfWork:
 
     def commit(self) -> None:
         if self.events and self.outbox is not None:
-            self.outbox.write(self.session.connection(), self.events)
+            self.outbox.write(self.connection(), self.events)
         if self._batch is not None:
             assert self._savepoint, "a unit of work commits at most once"
             self.session.flush()

@@ -6,7 +6,7 @@ import json
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Row, Table, bindparam, insert, select, update
+from sqlalchemy import Row, Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from cardpoints.adapters import events
@@ -28,7 +28,7 @@ from cardpoints.domain.model import (
     Reversal,
 )
 from servicekit.clock import as_utc
-from servicekit.compiled import CompiledStatement
+from servicekit.compiled import CompiledStatement, Connector
 from servicekit.db import SqlUnitOfWork
 from servicekit.outbox import OutboxWriter
 from servicekit.validation import INT64_MAX
@@ -76,10 +76,6 @@ _GET_RECORD = CompiledStatement(
 )
 
 
-def _connection(session: Session) -> Connection:
-    return session.connection()
-
-
 def _account(row: Row[Any]) -> Account:
     return Account(
         account_id=row.account_id,
@@ -92,15 +88,16 @@ def _account(row: Row[Any]) -> Account:
 
 
 class SqlAccountRepository:
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, connector: Connector | None = None) -> None:
         self._session = session
+        self._connection = connector or Connector(session)
 
     def get(self, account_id: str) -> Account | None:
-        row = _connection(self._session).execute(_GET_ACCOUNT, {"account_id": account_id}).first()
+        row = self._connection().execute(_GET_ACCOUNT, {"account_id": account_id}).first()
         return None if row is None else _account(row)
 
     def add(self, account: Account) -> None:
-        _connection(self._session).execute(
+        self._connection().execute(
             _ADD_ACCOUNT,
             {
                 "account_id": account.account_id,
@@ -114,7 +111,7 @@ class SqlAccountRepository:
 
     def debit_if_covered(self, account_id: str, points: int, now: datetime) -> int | None:
         result = _DEBIT.first(
-            _connection(self._session),
+            self._connection(),
             {"debited_account": account_id, "points": points, "now": now},
         )
         return None if result is None else int(result[0])
@@ -143,9 +140,7 @@ class SqlAccountRepository:
             query = query.where(_ACCOUNTS.c.state == state.value)
         if after is not None:
             query = query.where(_ACCOUNTS.c.account_id > after)
-        rows = _connection(self._session).execute(
-            query.order_by(_ACCOUNTS.c.account_id).limit(limit)
-        )
+        rows = self._connection().execute(query.order_by(_ACCOUNTS.c.account_id).limit(limit))
         return [(row.account_id, _account(row)) for row in rows]
 
 
@@ -164,12 +159,13 @@ def _entry(row: LedgerEntryRow) -> LedgerEntry:
 
 
 class SqlLedgerRepository:
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, connector: Connector | None = None) -> None:
         self._session = session
+        self._connection = connector or Connector(session)
 
     def add(self, entry: LedgerEntry) -> None:
         _ADD_ENTRY.execute(
-            _connection(self._session),
+            self._connection(),
             {
                 "entry_id": entry.entry_id,
                 "account_id": entry.account_id,
@@ -212,12 +208,13 @@ def _reversal(row: ReversalRow, deduction_request_id: str) -> Reversal:
 
 
 class SqlDeductionRepository:
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, connector: Connector | None = None) -> None:
         self._session = session
+        self._connection = connector or Connector(session)
 
     def add(self, deduction: Deduction) -> None:
         _ADD_DEDUCTION.execute(
-            _connection(self._session),
+            self._connection(),
             {
                 "deduction_id": deduction.deduction_id,
                 "request_id": deduction.request_id,
@@ -321,12 +318,13 @@ class SqlDeductionRepository:
 
 
 class SqlIdempotencyRepository:
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, connector: Connector | None = None) -> None:
         self._session = session
+        self._connection = connector or Connector(session)
 
     def get(self, operation: str, request_id: str) -> IdempotencyRecord | None:
         row = _GET_RECORD.first(
-            _connection(self._session), {"operation": operation, "request_id": request_id}
+            self._connection(), {"operation": operation, "request_id": request_id}
         )
         if row is None:
             return None
@@ -343,7 +341,7 @@ class SqlIdempotencyRepository:
 
     def add(self, record: IdempotencyRecord) -> None:
         _ADD_RECORD.execute(
-            _connection(self._session),
+            self._connection(),
             {
                 "operation": record.operation,
                 "request_id": record.request_id,
@@ -368,7 +366,7 @@ class CardpointsUnitOfWork(SqlUnitOfWork):
         super().__init__(sessions)
 
     def _start(self, session: Session) -> None:
-        self.accounts = SqlAccountRepository(session)
-        self.ledger = SqlLedgerRepository(session)
-        self.deductions = SqlDeductionRepository(session)
-        self.idempotency = SqlIdempotencyRepository(session)
+        self.accounts = SqlAccountRepository(session, self.connection)
+        self.ledger = SqlLedgerRepository(session, self.connection)
+        self.deductions = SqlDeductionRepository(session, self.connection)
+        self.idempotency = SqlIdempotencyRepository(session, self.connection)

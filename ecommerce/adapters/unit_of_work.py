@@ -14,7 +14,6 @@ from ecommerce.adapters.repository import (
     SqlRedemptionRepository,
     SqlRefundRepository,
 )
-from ecommerce.adapters.repository._common import Connector
 from ecommerce.service_layer.ports import (
     CouponRepository,
     LinkRepository,
@@ -37,11 +36,9 @@ class SqlUnitOfWork(db.SqlUnitOfWork):
     refunds: RefundRepository
 
     def _start(self, session: Session) -> None:
-        # One lookup of the transaction's connection for the compiled statements of all.
-        connector = Connector(session)
-        self.products = SqlProductRepository(session, connector)
+        self.products = SqlProductRepository(session, self.connection)
         self.ratios = SqlRatioRepository(session)
-        self.links = SqlLinkRepository(session, connector)
-        self.redemptions = SqlRedemptionRepository(session, connector)
-        self.coupons = SqlCouponRepository(session, connector)
+        self.links = SqlLinkRepository(session, self.connection)
+        self.redemptions = SqlRedemptionRepository(session, self.connection)
+        self.coupons = SqlCouponRepository(session, self.connection)
         self.refunds = SqlRefundRepository(session)

@@ -8,7 +8,6 @@ from typing import Any, TypeVar, cast
 
 from sqlalchemy import (
     ColumnElement,
-    Connection,
     Select,
     Table,
     bindparam,
@@ -88,28 +87,6 @@ COUPONS_OF = (
     .where(COUPONS.c.redemption_id.in_(bindparam("redemption_ids", expanding=True)))
     .order_by(COUPONS.c.seq)
 )
-
-
-class Connector:
-    """The connection of a session's transaction, looked up once per transaction.
-
-    `Session.connection()` walks the session's transaction state on every call, which
-    costs as much CPU as a compiled statement takes to run; the repositories of one
-    unit of work share one Connector. A commit or rollback of the session closes the
-    connection it held, and the next call asks the session again.
-    """
-
-    __slots__ = ("_connection", "session")
-
-    def __init__(self, session: Session) -> None:
-        self.session = session
-        self._connection: Connection | None = None
-
-    def __call__(self) -> Connection:
-        found = self._connection
-        if found is None or found.closed:
-            found = self._connection = self.session.connection()
-        return found
 
 
 def fresh(statement: Select[tuple[_Row]]) -> Select[tuple[_Row]]:

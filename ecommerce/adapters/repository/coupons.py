@@ -14,12 +14,12 @@ from ecommerce.adapters.repository._common import (
     ADD_COUPONS,
     COUPONS_OF,
     COUPONS_OF_ONE,
-    Connector,
     coupon_of,
     fresh,
     rowcount,
 )
 from ecommerce.domain.model import Coupon, CouponFilter, CouponState
+from servicekit.compiled import Connector
 from servicekit.paging import Page
 
 

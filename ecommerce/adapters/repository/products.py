@@ -11,11 +11,11 @@ from ecommerce.adapters.orm import CardLinkRow, CouponProductRow, ExchangeRatioR
 from ecommerce.adapters.repository._common import (
     GET_LINK,
     GET_PRODUCT,
-    Connector,
     product_of,
     ratio_of,
 )
 from ecommerce.domain.model import CardLink, CouponProduct, ExchangeRatio
+from servicekit.compiled import Connector
 from servicekit.paging import Page
 
 

@@ -14,13 +14,12 @@ from ecommerce.adapters.repository._common import (
     GET_REDEMPTION,
     GET_REDEMPTION_BY_REQUEST,
     LEAVE_PENDING,
-    Connector,
     claim,
     redemption_of,
     set_claim,
 )
 from ecommerce.domain.model import Redemption, RedemptionState
-from servicekit.compiled import CompiledStatement
+from servicekit.compiled import CompiledStatement, Connector
 from servicekit.paging import Page
 
 
