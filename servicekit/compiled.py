@@ -115,12 +115,13 @@ class CompiledStatement:
 
     def __init__(self, statement: Executable) -> None:
         self.statement = statement
-        self._plans: dict[tuple[str, tuple[str, ...]], _Plan] = {}
+        self._plans: dict[tuple[str, str, tuple[str, ...]], _Plan] = {}
 
     def _plan(self, dialect: Dialect, keys: tuple[str, ...]) -> _Plan:
-        plan = self._plans.get((dialect.name, keys))
+        plan = self._plans.get((dialect.name, dialect.driver, keys))
         if plan is None:
-            plan = self._plans[(dialect.name, keys)] = _Plan(self.statement, dialect, keys)
+            plan = _Plan(self.statement, dialect, keys)
+            self._plans[(dialect.name, dialect.driver, keys)] = plan
         return plan
 
     def _run(self, connection: Connection, params: Mapping[str, Any], fetch: bool) -> Any:
