@@ -100,7 +100,7 @@ class App:
         finally:
             for close in self.closers:
                 await close()
-            await asyncio.to_thread(self.db.close)
+            await self.db.aclose()
 
 
 class Server(Generic[S]):
@@ -199,13 +199,11 @@ class Server(Generic[S]):
             rate_limiter=self.rate_limiter(settings),
         )
         wire = self.prepare(settings, clock)
-        engine = create_db_engine(settings.database_url, durable=True, pool_size=settings.workers)
         if settings.migrate:
-            try:
-                await asyncio.to_thread(upgrade_schema, engine, self.migrations, self.version_table)
-            except BaseException:
-                engine.dispose()
-                raise
+            await asyncio.to_thread(self.migrate, settings)
+        engine = create_db_engine(
+            settings.database_url, durable=True, pool_size=settings.workers, on_loop=True
+        )
         db = Database(engine, workers=settings.workers, group_commit=settings.group_commit)
         wiring = Wiring(())
         try:
@@ -220,7 +218,7 @@ class Server(Generic[S]):
         except BaseException:
             for close in wiring.closers:
                 await close()
-            db.close()
+            await db.aclose()
             raise
         app = App(running, db, closers=wiring.closers)
         app.relay = start_relay(

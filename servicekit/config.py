@@ -125,7 +125,8 @@ class EnvParser(argparse.ArgumentParser):
             "--workers",
             default=defaults.workers,
             type=positive_int,
-            help="database worker threads (and connections) running units of work",
+            help="database connections running units of work (on SQLite, each with its "
+            "worker thread)",
         )
         self.option(
             "--processes",

@@ -1,9 +1,13 @@
-"""Database engines, the worker thread pool that runs units of work, and migrations.
+"""Database engines, where units of work run, and migrations.
 
-Units of work are synchronous SQLAlchemy sessions run on a small thread pool
-beside the grpc.aio event loop: measured on this machine, sync SQLAlchemy on
-sqlite3 commits many times more transactions per second than the async drivers
-(see docs/ARCHITECTURE.md).
+Units of work are synchronous SQLAlchemy sessions. On SQLite they run on a small
+thread pool beside the grpc.aio event loop (sqlite3 blocks in its fsync), group-
+committed; measured on this machine, sync SQLAlchemy on sqlite3 commits many times
+more transactions per second than the async drivers (see docs/ARCHITECTURE.md).
+On PostgreSQL a server's units of work run on the event loop itself, on asyncpg:
+the same synchronous code, each statement's round trip awaited through a greenlet
+(SQLAlchemy's asyncio adaptation), with no thread hop per unit and no worker threads
+contending for the interpreter.
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.util import await_only, greenlet_spawn
 
 from servicekit.compiled import Connector
 from servicekit.outbox import OutboxWriter
@@ -51,8 +57,14 @@ def normalize_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
-def create_db_engine(url: str, *, durable: bool = True, pool_size: int = 8) -> Engine:
+def create_db_engine(
+    url: str, *, durable: bool = True, pool_size: int = 8, on_loop: bool = False
+) -> Engine:
     """An engine tuned per backend.
+
+    `on_loop` (PostgreSQL only; SQLite ignores it): the engine drives asyncpg, and a
+    `Database` on it runs its units of work on the event loop that awaits them. Such
+    an engine is only usable inside `Database.run`.
 
     SQLite runs in WAL mode. `durable` selects synchronous=FULL, so that a
     committed transaction survives power loss; NORMAL only survives a crash of
@@ -63,6 +75,17 @@ def create_db_engine(url: str, *, durable: bool = True, pool_size: int = 8) -> E
     if make_url(url).get_backend_name() != "sqlite":
         # No ping per checkout (a round trip per unit of work): a connection found dead
         # is invalidated by SQLAlchemy, and Database.call reruns the unit on a new one.
+        if on_loop:
+            # asyncpg: psycopg's AsyncConnection, through the same adaptation, cost more
+            # CPU per unit of work than psycopg on worker threads (docs/PERFORMANCE.md).
+            # No overflow: `pool_size` units run at once, the others wait for a
+            # connection, as they would for a worker thread, instead of opening (and,
+            # on return, closing) a connection each.
+            return create_async_engine(
+                make_url(url).set(drivername="postgresql+asyncpg"),
+                pool_size=pool_size,
+                max_overflow=0,
+            ).sync_engine
         return create_engine(url, pool_size=pool_size, max_overflow=pool_size)
 
     engine = create_engine(
@@ -156,7 +179,8 @@ def _joining(sessions: sessionmaker[Session]) -> _Batch | None:
 
 
 class Database:
-    """Runs units of work on worker threads, rerunning them on transient conflicts.
+    """Runs units of work, rerunning them on transient conflicts: on worker threads, or on
+    the event loop for an engine made `on_loop` (servicekit.db.create_db_engine).
 
     On SQLite, concurrent write units of work are group-committed: up to
     `group_commit` of them run one after another in one transaction, each in a
@@ -186,6 +210,10 @@ class Database:
         self.read_sessions = sessionmaker(
             engine.execution_options(**{READ_ONLY: True}), expire_on_commit=False
         )
+        # An asyncio driver: units of work run in a greenlet on the awaiting event loop,
+        # and each statement's round trip is awaited there.
+        self.on_loop = bool(engine.dialect.is_async)
+        self._units: set[asyncio.Future[Any]] = set()
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="uow")
         self._attempts = attempts
         # PostgreSQL runs writers side by side, and groups their WAL flushes itself.
@@ -202,10 +230,24 @@ class Database:
                 if attempt == self._attempts or not _is_transient(error):
                     raise
                 log.debug("rerunning unit of work after %s", type(error.orig).__name__)
-                time.sleep(0.002 * attempt)
+                if self.on_loop:
+                    await_only(asyncio.sleep(0.002 * attempt))
+                else:
+                    time.sleep(0.002 * attempt)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def run(self, fn: Callable[[], T]) -> T:
+        if self.on_loop:
+            # A unit of work runs to its end in a task of its own, as it would on a worker
+            # thread: a caller that is cancelled stops waiting, but a cancellation thrown
+            # into a unit mid-statement or mid-COMMIT would leave its connection's
+            # transaction state unknown (asyncpg would then nest the next unit's
+            # transaction in it as a savepoint, whose "commit" commits nothing).
+            unit = asyncio.ensure_future(greenlet_spawn(self.call, fn))
+            self._units.add(unit)
+            unit.add_done_callback(self._units.discard)
+            result: T = await asyncio.shield(unit)
+            return result
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self.call, fn)
 
@@ -304,8 +346,20 @@ class Database:
                     writer.release()
 
     def close(self) -> None:
+        """Release the workers and the pool (of an `on_loop` engine: `aclose`)."""
         self._executor.shutdown(wait=True)
         self.engine.dispose()
+
+    async def aclose(self) -> None:
+        """`close`, from the event loop: the connections of an `on_loop` engine are closed
+        on the loop they belong to."""
+        if self.on_loop:
+            self._executor.shutdown(wait=True)
+            # Units whose callers stopped waiting still hold their connections.
+            await asyncio.gather(*self._units, return_exceptions=True)
+            await greenlet_spawn(self.engine.dispose)
+        else:
+            await asyncio.to_thread(self.close)
 
 
 class SqlUnitOfWork:

@@ -6,13 +6,17 @@ repositories fails the same test that the SQL repositories pass.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
 
 import pytest
+from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.util import greenlet_spawn
 
 from cardpoints.adapters import orm as cardpoints_orm
 from cardpoints.adapters.repository import CardpointsUnitOfWork
@@ -84,6 +88,23 @@ def _migrated(url: str, schema: Schema) -> Database:
     return Database(engine, workers=1)
 
 
+# The servers run their units of work on PostgreSQL on the event loop (asyncpg, servicekit.db):
+# the contract runs the repositories there too, each PostgreSQL test inside a greenlet on
+# this one loop, which the pooled connections belong to.
+_LOOP = asyncio.new_event_loop()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    callspec = getattr(pyfuncitem, "callspec", None)
+    if callspec is None or callspec.params.get("store_kind") != "postgres":
+        return None
+    names = pyfuncitem._fixtureinfo.argnames
+    arguments = {name: pyfuncitem.funcargs[name] for name in names}
+    _LOOP.run_until_complete(greenlet_spawn(functools.partial(pyfuncitem.obj, **arguments)))
+    return True
+
+
 @pytest.fixture(scope="session")
 def postgres_databases() -> Iterator[Callable[[Schema], Database]]:
     """One migrated PostgreSQL database per service for the whole run, emptied per test.
@@ -93,21 +114,24 @@ def postgres_databases() -> Iterator[Callable[[Schema], Database]]:
     migrations made.
     Tests never rely on the values of sequences, only on their order.
     """
-    opened: dict[str, tuple[Database, str]] = {}
+    opened: dict[str, tuple[Database, Engine, str]] = {}
 
     def empty(schema: Schema) -> Database:
         if schema.name not in opened:
             url = create_pg_database()
-            opened[schema.name] = (_migrated(url, schema), url)
-        database = opened[schema.name][0]
-        with database.engine.begin() as connection:
+            migrated = _migrated(url, schema)
+            on_loop = Database(create_db_engine(url, on_loop=True), workers=1)
+            opened[schema.name] = (on_loop, migrated.engine, url)
+        database, engine, _ = opened[schema.name]
+        with engine.begin() as connection:
             tables = ", ".join(f'"{table}"' for table in schema.tables)
             connection.exec_driver_sql(f"TRUNCATE {tables}")
         return database
 
     yield empty
-    for database, url in opened.values():
-        database.close()
+    for database, engine, url in opened.values():
+        _LOOP.run_until_complete(database.aclose())
+        engine.dispose()
         drop_database(url)
 
 
