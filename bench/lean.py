@@ -1,19 +1,25 @@
-"""The bare work of DeductPoints on SQLite, with no project code: what the design could reach.
+"""The bare work of DeductPoints, with no project code: what the design could reach.
 
     python -m bench.lean --address 127.0.0.1:0 --database FILE --accounts N
+    python -m bench.lean --address 127.0.0.1:0 --postgres URL --accounts N
 
 A grpc.aio server (asyncio's default loop, as the services) answering
 CardPointsService.DeductPoints with the durable work of a deduction and nothing
 else: an idempotency lookup, a guarded decrement, a deduction row, a ledger entry
-and an idempotency record, in SQLite WAL with synchronous=FULL. One writer thread
-runs, in one transaction, whatever queued while the previous transaction committed,
-a savepoint per call; each caller is answered only once that COMMIT returned. No
-auth, log line, metric or request id: if this server does not reach a target, no
-arrangement of the project's duties around the same work will.
+and an idempotency record, then COMMIT. No auth, log line, metric or request id: if
+this server does not reach a target, no arrangement of the project's duties around
+the same work will.
 
-Only grpc, the generated messages and the standard library. It seeds its own
-database at start (accounts card-0000001 ... with 1,000,000 points each) and
-prints "serving on port N" once it listens.
+SQLite (--database): WAL with synchronous=FULL. One writer thread runs, in one
+transaction, whatever queued while the previous transaction committed, a savepoint
+per call; each caller is answered only once that COMMIT returned.
+PostgreSQL (--postgres): asyncpg on the event loop, a pool of connections, one
+transaction per call and one statement per step.
+
+Only grpc, the generated messages, the standard library and asyncpg. It creates its
+tables and seeds its own accounts at start (card-0000001 ... with 1,000,000 points
+each) and prints "serving on port N" once it listens. bench/lean_chain.py builds the
+bare redemption chain on the same machinery.
 """
 
 from __future__ import annotations
@@ -26,15 +32,19 @@ import signal
 import sqlite3
 import sys
 import threading
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
+import asyncpg  # type: ignore[import-untyped]
 import grpc
 
 from pointsbridge.cardpoints.v1 import cardpoints_pb2 as cp
 from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as cp_grpc
 
-SCHEMA = """
+T = TypeVar("T")
+
+SQLITE_SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (account_id TEXT PRIMARY KEY, state TEXT NOT NULL,
     balance INTEGER NOT NULL CHECK (balance >= 0), update_time TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS deductions (seq INTEGER PRIMARY KEY, deduction_id TEXT UNIQUE,
@@ -47,15 +57,36 @@ CREATE TABLE IF NOT EXISTS ledger (seq INTEGER PRIMARY KEY, entry_id TEXT UNIQUE
 CREATE TABLE IF NOT EXISTS idempotency (operation TEXT, request_id TEXT, resource_id TEXT,
     create_time TEXT, PRIMARY KEY (operation, request_id));
 """
+PG_SCHEMA = """
+CREATE TABLE IF NOT EXISTS accounts (account_id TEXT PRIMARY KEY, state TEXT NOT NULL,
+    balance BIGINT NOT NULL CHECK (balance >= 0), update_time TIMESTAMPTZ NOT NULL);
+CREATE TABLE IF NOT EXISTS deductions (seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    deduction_id TEXT UNIQUE, request_id TEXT UNIQUE, account_id TEXT REFERENCES accounts,
+    points BIGINT, balance_after BIGINT, coupon_quantity INTEGER, points_per_coupon BIGINT,
+    merchant_id TEXT, create_time TIMESTAMPTZ);
+CREATE TABLE IF NOT EXISTS ledger (seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    entry_id TEXT UNIQUE, account_id TEXT REFERENCES accounts, amount BIGINT,
+    balance_after BIGINT, request_id TEXT, reference_id TEXT, create_time TIMESTAMPTZ);
+CREATE TABLE IF NOT EXISTS idempotency (operation TEXT, request_id TEXT, resource_id TEXT,
+    create_time TIMESTAMPTZ, PRIMARY KEY (operation, request_id));
+"""
+PG_SEED = (
+    "INSERT INTO accounts SELECT 'card-' || lpad(i::text, 7, '0'), 'ACTIVE', 1000000, now()"
+    " FROM generate_series(1, $1::int) AS i ON CONFLICT DO NOTHING"
+)
 BATCH = 64
+POOL = 8  # connections, as the services' default --workers
 
 
 class Refused(Exception):
-    pass
+    """A definite refusal: the unit's statements are rolled back, the caller told why."""
 
 
-def deduct(db: sqlite3.Connection, request: Any, now: str) -> str:
-    """The statements of one deduction; its deduction id."""
+# ---------------------------------------------------------------- the work of a deduction
+
+
+def deduct(db: sqlite3.Connection, now: str, request: Any) -> str:
+    """The statements of one deduction on SQLite; its deduction id."""
     found = db.execute(
         "SELECT resource_id FROM idempotency WHERE operation = 'deduct' AND request_id = ?",
         (request.request_id,),
@@ -106,8 +137,78 @@ def deduct(db: sqlite3.Connection, request: Any, now: str) -> str:
     return deduction_id
 
 
+async def deduct_pg(pool: Any, request: Any) -> str:
+    """The same deduction on PostgreSQL: one transaction, one statement per step."""
+    for attempt in (1, 2):
+        try:
+            return await _deduct_pg(pool, request)
+        except asyncpg.UniqueViolationError:  # the same request id, committed meanwhile
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+async def _deduct_pg(pool: Any, request: Any) -> str:
+    now = datetime.now(UTC)
+    async with pool.acquire() as conn, conn.transaction():
+        found = await conn.fetchval(
+            "SELECT resource_id FROM idempotency WHERE operation = 'deduct' AND request_id = $1",
+            request.request_id,
+        )
+        if found is not None:
+            return str(found)
+        balance = await conn.fetchval(
+            "UPDATE accounts SET balance = balance - $1, update_time = $2 WHERE account_id = $3"
+            " AND state = 'ACTIVE' AND balance >= $1 RETURNING balance",
+            request.points,
+            now,
+            request.account_id,
+        )
+        if balance is None:
+            raise Refused(request.account_id)
+        deduction_id = "ded_" + secrets.token_hex(8)
+        await conn.execute(
+            "INSERT INTO deductions (deduction_id, request_id, account_id, points, balance_after,"
+            " coupon_quantity, points_per_coupon, merchant_id, create_time)"
+            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            deduction_id,
+            request.request_id,
+            request.account_id,
+            request.points,
+            balance,
+            request.coupon_quantity,
+            request.points_per_coupon,
+            request.merchant_id,
+            now,
+        )
+        await conn.execute(
+            "INSERT INTO ledger (entry_id, account_id, amount, balance_after, request_id,"
+            " reference_id, create_time) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "ent_" + secrets.token_hex(8),
+            request.account_id,
+            -request.points,
+            balance,
+            request.request_id,
+            deduction_id,
+            now,
+        )
+        await conn.execute(
+            "INSERT INTO idempotency VALUES ('deduct', $1, $2, $3)",
+            request.request_id,
+            deduction_id,
+            now,
+        )
+        return deduction_id
+
+
+# ---------------------------------------------------------------- the machinery
+
+
 class Writer:
-    """One thread, one connection: a transaction per batch, a savepoint per call."""
+    """One thread, one SQLite connection: a transaction per batch, a savepoint per unit.
+
+    A unit is a function of (connection, now) run inside its savepoint; an exception
+    from it rolls back that unit alone and is what its caller gets."""
 
     def __init__(self, path: str, loop: asyncio.AbstractEventLoop) -> None:
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -117,19 +218,17 @@ class Writer:
         self._loop = loop
         self._thread = threading.Thread(target=self._run, name="writer", daemon=True)
 
-    def seed(self, accounts: int) -> None:
-        self._db.executescript(SCHEMA)
+    def setup(self, schema: str, seed: str, rows: Any) -> None:
+        """Create the tables, seed them in one transaction (executemany), start the thread."""
+        self._db.executescript(schema)
         self._db.execute("BEGIN")
-        self._db.executemany(
-            "INSERT OR IGNORE INTO accounts VALUES (?, 'ACTIVE', 1000000, '')",
-            ((f"card-{i:07d}",) for i in range(1, accounts + 1)),
-        )
+        self._db.executemany(seed, rows)
         self._db.execute("COMMIT")
         self._thread.start()
 
-    def submit(self, request: Any) -> asyncio.Future[Any]:
-        future = self._loop.create_future()
-        self._queue.put((request, future))
+    def submit(self, unit: Callable[[sqlite3.Connection, str], T]) -> asyncio.Future[T]:
+        future: asyncio.Future[T] = self._loop.create_future()
+        self._queue.put((unit, future))
         return future
 
     def stop(self) -> None:
@@ -156,11 +255,11 @@ class Writer:
             outcomes: list[tuple[bool, Any]] = []
             try:
                 db.execute("BEGIN IMMEDIATE")
-                for request, _ in batch:
+                for unit, _ in batch:
                     db.execute("SAVEPOINT unit")
                     try:
-                        outcomes.append((True, deduct(db, request, now)))
-                    except Refused as refusal:
+                        outcomes.append((True, unit(db, now)))
+                    except Exception as refusal:
                         db.execute("ROLLBACK TO unit")
                         outcomes.append((False, refusal))
                     db.execute("RELEASE unit")
@@ -182,13 +281,51 @@ def _deliver(batch: list[tuple[Any, asyncio.Future[Any]]], outcomes: list[Any]) 
             future.set_exception(value)
 
 
+def asyncpg_dsn(url: str) -> str:
+    """postgresql+driver://... (as the bench and tests spell it) in the form asyncpg takes."""
+    scheme, rest = url.split("://", 1)
+    return "postgresql://" + rest if scheme.startswith("postgresql") else url
+
+
+async def open_pool(url: str, schema: str, seed: str, *args: Any) -> Any:
+    """An asyncpg pool on `url`, its tables created and seeded (one statement)."""
+    pool = await asyncpg.create_pool(asyncpg_dsn(url), min_size=POOL, max_size=POOL)
+    async with pool.acquire() as conn:
+        await conn.execute(schema)
+        await conn.execute(seed, *args)
+    return pool
+
+
+async def serve_until_stopped(server: grpc.aio.Server, address: str, what: str) -> None:
+    """Listen on `address`, say so, serve until SIGTERM or SIGINT, then stop."""
+    port = server.add_insecure_port(address)
+    await server.start()
+    print(f"{what} serving on port {port}", file=sys.stderr, flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.stop(1.0)
+
+
+def add_store_arguments(parser: argparse.ArgumentParser) -> None:
+    store = parser.add_mutually_exclusive_group(required=True)
+    store.add_argument("--database", help="SQLite file (created)")
+    store.add_argument("--postgres", help="PostgreSQL database URL (tables created in it)")
+    parser.add_argument("--accounts", type=int, default=10_000)
+
+
+# ---------------------------------------------------------------- the server
+
+
 class LeanCardPoints(cp_grpc.CardPointsServiceServicer):
-    def __init__(self, writer: Writer) -> None:
-        self._writer = writer
+    def __init__(self, work: Callable[[Any], Awaitable[str]]) -> None:
+        self._work = work
 
     async def DeductPoints(self, request: Any, context: Any) -> cp.DeductPointsResponse:
         try:
-            deduction_id = await self._writer.submit(request)
+            deduction_id = await self._work(request)
         except Refused:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "insufficient points")
         return cp.DeductPointsResponse(
@@ -206,28 +343,40 @@ class LeanCardPoints(cp_grpc.CardPointsServiceServicer):
 
 
 async def serve(args: argparse.Namespace) -> None:
-    writer = Writer(args.database, asyncio.get_running_loop())
-    writer.seed(args.accounts)
+    writer: Writer | None = None
+    pool: Any = None
+    work: Callable[[Any], Awaitable[str]]
+    if args.postgres:
+        pool = await open_pool(args.postgres, PG_SCHEMA, PG_SEED, args.accounts)
+
+        def work(request: Any) -> Awaitable[str]:
+            return deduct_pg(pool, request)
+
+    else:
+        sqlite_writer = writer = Writer(args.database, asyncio.get_running_loop())
+        sqlite_writer.setup(
+            SQLITE_SCHEMA,
+            "INSERT OR IGNORE INTO accounts VALUES (?, 'ACTIVE', 1000000, '')",
+            ((f"card-{i:07d}",) for i in range(1, args.accounts + 1)),
+        )
+
+        def work(request: Any) -> Awaitable[str]:
+            return sqlite_writer.submit(lambda db, now: deduct(db, now, request))
+
     server = grpc.aio.server()
-    servicer = LeanCardPoints(writer)  # type: ignore[abstract]  # the rest: UNIMPLEMENTED
+    servicer = LeanCardPoints(work)  # type: ignore[abstract]  # the rest: UNIMPLEMENTED
     cp_grpc.add_CardPointsServiceServicer_to_server(servicer, server)
-    port = server.add_insecure_port(args.address)
-    await server.start()
-    print(f"lean deduct serving on port {port}", file=sys.stderr, flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await server.stop(1.0)
-    writer.stop()
+    await serve_until_stopped(server, args.address, "lean deduct")
+    if writer is not None:
+        writer.stop()
+    if pool is not None:
+        await pool.close()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--address", default="127.0.0.1:0")
-    parser.add_argument("--database", required=True, help="SQLite file (created)")
-    parser.add_argument("--accounts", type=int, default=10_000)
+    add_store_arguments(parser)
     args = parser.parse_args(argv)
     asyncio.run(serve(args))
     return 0

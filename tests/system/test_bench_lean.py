@@ -1,0 +1,128 @@
+"""The bench's bare-work servers (bench/lean.py, bench/lean_chain.py) as real processes on
+SQLite and PostgreSQL: they do the work they stand for, so the reference rows mean it."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+
+import grpc
+import pytest
+
+from pointsbridge.cardpoints.v1 import cardpoints_pb2 as cp
+from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as cp_grpc
+from pointsbridge.ecommerce.v1 import ecommerce_pb2 as ec
+from pointsbridge.ecommerce.v1 import ecommerce_pb2_grpc as ec_grpc
+from servicekit.devtools.launch import ServiceProcess
+from tests.support import start_server
+
+
+@pytest.fixture
+def store(backend: str, make_db_url: Callable[[str], str]) -> Callable[[str], list[str]]:
+    """The store argument of a bare server: a SQLite file, or a fresh PostgreSQL database."""
+
+    def make(name: str) -> list[str]:
+        url = make_db_url(name)
+        if backend == "sqlite":
+            return ["--database", url.removeprefix("sqlite:///")]
+        return ["--postgres", url]
+
+    return make
+
+
+@pytest.fixture
+def bare(store: Callable[[str], list[str]]) -> Iterator[tuple[ServiceProcess, ServiceProcess]]:
+    """The bare-work DeductPoints server and the bare redemption chain in front of it."""
+    started: list[ServiceProcess] = []
+    try:
+        command = [sys.executable, "-m", "bench.lean", "--accounts", "5", *store("lean-deduct")]
+        started.append(start_server(command))
+        command = [
+            sys.executable,
+            "-m",
+            "bench.lean_chain",
+            "--accounts",
+            "5",
+            "--next",
+            f"127.0.0.1:{started[0].port}",
+            *store("lean-redeem"),
+        ]
+        started.append(start_server(command))
+        yield started[0], started[1]
+    finally:
+        for process in reversed(started):
+            process.stop()
+
+
+def deduction(request_id: str, points: int) -> cp.DeductPointsRequest:
+    return cp.DeductPointsRequest(
+        request_id=request_id,
+        account_id="card-0000001",
+        points=points,
+        coupon_quantity=points // 100,
+        points_per_coupon=100,
+        merchant_id="test",
+    )
+
+
+async def test_bare_deduct_takes_refuses_and_replays(
+    bare: tuple[ServiceProcess, ServiceProcess],
+) -> None:
+    deduct_server, _ = bare
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{deduct_server.port}") as channel:
+        deduct = cp_grpc.CardPointsServiceStub(channel).DeductPoints
+        first = await deduct(deduction("d-1", 300), timeout=10)
+        assert first.deduction.deduction_id.startswith("ded_")
+        assert first.deduction.points == 300
+
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await deduct(deduction("d-2", 2_000_000), timeout=10)  # more than it holds
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+        again = await deduct(deduction("d-1", 300), timeout=10)
+        assert again.deduction.deduction_id == first.deduction.deduction_id
+        # The balance is what the one deduction left: all of it but 300 can still go.
+        rest = await deduct(deduction("d-3", 1_000_000 - 300), timeout=10)
+        assert rest.deduction.deduction_id != first.deduction.deduction_id
+        with pytest.raises(grpc.aio.AioRpcError) as empty:
+            await deduct(deduction("d-4", 100), timeout=10)
+        assert empty.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_bare_chain_redeems_into_coupons(
+    bare: tuple[ServiceProcess, ServiceProcess],
+) -> None:
+    _, chain_server = bare
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{chain_server.port}") as channel:
+        redeem = ec_grpc.RedemptionServiceStub(channel).RedeemPoints
+        request = ec.RedeemPointsRequest(
+            request_id="r-1",
+            customer_id="cust-0000002",
+            product_id="bench-coupon-1",
+            quantity=3,
+            expected_points=300,
+        )
+        # The token the load generator sends, which the bare chain ignores.
+        metadata = (("authorization", "Bearer ignored"),)
+        answer = await redeem(request, metadata=metadata, timeout=10)
+        redemption = answer.redemption
+        assert redemption.state == ec.REDEMPTION_STATE_COMPLETED
+        assert redemption.card_account_id == "card-0000002"
+        assert redemption.points == 300
+        assert redemption.deduction_id.startswith("ded_")
+        codes = [coupon.code for coupon in redemption.coupons]
+        assert len(codes) == 3 == len(set(codes))
+
+        again = await redeem(request, metadata=metadata, timeout=10)
+        assert again.redemption.redemption_id == redemption.redemption_id
+        assert again.redemption.deduction_id == redemption.deduction_id
+        assert [coupon.code for coupon in again.redemption.coupons] == codes
+
+        with pytest.raises(grpc.aio.AioRpcError) as unlinked:
+            await redeem(
+                ec.RedeemPointsRequest(
+                    request_id="r-3", customer_id="cust-9", product_id="bench-coupon-1", quantity=1
+                ),
+                timeout=10,
+            )
+        assert unlinked.value.code() == grpc.StatusCode.FAILED_PRECONDITION
