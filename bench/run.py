@@ -38,7 +38,7 @@ from typing import Any
 from bench import phases, report, verdicts
 from bench.harness import Harness, log, verdict
 from bench.limits import measure as measure_limits
-from bench.load import DEDUCT, LoadPool
+from bench.load import DEDUCT, REDEEM, LoadPool
 from bench.options import parse_options
 from bench.seed import check_invariants
 from bench.stack import (
@@ -49,6 +49,7 @@ from bench.stack import (
     empty_argv,
     fresh_databases,
     lean_argv,
+    lean_chain_argv,
 )
 from chaos.broker import NatsServer
 
@@ -116,22 +117,49 @@ class Bench(Harness):
                 self.chain(empty, verdicts.TARGETS_AT, db, label=label)
                 self.redeem(cardpoints, ecommerce, verdicts.TARGETS_AT, db, label=label)
 
-    def lean(self, stack: ExitStack, empty: dict[str, Server]) -> None:
-        """The bare work of a deduction with no project code, each after an echo window."""
+    def lean(self, empty: dict[str, Server], db: str) -> None:
+        """The bare work of each RPC with no project code, on the section's database: the
+        bare-work DeductPoints after an echo server window, then the bare redemption chain
+        in front of it after an echo chain window, `--repeats` times."""
         if self.options.smoke or verdicts.TARGETS_AT not in self.options.concurrency:
             return
-        argv = lean_argv(self.workdir / "lean.sqlite", self.options.accounts)
-        (lean,) = self.start(stack, [("lean-deduct", argv)])
-        for k in range(1, self.options.repeats + 1):
-            label = f"{verdicts.LEAN_PAIR} {k}"
-            self.hop(empty, verdicts.TARGETS_AT, "sqlite", label=label)
+        at, accounts = verdicts.TARGETS_AT, self.options.accounts
+        with ExitStack() as stack:
+            if db == "sqlite":
+                stores: tuple[Path | str, Path | str] = (
+                    self.workdir / "lean-deduct.sqlite",
+                    self.workdir / "lean-redeem.sqlite",
+                )
+            else:
+                # Made as the services' databases are, dropped once the servers stopped.
+                dbs = stack.enter_context(
+                    fresh_databases("postgres", self.workdir, "lean", self.options.pg_url)
+                )
+                stores = (dbs.cardpoints, dbs.ecommerce)
+            log(f"{db}: the bare-work servers, no project code")
+            (deduct,) = self.start(stack, [(f"lean-deduct-{db}", lean_argv(stores[0], accounts))])
+            argv = lean_chain_argv(stores[1], accounts, deduct.address)
+            (chain,) = self.start(stack, [(f"lean-redeem-{db}", argv)])
             customers = self.all_customers()
-            servers = {"lean": lean}
-            at = verdicts.TARGETS_AT
-            self.measure(
-                verdicts.LEAN, "sqlite", DEDUCT, [lean.address], servers, at, customers, label=label
-            )
-        lean.stop()
+            for k in range(1, self.options.repeats + 1):
+                label = f"{verdicts.LEAN_PAIR} {k}"
+                self.hop(empty, at, db, label=label)
+                servers = {"leaf": deduct}
+                self.measure(
+                    verdicts.LEAN, db, DEDUCT, [deduct.address], servers, at, customers, label=label
+                )
+                self.chain(empty, at, db, label=label)
+                servers = {"chain": chain, "leaf": deduct}
+                self.measure(
+                    verdicts.LEAN_REDEEM,
+                    db,
+                    REDEEM,
+                    [chain.address],
+                    servers,
+                    at,
+                    customers,
+                    label=label,
+                )
 
     def limits(self) -> None:
         log("measuring the floors: fsync, commits, ES256, statements, thread hops")
@@ -146,7 +174,7 @@ class Bench(Harness):
             self.extra["seed_sqlite"] = self.prepare(dbs, self.options.accounts)
             cardpoints, ecommerce = self.services(stack, dbs, "sqlite")
             self.matrix(empty, cardpoints, ecommerce, "sqlite", self.options.concurrency)
-            self.lean(stack, empty)
+            self.lean(empty, "sqlite")
             # The project's plumbing with nothing behind it: what it costs on its own.
             plumbing = (
                 ("empty",) if self.options.smoke or self.options.targets else ("empty", "bare")
@@ -179,6 +207,7 @@ class Bench(Harness):
             self.extra["seed_postgres"] = self.prepare(dbs, self.options.accounts)
             cardpoints, ecommerce = self.services(stack, dbs, "pg")
             self.matrix(empty, cardpoints, ecommerce, "postgres", (64,))
+            self.lean(empty, "postgres")
             log("processes: the same services with --processes 2 on the same databases")
             two_cp, two_ec = self.services(stack, dbs, "pg-p2", processes=2)
             stacks = {1: (cardpoints, ecommerce), 2: (two_cp, two_ec)}
@@ -268,7 +297,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 " response, and a bare 2-hop chain answering RedeemPoints after one"
                 " DeductPoints call to it; no project code, asyncio's default loop as the"
                 " services. bench/empty.py (the project's server plumbing, auth included,"
-                " and nothing else) is an extra row that prices the plumbing"
+                " and nothing else) is an extra row that prices the plumbing; bench/lean.py"
+                " and bench/lean_chain.py (the bare durable work of DeductPoints and of a"
+                " redemption, no project code, on the same databases) give the reference"
+                " row beside each target"
             ),
         },
     }

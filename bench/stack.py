@@ -174,8 +174,23 @@ def echo_argv(role: str, *extra: str) -> list[str]:
     return python_module("bench.echo", role, *extra)
 
 
-def lean_argv(database: Path, accounts: int) -> list[str]:
-    return python_module("bench.lean", "--database", str(database), "--accounts", str(accounts))
+def lean_store(database: Path | str) -> tuple[str, str]:
+    """The store flag of a bare-work server: a SQLite file, or a PostgreSQL database URL."""
+    if isinstance(database, Path):
+        return ("--database", str(database))
+    return ("--postgres", database)
+
+
+def lean_argv(database: Path | str, accounts: int) -> list[str]:
+    """The bare-work DeductPoints server (bench/lean.py)."""
+    return python_module("bench.lean", *lean_store(database), "--accounts", str(accounts))
+
+
+def lean_chain_argv(database: Path | str, accounts: int, deduct: str) -> list[str]:
+    """The bare redemption chain (bench/lean_chain.py) in front of the server at `deduct`."""
+    return python_module(
+        "bench.lean_chain", *lean_store(database), "--accounts", str(accounts), "--next", deduct
+    )
 
 
 def empty_argv(keys: Keys, role: str, *extra: str) -> list[str]:
