@@ -13,7 +13,8 @@ the same work will.
 SQLite (--database): WAL with synchronous=FULL. One writer thread runs, in one
 transaction, whatever queued while the previous transaction committed, a savepoint
 per call; each caller is answered only once that COMMIT returned.
-PostgreSQL (--postgres): asyncpg on the event loop, a pool of connections, one
+PostgreSQL (--postgres): asyncpg on the event loop, a pool of --pool connections (8, as
+the services' default --workers; 16 and 32 did no better on this machine), one
 transaction per call and one statement per step.
 
 Only grpc, the generated messages, the standard library and asyncpg. It creates its
@@ -287,9 +288,9 @@ def asyncpg_dsn(url: str) -> str:
     return "postgresql://" + rest if scheme.startswith("postgresql") else url
 
 
-async def open_pool(url: str, schema: str, seed: str, *args: Any) -> Any:
-    """An asyncpg pool on `url`, its tables created and seeded (one statement)."""
-    pool = await asyncpg.create_pool(asyncpg_dsn(url), min_size=POOL, max_size=POOL)
+async def open_pool(url: str, size: int, schema: str, seed: str, *args: Any) -> Any:
+    """An asyncpg pool of `size` connections on `url`, its tables created and seeded."""
+    pool = await asyncpg.create_pool(asyncpg_dsn(url), min_size=size, max_size=size)
     async with pool.acquire() as conn:
         await conn.execute(schema)
         await conn.execute(seed, *args)
@@ -314,6 +315,7 @@ def add_store_arguments(parser: argparse.ArgumentParser) -> None:
     store.add_argument("--database", help="SQLite file (created)")
     store.add_argument("--postgres", help="PostgreSQL database URL (tables created in it)")
     parser.add_argument("--accounts", type=int, default=10_000)
+    parser.add_argument("--pool", type=int, default=POOL, help="PostgreSQL connections")
 
 
 # ---------------------------------------------------------------- the server
@@ -347,7 +349,7 @@ async def serve(args: argparse.Namespace) -> None:
     pool: Any = None
     work: Callable[[Any], Awaitable[str]]
     if args.postgres:
-        pool = await open_pool(args.postgres, PG_SCHEMA, PG_SEED, args.accounts)
+        pool = await open_pool(args.postgres, args.pool, PG_SCHEMA, PG_SEED, args.accounts)
 
         def work(request: Any) -> Awaitable[str]:
             return deduct_pg(pool, request)

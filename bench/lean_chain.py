@@ -438,7 +438,7 @@ async def serve(args: argparse.Namespace) -> None:
     pool: Any = None
     store: SqliteRedemptions | PgRedemptions
     if args.postgres:
-        pool = await open_pool(args.postgres, PG_SCHEMA, PG_SEED, args.accounts)
+        pool = await open_pool(args.postgres, args.pool, PG_SCHEMA, PG_SEED, args.accounts)
         store = PgRedemptions(pool)
     else:
         writer = Writer(args.database, asyncio.get_running_loop())

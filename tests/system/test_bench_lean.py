@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import grpc
 import pytest
 
+from bench import verdicts
 from pointsbridge.cardpoints.v1 import cardpoints_pb2 as cp
 from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as cp_grpc
 from pointsbridge.ecommerce.v1 import ecommerce_pb2 as ec
@@ -126,3 +128,38 @@ async def test_bare_chain_redeems_into_coupons(
                 timeout=10,
             )
         assert unlinked.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_each_target_is_followed_by_its_bare_work_reference_when_it_ran() -> None:
+    def row(scenario: str, db: str, label: str, throughput: float, p99: float) -> dict[str, Any]:
+        return {
+            "scenario": scenario,
+            "db": db,
+            "concurrency": verdicts.TARGETS_AT,
+            "replicas": 1,
+            "label": label,
+            "throughput": throughput,
+            "p99_ms": p99,
+        }
+
+    pair = f"{verdicts.LEAN_PAIR} 1"
+    runs = [
+        row(verdicts.CHAIN, "sqlite", "", 1000.0, 10.0),
+        row("redeem", "sqlite", "", 300.0, 50.0),
+        row(verdicts.CHAIN, "sqlite", pair, 1000.0, 10.0),
+        row(verdicts.LEAN_REDEEM, "sqlite", pair, 700.0, 20.0),
+        row(verdicts.HOP, "postgres", pair, 1000.0, 5.0),
+        row(verdicts.LEAN, "postgres", pair, 400.0, 9.0),
+    ]
+    found = {t["name"]: t for t in verdicts.targets({"runs": runs})}
+    names = list(found)
+    redeem = next(n for n in names if n.startswith("SQLite RedeemPoints throughput"))
+    reference = names[names.index(redeem) + 1]
+    assert reference.startswith("Reference, not a target: SQLite bare-work RedeemPoints chain")
+    assert found[redeem]["value"] == 0.3 and found[reference]["value"] == 0.7
+    p99 = next(n for n in names if "bare-work RedeemPoints chain (no project code) p99" in n)
+    assert found[p99]["value"] == 2.0 and found[p99]["met"] is True
+    deduct = next(n for n in names if n.startswith("Reference, not a target: PostgreSQL bare-work"))
+    assert found[deduct]["value"] == 0.4 and found[deduct]["met"] is False
+    # Nothing bare ran for SQLite DeductPoints or PostgreSQL RedeemPoints: no reference.
+    assert sum(n.startswith("Reference, not a target") for n in names) == 3
