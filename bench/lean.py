@@ -1,7 +1,7 @@
 """The bare work of DeductPoints, with no project code: what the design could reach.
 
     python -m bench.lean --address 127.0.0.1:0 --database FILE --accounts N
-    python -m bench.lean --address 127.0.0.1:0 --postgres URL --accounts N
+    python -m bench.lean --address 127.0.0.1:0 --postgres URL --accounts N [--shape steps]
 
 A grpc.aio server (asyncio's default loop, as the services) answering
 CardPointsService.DeductPoints with the durable work of a deduction and nothing
@@ -14,8 +14,10 @@ SQLite (--database): WAL with synchronous=FULL. One writer thread runs, in one
 transaction, whatever queued while the previous transaction committed, a savepoint
 per call; each caller is answered only once that COMMIT returned.
 PostgreSQL (--postgres): asyncpg on the event loop, a pool of --pool connections (8, as
-the services' default --workers; 16 and 32 did no better on this machine), one
-transaction per call and one statement per step.
+the services' default --workers; 16 and 32 did no better on this machine), in one of two
+shapes (--shape): `steps`, one transaction per call and one statement per step (BEGIN,
+five statements, COMMIT); or `single`, one round trip per call: one data-modifying
+statement, its own implicit transaction, durable at its COMMIT on return.
 
 Only grpc, the generated messages, the standard library and asyncpg. It creates its
 tables and seeds its own accounts at start (card-0000001 ... with 1,000,000 points
@@ -100,7 +102,7 @@ def deduct(db: sqlite3.Connection, now: str, request: Any) -> str:
         (request.points, now, request.account_id, request.points),
     ).fetchone()
     if row is None:
-        raise Refused(request.account_id)
+        raise Refused("insufficient points")
     deduction_id = "ded_" + secrets.token_hex(8)
     db.execute(
         "INSERT INTO deductions (deduction_id, request_id, account_id, points, balance_after,"
@@ -138,18 +140,94 @@ def deduct(db: sqlite3.Connection, now: str, request: Any) -> str:
     return deduction_id
 
 
-async def deduct_pg(pool: Any, request: Any) -> str:
-    """The same deduction on PostgreSQL: one transaction, one statement per step."""
+STEPS, SINGLE = "steps", "single"
+SHAPES = (STEPS, SINGLE)
+
+# The whole deduction as one statement. Every part sees the same snapshot: the decrement
+# runs only when no record of the request id was found, and the three inserts take their
+# one row from the decrement's RETURNING, so a refused guard inserts nothing. It answers
+# in one row: the found record's deduction id (a replay), or the new balance (taken), or
+# neither (refused).
+DEDUCT_SINGLE = """
+WITH found AS (
+    SELECT resource_id FROM idempotency WHERE operation = 'deduct' AND request_id = $1::text
+), taken AS (
+    UPDATE accounts SET balance = balance - $3::bigint, update_time = $4::timestamptz
+    WHERE account_id = $2::text AND state = 'ACTIVE' AND balance >= $3::bigint
+        AND NOT EXISTS (SELECT 1 FROM found)
+    RETURNING balance
+), deduction AS (
+    INSERT INTO deductions (deduction_id, request_id, account_id, points, balance_after,
+        coupon_quantity, points_per_coupon, merchant_id, create_time)
+    SELECT $5::text, $1, $2, $3, balance, $6::int, $7::bigint, $8::text, $4 FROM taken
+), entry AS (
+    INSERT INTO ledger (entry_id, account_id, amount, balance_after, request_id,
+        reference_id, create_time)
+    SELECT $9::text, $2, -$3, balance, $1, $5, $4 FROM taken
+), record AS (
+    INSERT INTO idempotency SELECT 'deduct', $1, $5, $4 FROM taken
+)
+SELECT (SELECT resource_id FROM found) AS replayed, (SELECT balance FROM taken) AS balance
+"""
+
+
+async def deduct_pg(pool: Any, request: Any, shape: str = SINGLE) -> str:
+    """The same deduction on PostgreSQL, in `shape`; its deduction id."""
+    once = _deduct_single if shape == SINGLE else _deduct_steps
     for attempt in (1, 2):
         try:
-            return await _deduct_pg(pool, request)
+            return await once(pool, request)
         except asyncpg.UniqueViolationError:  # the same request id, committed meanwhile
             if attempt == 2:
                 raise
     raise AssertionError("unreachable")
 
 
-async def _deduct_pg(pool: Any, request: Any) -> str:
+async def after_refusal(conn: Any, request: Any) -> str:
+    """The guarded decrement took nothing: the rare path, one read-only statement on a
+    fresh snapshot. A concurrent call with the same request id that committed while this
+    one waited for the account's row is a replay (its id); otherwise it says why."""
+    row = await conn.fetchrow(
+        "SELECT i.resource_id, a.state FROM (SELECT 1) AS one"
+        " LEFT JOIN idempotency AS i ON i.operation = 'deduct' AND i.request_id = $1"
+        " LEFT JOIN accounts AS a ON a.account_id = $2",
+        request.request_id,
+        request.account_id,
+    )
+    if row["resource_id"] is not None:
+        return str(row["resource_id"])
+    if row["state"] is None:
+        raise Refused("no such account")
+    if row["state"] != "ACTIVE":
+        raise Refused(f"account {row['state'].lower()}")
+    raise Refused("insufficient points")
+
+
+async def _deduct_single(pool: Any, request: Any) -> str:
+    """One statement, sent outside any explicit transaction: one round trip."""
+    deduction_id = "ded_" + secrets.token_hex(8)
+    async with pool.acquire() as conn:
+        replayed, balance = await conn.fetchrow(
+            DEDUCT_SINGLE,
+            request.request_id,
+            request.account_id,
+            request.points,
+            datetime.now(UTC),
+            deduction_id,
+            request.coupon_quantity,
+            request.points_per_coupon,
+            request.merchant_id,
+            "ent_" + secrets.token_hex(8),
+        )
+        if replayed is not None:
+            return str(replayed)
+        if balance is None:
+            return await after_refusal(conn, request)
+        return deduction_id
+
+
+async def _deduct_steps(pool: Any, request: Any) -> str:
+    """One transaction, one statement per step: about seven round trips."""
     now = datetime.now(UTC)
     async with pool.acquire() as conn, conn.transaction():
         found = await conn.fetchval(
@@ -166,7 +244,7 @@ async def _deduct_pg(pool: Any, request: Any) -> str:
             request.account_id,
         )
         if balance is None:
-            raise Refused(request.account_id)
+            return await after_refusal(conn, request)
         deduction_id = "ded_" + secrets.token_hex(8)
         await conn.execute(
             "INSERT INTO deductions (deduction_id, request_id, account_id, points, balance_after,"
@@ -328,8 +406,8 @@ class LeanCardPoints(cp_grpc.CardPointsServiceServicer):
     async def DeductPoints(self, request: Any, context: Any) -> cp.DeductPointsResponse:
         try:
             deduction_id = await self._work(request)
-        except Refused:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "insufficient points")
+        except Refused as refusal:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(refusal))
         return cp.DeductPointsResponse(
             deduction=cp.Deduction(
                 deduction_id=deduction_id,
@@ -352,7 +430,7 @@ async def serve(args: argparse.Namespace) -> None:
         pool = await open_pool(args.postgres, args.pool, PG_SCHEMA, PG_SEED, args.accounts)
 
         def work(request: Any) -> Awaitable[str]:
-            return deduct_pg(pool, request)
+            return deduct_pg(pool, request, args.shape)
 
     else:
         sqlite_writer = writer = Writer(args.database, asyncio.get_running_loop())
@@ -379,6 +457,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--address", default="127.0.0.1:0")
     add_store_arguments(parser)
+    parser.add_argument(
+        "--shape",
+        choices=SHAPES,
+        default=SINGLE,
+        help="PostgreSQL: one statement per call (single, the default: the faster) or one"
+        " statement per step in a transaction (steps)",
+    )
     args = parser.parse_args(argv)
     asyncio.run(serve(args))
     return 0

@@ -3,6 +3,7 @@ SQLite and PostgreSQL: they do the work they stand for, so the reference rows me
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -11,6 +12,7 @@ import grpc
 import pytest
 
 from bench import verdicts
+from bench.lean import SHAPES, SINGLE
 from pointsbridge.cardpoints.v1 import cardpoints_pb2 as cp
 from pointsbridge.cardpoints.v1 import cardpoints_pb2_grpc as cp_grpc
 from pointsbridge.ecommerce.v1 import ecommerce_pb2 as ec
@@ -56,10 +58,28 @@ def bare(store: Callable[[str], list[str]]) -> Iterator[tuple[ServiceProcess, Se
             process.stop()
 
 
-def deduction(request_id: str, points: int) -> cp.DeductPointsRequest:
+@pytest.fixture(params=SHAPES)
+def lean_deduct(
+    request: pytest.FixtureRequest, backend: str, store: Callable[[str], list[str]]
+) -> Iterator[ServiceProcess]:
+    """The bare-work DeductPoints server alone, in each PostgreSQL shape (SQLite has one)."""
+    shape = str(request.param)
+    if backend == "sqlite" and shape != SINGLE:
+        pytest.skip("--shape is PostgreSQL's")
+    command = [sys.executable, "-m", "bench.lean", "--accounts", "5", "--shape", shape]
+    server = start_server([*command, *store("lean-deduct")])
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def deduction(
+    request_id: str, points: int, account_id: str = "card-0000001"
+) -> cp.DeductPointsRequest:
     return cp.DeductPointsRequest(
         request_id=request_id,
-        account_id="card-0000001",
+        account_id=account_id,
         points=points,
         coupon_quantity=points // 100,
         points_per_coupon=100,
@@ -67,11 +87,8 @@ def deduction(request_id: str, points: int) -> cp.DeductPointsRequest:
     )
 
 
-async def test_bare_deduct_takes_refuses_and_replays(
-    bare: tuple[ServiceProcess, ServiceProcess],
-) -> None:
-    deduct_server, _ = bare
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{deduct_server.port}") as channel:
+async def test_bare_deduct_takes_refuses_and_replays(lean_deduct: ServiceProcess) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{lean_deduct.port}") as channel:
         deduct = cp_grpc.CardPointsServiceStub(channel).DeductPoints
         first = await deduct(deduction("d-1", 300), timeout=10)
         assert first.deduction.deduction_id.startswith("ded_")
@@ -89,6 +106,32 @@ async def test_bare_deduct_takes_refuses_and_replays(
         with pytest.raises(grpc.aio.AioRpcError) as empty:
             await deduct(deduction("d-4", 100), timeout=10)
         assert empty.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        # A refused request id left no record: once there are points, it is taken.
+        with pytest.raises(grpc.aio.AioRpcError) as unknown:
+            await deduct(deduction("d-5", 100, "card-9999999"), timeout=10)
+        assert unknown.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        other = await deduct(deduction("d-2", 999_999, "card-0000002"), timeout=10)
+        assert other.deduction.deduction_id.startswith("ded_")
+
+
+async def test_bare_deduct_takes_a_request_id_sent_at_once_only_once(
+    lean_deduct: ServiceProcess,
+) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{lean_deduct.port}") as channel:
+        deduct = cp_grpc.CardPointsServiceStub(channel).DeductPoints
+        # The same request id many times over at once: one deduction, every answer its id,
+        # whether the late ones find the balance still enough (100) or not (600,000).
+        for request_id, points in (("small", 100), ("large", 600_000)):
+            answers = await asyncio.gather(
+                *(deduct(deduction(request_id, points), timeout=10) for _ in range(16))
+            )
+            assert len({a.deduction.deduction_id for a in answers}) == 1
+        # Only 600,100 of the 1,000,000 went: 399,900 more can, 399,901 cannot.
+        with pytest.raises(grpc.aio.AioRpcError) as over:
+            await deduct(deduction("more", 399_901), timeout=10)
+        assert over.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        rest = await deduct(deduction("rest", 399_900), timeout=10)
+        assert rest.deduction.points == 399_900
 
 
 async def test_bare_chain_redeems_into_coupons(
