@@ -112,6 +112,8 @@ class Harness:
         warmup = self.options.warmup if warmup is None else warmup
         duration = self.options.duration if duration is None else duration
         self.count += 1
+        if not calls and self.options.window_calls:
+            calls = max(self.options.window_calls, concurrency)
         parts = split(concurrency, self.pool.size)
         per_call_share = split(calls, len(parts)) if calls else [0] * len(parts)
         shares = _deal(customers, len(parts))
@@ -138,7 +140,14 @@ class Harness:
         sleep_until(window_start)
         first = self._snapshot(servers, db)
         if calls:
-            results = self.pool.collect(busy, timeout=3600, tick=on_tick)
+            limit = self.options.window_limit_s
+            try:
+                results = self.pool.collect(busy, timeout=limit, tick=on_tick)
+            except TimeoutError:
+                raise TimeoutError(
+                    f"{scenario} ({db or 'no database'}, {concurrency} in flight):"
+                    f" {calls} calls did not complete within {limit:.0f} s"
+                ) from None
             last = self._snapshot(servers, db)
             window = max(r.ended for r in results) - window_start
         else:

@@ -35,6 +35,11 @@ class Options:
     repeats: int = 1
     events: bool = True
     targets: bool = False
+    # > 0: a window is this many calls (at least one per call in flight), however long
+    # they take up to `window_limit_s`, instead of `duration` seconds. The smoke's: on a
+    # loaded machine a fraction of a second can complete no call at all.
+    window_calls: int = 0
+    window_limit_s: float = 3600.0
 
 
 def parse_options(argv: Sequence[str] | None) -> Options:
@@ -43,7 +48,9 @@ def parse_options(argv: Sequence[str] | None) -> Options:
         description="PointsBridge against empty gRPC baselines (see docs/PERFORMANCE.md).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--smoke", action="store_true", help="a few seconds: SQLite, tiny windows")
+    parser.add_argument(
+        "--smoke", action="store_true", help="a few seconds: SQLite, windows of a few calls each"
+    )
     parser.add_argument(
         "--targets",
         action="store_true",
@@ -121,6 +128,8 @@ def parse_options(argv: Sequence[str] | None) -> Options:
             docs=bool(args.docs),
             server_args=tuple(args.server_arg),
             events=False,  # a few seconds: no broker to start beside the servers
+            window_calls=16,
+            window_limit_s=30.0,
         )
     return Options(
         smoke=False,
