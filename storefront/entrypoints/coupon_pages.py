@@ -29,8 +29,15 @@ class CouponPages(Rendering):
     """What was redeemed, the coupons it gave, and giving unused ones back."""
 
     async def redemption_page(
-        self, request: Request, errors: Mapping[str, str] | None = None, status: int = 200
+        self,
+        request: Request,
+        errors: Mapping[str, str] | None = None,
+        status: int = 200,
+        back: str = "redemption",
+        back_state: str = "all",
     ) -> Response:
+        """The redemption, its coupons and their refund form; `back` and `back_state` are
+        where a refund from that form returns to (this page, or the coupons list)."""
         session: Session | None = request.state.session
         if session is None:
             return RedirectResponse("/sign-in", status_code=303)
@@ -74,6 +81,8 @@ class CouponPages(Rendering):
             retry=retry,
             coupons=coupons,
             refund_request_id=mint_request_id("refund"),
+            refund_back=back,
+            refund_state=back_state,
             errors=dict(errors or {}),
         )
 
@@ -81,9 +90,7 @@ class CouponPages(Rendering):
         products = await self.client.list_products(session.token, include_inactive=True)
         return {p.product_id: p.display_name for p in products}
 
-    async def coupons(
-        self, request: Request, errors: Mapping[str, str] | None = None, status: int = 200
-    ) -> Response:
+    async def coupons(self, request: Request) -> Response:
         session: Session | None = request.state.session
         if session is None:
             return RedirectResponse("/sign-in", status_code=303)
@@ -115,12 +122,12 @@ class CouponPages(Rendering):
         return self.render(
             request,
             "coupons.html",
-            status,
+            200,
             filters=[(key, t(f"state.{key}")) for key in COUPON_FILTERS],
             chosen=chosen,
             groups=list(groups.values()),
             more=more,
-            errors=dict(errors or {}),
+            errors={},
         )
 
     async def refund(self, request: Request) -> Response:
@@ -136,9 +143,9 @@ class CouponPages(Rendering):
         codes = [c for c in form.getlist("codes") if isinstance(c, str)]
         back_to_coupons = self.field(form, "back") == "coupons"
         back_state = self.field(form, "state")
+        back_state = back_state if back_state in COUPON_FILTERS else "all"
         back = (
-            "/coupons?"
-            + urlencode({"state": back_state if back_state in COUPON_FILTERS else "all"})
+            "/coupons?" + urlencode({"state": back_state})
             if back_to_coupons
             else f"/redemptions/{redemption_id}"
         )
@@ -164,9 +171,17 @@ class CouponPages(Rendering):
                 placed.place if placed.place.startswith("coupon:") else f"refund:{redemption_id}"
             )
             errors = {where: placed.text}
-            if back_to_coupons:
-                return await self.coupons(request, errors, placed.status)
-            return await self.redemption_page(request, errors, placed.status)
+            # Said on the redemption's own page, which always shows every coupon of it:
+            # the list the form came from may have filtered out the coupon concerned
+            # (now used or refunded), or shown it on a later page. Refunding from there
+            # still goes back to the list.
+            return await self.redemption_page(
+                request,
+                errors,
+                placed.status,
+                back="coupons" if back_to_coupons else "redemption",
+                back_state=back_state,
+            )
         if refund.state == pb.REFUND_STATE_COMPLETED:
             text = t("coupons.refunded", count=len(refund.codes), points=t.points(refund.points))
         else:
