@@ -58,14 +58,19 @@ def bare(store: Callable[[str], list[str]]) -> Iterator[tuple[ServiceProcess, Se
             process.stop()
 
 
-@pytest.fixture(params=SHAPES)
-def lean_deduct(
-    request: pytest.FixtureRequest, backend: str, store: Callable[[str], list[str]]
-) -> Iterator[ServiceProcess]:
-    """The bare-work DeductPoints server alone, in each PostgreSQL shape (SQLite has one)."""
-    shape = str(request.param)
-    if backend == "sqlite" and shape != SINGLE:
-        pytest.skip("--shape is PostgreSQL's")
+# The bare DeductPoints server's cases: SQLite has one shape, PostgreSQL each of SHAPES.
+DEDUCT_CASES = pytest.mark.parametrize(
+    ("backend", "shape"),
+    [
+        ("sqlite", SINGLE),
+        *(pytest.param("postgres", shape, marks=pytest.mark.postgres) for shape in SHAPES),
+    ],
+)
+
+
+@pytest.fixture
+def lean_deduct(shape: str, store: Callable[[str], list[str]]) -> Iterator[ServiceProcess]:
+    """The bare-work DeductPoints server alone, in the case's store and shape."""
     command = [sys.executable, "-m", "bench.lean", "--accounts", "5", "--shape", shape]
     server = start_server([*command, *store("lean-deduct")])
     try:
@@ -87,6 +92,7 @@ def deduction(
     )
 
 
+@DEDUCT_CASES
 async def test_bare_deduct_takes_refuses_and_replays(lean_deduct: ServiceProcess) -> None:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{lean_deduct.port}") as channel:
         deduct = cp_grpc.CardPointsServiceStub(channel).DeductPoints
@@ -114,6 +120,7 @@ async def test_bare_deduct_takes_refuses_and_replays(lean_deduct: ServiceProcess
         assert other.deduction.deduction_id.startswith("ded_")
 
 
+@DEDUCT_CASES
 async def test_bare_deduct_takes_a_request_id_sent_at_once_only_once(
     lean_deduct: ServiceProcess,
 ) -> None:
