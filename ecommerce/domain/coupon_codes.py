@@ -31,10 +31,18 @@ def _weighted_sum(symbols: str) -> int:
     return sum(weight * _VALUES[s] for weight, s in enumerate(symbols, start=1))
 
 
+# The check symbol's weight, inverted modulo 31 once.
+_CHECK_INVERSE = pow(LENGTH, -1, MODULUS)
+
+
+def _check_for(weighted_sum: int) -> str:
+    """The symbol that, at weight LENGTH, makes a payload's `weighted_sum` divisible by 31."""
+    return ALPHABET[(-weighted_sum * _CHECK_INVERSE) % MODULUS]
+
+
 def check_symbol(payload: str) -> str:
     """The symbol that, appended at weight LENGTH, makes the weighted sum divisible by 31."""
-    inverse = pow(len(payload) + 1, -1, MODULUS)
-    return ALPHABET[(-_weighted_sum(payload) * inverse) % MODULUS]
+    return _check_for(_weighted_sum(payload))
 
 
 def is_valid(symbols: str) -> bool:
@@ -53,15 +61,11 @@ def group(symbols: str) -> str:
 _PAYLOADS = MODULUS**RANDOM_SYMBOLS
 
 
-# The check symbol's weight, inverted modulo 31 once.
-_CHECK_INVERSE = pow(LENGTH, -1, MODULUS)
-
-
 def new_code() -> str:
     # One uniform draw from `secrets` over all 31^17 payloads, written in base 31: the
     # same distribution as 17 draws of one symbol each, for one read of the OS's
     # randomness instead of seventeen. The weighted sum is added up digit by digit on
-    # the way: the check symbol `check_symbol` would give, without reading them back.
+    # the way, so the symbols are not read back for their check symbol.
     number = secrets.randbelow(_PAYLOADS)
     symbols = []
     total = 0
@@ -69,7 +73,7 @@ def new_code() -> str:
         number, digit = divmod(number, MODULUS)
         symbols.append(ALPHABET[digit])
         total += weight * digit
-    symbols.append(ALPHABET[(-total * _CHECK_INVERSE) % MODULUS])
+    symbols.append(_check_for(total))
     return group("".join(symbols))
 
 
