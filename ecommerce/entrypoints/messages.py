@@ -115,18 +115,17 @@ def _coupon_pb(coupon: Coupon, stamp: Callable[[datetime | None], Timestamp | No
 
 def _stamps() -> Callable[[datetime | None], Timestamp | None]:
     """to_timestamp, converting each moment once: a redemption's coupons share theirs."""
-    made: dict[datetime | None, Timestamp | None] = {None: None}
+    made: dict[datetime, Timestamp | None] = {}
 
     def stamp(moment: datetime | None) -> Timestamp | None:
-        found = made.get(moment, _MISSING)
-        if found is _MISSING:
+        if moment is None:
+            return None
+        found = made.get(moment)
+        if found is None:
             found = made[moment] = to_timestamp(moment)
-        return found  # type: ignore[return-value]
+        return found
 
     return stamp
-
-
-_MISSING = object()
 
 
 def redemption_pb(redemption: Redemption) -> pb.Redemption:
