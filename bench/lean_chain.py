@@ -116,6 +116,23 @@ class Stored:
     deduction_id: str = ""
     codes: list[str] = field(default_factory=list)
 
+    @classmethod
+    def pending(
+        cls, request: Any, redemption_id: str, points: int, ppc: int, card_account_id: str
+    ) -> Stored:
+        """The new PENDING redemption of `request`, as (a) inserted it."""
+        return cls(
+            redemption_id,
+            request.request_id,
+            request.customer_id,
+            request.product_id,
+            request.quantity,
+            points,
+            ppc,
+            card_account_id,
+            "PENDING",
+        )
+
 
 def coupon_code() -> str:
     """80 bits from `secrets`, in four groups of four base32 characters."""
@@ -124,6 +141,14 @@ def coupon_code() -> str:
 
 
 # ---------------------------------------------------------------- SQLite: units of the writer
+
+
+def codes_sqlite(db: sqlite3.Connection, redemption_id: str) -> list[str]:
+    """A redemption's coupon codes, in the order they were issued."""
+    rows = db.execute(
+        "SELECT code FROM coupons WHERE redemption_id = ? ORDER BY seq", (redemption_id,)
+    )
+    return [code for (code,) in rows]
 
 
 def begin_sqlite(db: sqlite3.Connection, now: str, request: Any, ppc: int) -> Stored:
@@ -135,13 +160,7 @@ def begin_sqlite(db: sqlite3.Connection, now: str, request: Any, ppc: int) -> St
     if row is not None:
         stored = Stored(*row)
         if stored.state == "COMPLETED":
-            stored.codes = [
-                code
-                for (code,) in db.execute(
-                    "SELECT code FROM coupons WHERE redemption_id = ? ORDER BY seq",
-                    (stored.redemption_id,),
-                )
-            ]
+            stored.codes = codes_sqlite(db, stored.redemption_id)
         return stored
     redemption_id = "rd_" + secrets.token_hex(8)
     points = request.quantity * ppc
@@ -165,17 +184,7 @@ def begin_sqlite(db: sqlite3.Connection, now: str, request: Any, ppc: int) -> St
     ).fetchone()
     if found is None:
         raise Refused("no card linked")
-    return Stored(
-        redemption_id,
-        request.request_id,
-        request.customer_id,
-        request.product_id,
-        request.quantity,
-        points,
-        ppc,
-        found[0],
-        "PENDING",
-    )
+    return Stored.pending(request, redemption_id, points, ppc, found[0])
 
 
 def fail_sqlite(db: sqlite3.Connection, now: str, redemption_id: str) -> None:
@@ -196,13 +205,7 @@ def complete_sqlite(
         (deduction_id, now, stored.redemption_id),
     ).rowcount
     if not updated:
-        return [
-            code
-            for (code,) in db.execute(
-                "SELECT code FROM coupons WHERE redemption_id = ? ORDER BY seq",
-                (stored.redemption_id,),
-            )
-        ]
+        return codes_sqlite(db, stored.redemption_id)
     _, face, currency = PRODUCTS[stored.product_id]
     expire = (datetime.fromisoformat(now) + VALIDITY).isoformat()
     db.execute(
@@ -291,17 +294,7 @@ class PgRedemptions:
             )
             if card is None:
                 raise Refused("no card linked")
-        return Stored(
-            redemption_id,
-            request.request_id,
-            request.customer_id,
-            request.product_id,
-            request.quantity,
-            points,
-            ppc,
-            card,
-            "PENDING",
-        )
+        return Stored.pending(request, redemption_id, points, ppc, card)
 
     @staticmethod
     async def _codes(conn: Any, redemption_id: str) -> list[str]:
