@@ -113,6 +113,24 @@ async def held(stack: Stack, customer: Customer) -> tuple[int, int, dict[str, in
 ISSUED = int(pb.COUPON_STATE_ISSUED)
 
 
+async def refund_one_spent_meanwhile(
+    stack: Stack, customer: Customer, form: RefundForm, order_id: str
+) -> tuple[httpx.Response, tuple[int, int, dict[str, int]]]:
+    """Spend the customer's first coupon at checkout while `form` is open, then ask it to
+    refund that one and the second; the page that answers, and what was held before."""
+    spent, other, _kept = customer.codes
+    await stack.shop.UseCoupon(
+        pb.UseCouponRequest(customer_id=customer.customer_id, code=spent, order_id=order_id),
+        timeout=TIMEOUT,
+    )
+    before = await held(stack, customer)
+    page = await customer.client.post(
+        f"/redemptions/{customer.redemption_id}/refund",
+        data={**form.hidden, "codes": [spent, other]},
+    )
+    return page, before
+
+
 async def test_a_refund_with_no_coupon_ticked_says_so_under_the_coupons_and_changes_nothing(
     stack: Stack, customer: Customer
 ) -> None:
@@ -155,15 +173,7 @@ async def test_a_refund_of_a_coupon_spent_at_checkout_is_refused_next_to_it(
     form = refund_form(shown.text, customer.redemption_id)
     spent, other, _kept = customer.codes
     # Spent at checkout while the page was open.
-    await stack.shop.UseCoupon(
-        pb.UseCouponRequest(customer_id=customer.customer_id, code=spent, order_id="order-1"),
-        timeout=TIMEOUT,
-    )
-    before = await held(stack, customer)
-    page = await customer.client.post(
-        f"/redemptions/{customer.redemption_id}/refund",
-        data={**form.hidden, "codes": [spent, other]},
-    )
+    page, before = await refund_one_spent_meanwhile(stack, customer, form, "order-1")
     assert page.status_code == 409, page.text
     again = refund_form(page.text, customer.redemption_id)
     assert again.coupon_errors == {spent: ALREADY_USED}
@@ -240,16 +250,7 @@ async def test_a_refusal_on_a_later_page_of_the_coupons_is_said_next_to_its_coup
     form = refund_form(second_page.text, customer.redemption_id)
     assert form.tickable == customer.codes
     spent, other, _kept = customer.codes
-    await stack.shop.UseCoupon(
-        pb.UseCouponRequest(customer_id=customer.customer_id, code=spent, order_id="order-2"),
-        timeout=TIMEOUT,
-    )
-    before = await held(stack, customer)
-
-    page = await customer.client.post(
-        f"/redemptions/{customer.redemption_id}/refund",
-        data={**form.hidden, "codes": [spent, other]},
-    )
+    page, before = await refund_one_spent_meanwhile(stack, customer, form, "order-2")
     assert page.status_code == 409, page.text
     again = refund_form(page.text, customer.redemption_id)
     assert again.coupon_errors == {spent: ALREADY_USED}
